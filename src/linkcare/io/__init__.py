@@ -1,0 +1,1 @@
+"""Reading extracts and writing outputs safely."""
