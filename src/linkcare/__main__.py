@@ -1,0 +1,5 @@
+"""`python -m linkcare` runs the command line."""
+
+from linkcare.cli import main
+
+main()

@@ -1,0 +1,169 @@
+"""The `linkcare` command line: thin click commands over the library.
+
+Each command parses its options, calls one library function and prints a short summary. The
+group turns linkcare's own exceptions into `Error: ...` lines and exit codes (0 success, 1 the
+data or the run failed, 2 the command line or config is wrong) without a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from linkcare import __version__
+from linkcare.errors import EXIT_DATA, LinkcareError, ProblemList
+from linkcare.log import configure_logging, get_logger
+from linkcare.synth.cli import synth
+
+log = get_logger("cli")
+
+
+class LinkcareClickError(click.ClickException):
+    """A linkcare error shown as one or more `Error: ...` lines with its own exit code."""
+
+    def __init__(self, messages: list[str], exit_code: int) -> None:
+        super().__init__(messages[0] if messages else "failed")
+        self.messages = messages or ["failed"]
+        # click declares exit_code a class variable; ours is the linkcare error's own code.
+        self.exit_code = exit_code  # type: ignore[misc]
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        for message in self.messages:
+            click.echo(f"Error: {message}", file=file, err=file is None)
+
+
+class LinkcareGroup(click.Group):
+    """A click group that turns exceptions raised by its commands into clean exits."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except ProblemList as exc:
+            raise LinkcareClickError([str(p) for p in exc.problems], exc.exit_code) from None
+        except LinkcareError as exc:
+            raise LinkcareClickError([str(exc)], exc.exit_code) from None
+        except Exception as exc:
+            # Unexpected: a bug, or an environment problem we did not foresee. The traceback
+            # may quote data, so it is shown only when asked for.
+            if ctx.params.get("verbose"):
+                click.echo(traceback.format_exc(), err=True, nl=False)
+            name = type(exc).__name__
+            raise LinkcareClickError(
+                [f"internal error: {name}; rerun with -v to see the traceback"], EXIT_DATA
+            ) from None
+
+
+@click.group(cls=LinkcareGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="linkcare",
+                      message="%(prog)s %(version)s")
+@click.option("-v", "--verbose", count=True, help="Log more: -v shows debug lines and tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Link pseudonymised health and social care extracts, and stratify risk.
+
+    Exit codes: 0 success; 1 the data or the run failed; 2 the command line or config is wrong.
+    """
+    if verbose and quiet:
+        raise click.UsageError("use -v or -q, not both")
+    configure_logging(-1 if quiet else verbose)
+
+
+@click.command()
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+def validate(config: Path) -> None:
+    """Check CONFIG and every extract it names; list every problem at once.
+
+    Reads only each extract's header (CSV) or schema (Parquet), so it is quick on any size of
+    site. Exits 2 if the config is wrong, 1 if only the extracts are, 0 if all is well.
+    """
+    from linkcare.validate import validate_site
+
+    report = validate_site(config)
+    base = report.config.path.parent
+    rows = [("source", "kind", "columns", "fields", "path")]
+    for s in report.sources:
+        shown = s.path.relative_to(base) if s.path.is_relative_to(base) else s.path
+        rows.append((s.name, s.kind, str(s.n_columns), ", ".join(s.fields), str(shown)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]))
+    for note in report.notes:
+        click.echo(f"Note: {note}")
+    click.echo(f"OK: {config} and its {len(report.sources)} source(s) are valid")
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="File holding the secret key (at least 16 bytes).")
+@click.option("--key-env", metavar="VAR", help="Environment variable holding the secret key.")
+@click.option("--spec", "spec_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="TOML file naming the columns: nhs, dob, postcode, birth_year, birth_month, "
+                   "dob_format.")
+@click.option("--nhs-column", help="Column of NHS numbers to check and replace with tokens.")
+@click.option("--dob-column", help="Column of dates of birth to cut to year and month.")
+@click.option("--postcode-column", help="Column of postcodes to cut to their district.")
+@click.option("--dob-format", help='strftime format of the dates of birth, e.g. "%d/%m/%Y".')
+def pseudonymise(
+    input_path: Path,
+    output_path: Path,
+    key_file: Path | None,
+    key_env: str | None,
+    spec_path: Path | None,
+    nhs_column: str | None,
+    dob_column: str | None,
+    postcode_column: str | None,
+    dob_format: str | None,
+) -> None:
+    """Pseudonymise INPUT (CSV or Parquet) into OUTPUT, for a data controller.
+
+    NHS numbers are checked (modulus 11); valid ones become keyed HMAC-SHA256 tokens and invalid
+    ones are blanked. Dates of birth become birth year and month columns; postcodes become their
+    district. OUTPUT is written whole or not at all, and must differ from INPUT. The key is read
+    from --key-file or --key-env and never printed or logged. Options override the --spec file.
+    """
+    from linkcare.pseudonymise import PseudonymiseSpec, load_spec, pseudonymise_file, read_key
+
+    if key_file is not None and key_env is not None:
+        raise click.UsageError("give --key-file or --key-env, not both")
+    spec = load_spec(spec_path) if spec_path is not None else PseudonymiseSpec()
+    overrides = {"nhs": nhs_column, "dob": dob_column, "postcode": postcode_column,
+                 "dob_format": dob_format}
+    spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+    key = read_key(key_file, key_env)
+    log.info("pseudonymising %s into %s", input_path, output_path)
+    report = pseudonymise_file(input_path, output_path, spec, key)
+    click.echo(f"rows: {report.rows}")
+    if spec.nhs is not None:
+        click.echo(f"NHS numbers invalid (blanked): {report.nhs_invalid}")
+        click.echo(f"NHS numbers missing: {report.nhs_missing}")
+    if spec.dob is not None:
+        click.echo(f"dates of birth not understood (blanked): {report.dob_unparsed}")
+    if spec.postcode is not None:
+        click.echo(f"postcodes malformed (blanked): {report.postcode_unparsed}")
+    click.echo(f"wrote {output_path}")
+
+
+# Commands register here; a command defined in another module is added the same way.
+cli.add_command(synth)
+cli.add_command(validate)
+cli.add_command(pseudonymise)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the `linkcare` command line; it exits with the command's exit code."""
+    # standalone mode: click prints ClickExceptions (ours included) as `Error: ...` lines and
+    # exits with their code; usage errors exit 2.
+    cli.main(args=argv, prog_name="linkcare", standalone_mode=True)
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,1 @@
+"""What each kind of extract means: its default event columns, and which of them are required."""

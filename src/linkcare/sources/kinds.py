@@ -1,0 +1,114 @@
+"""The kinds of extract linkcare understands, and the default column of each of their events.
+
+The defaults are the real field names of each national dataset (HES/SUS admitted patient care,
+ECDS A&E, outpatients, adult social care client-level data, GP registrations); `linkcare synth`
+writes extracts with exactly these names. A source's `events` table in the config overrides them.
+A column may be a glob such as `DIAG_4_*`, which stands for every header column it matches.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class EventColumn:
+    """One event attribute of a kind: its key, its default column (or glob) and whether it must be
+    present in the extract."""
+
+    key: str
+    column: str
+    required: bool
+
+
+_REQ, _OPT = True, False
+
+KINDS: Mapping[str, tuple[EventColumn, ...]] = MappingProxyType(
+    {
+        "gp_registrations": (
+            EventColumn("registration_date", "Registration_Date", _REQ),
+            EventColumn("death_date", "Date_Of_Death", _OPT),
+            EventColumn("practice", "Practice_Code", _REQ),
+            EventColumn("ethnicity", "Ethnic_Category", _OPT),
+        ),
+        "apc": (
+            EventColumn("start_date", "ADMIDATE", _REQ),
+            EventColumn("end_date", "DISDATE", _OPT),
+            EventColumn("admission_method", "ADMIMETH", _REQ),
+            EventColumn("admission_source", "ADMISORC", _OPT),
+            EventColumn("discharge_destination", "DISDEST", _OPT),
+            EventColumn("diagnoses", "DIAG_4_*", _OPT),
+        ),
+        "ae": (
+            EventColumn("start_date", "Arrival_Date", _REQ),
+            EventColumn("arrival_mode", "Arrival_Mode", _OPT),
+            EventColumn("discharge_destination", "Discharge_Destination", _OPT),
+        ),
+        "outpatients": (
+            EventColumn("start_date", "APPTDATE", _REQ),
+            EventColumn("attended", "ATTENDED", _OPT),
+            EventColumn("first_attendance", "FIRSTATT", _OPT),
+            EventColumn("specialty", "TRETSPEF", _OPT),
+        ),
+        "social_care": (
+            EventColumn("event_type", "Event_Type", _REQ),
+            EventColumn("start_date", "Event_Start_Date", _REQ),
+            EventColumn("end_date", "Event_End_Date", _OPT),
+            EventColumn("route_of_access", "Request_Route_Of_Access", _OPT),
+            EventColumn("service_type", "Service_Type", _OPT),
+            EventColumn("service_component", "Service_Component", _OPT),
+            EventColumn("support_reason", "Primary_Support_Reason", _OPT),
+            EventColumn("planned_units", "Planned_units_per_week", _OPT),
+            EventColumn("outcome", "Event_Outcome", _OPT),
+        ),
+        "other": (),
+    }
+)
+
+KIND_NAMES: tuple[str, ...] = tuple(KINDS)
+DEFAULT_KIND = "other"
+
+
+def event_keys(kind: str) -> tuple[str, ...]:
+    """Return the event keys a kind understands, in their documented order."""
+    return tuple(c.key for c in KINDS[kind])
+
+
+def default_events(kind: str) -> dict[str, str]:
+    """Return the default column (or glob) of each event key of a kind."""
+    return {c.key: c.column for c in KINDS[kind]}
+
+
+def required_events(kind: str) -> frozenset[str]:
+    """Return the event keys whose column must be present in an extract of this kind."""
+    return frozenset(c.key for c in KINDS[kind] if c.required)
+
+
+def is_glob(column: str) -> bool:
+    """Return True if a configured column is a glob pattern rather than one column name."""
+    return any(ch in column for ch in "*?[")
+
+
+def match_columns(pattern: str, columns: Iterable[str]) -> list[str]:
+    """Return the header columns a configured column names: itself if present, else the glob's
+    matches in header order (case-sensitive)."""
+    columns = list(columns)
+    if not is_glob(pattern):
+        return [pattern] if pattern in columns else []
+    return [c for c in columns if fnmatch.fnmatchcase(c, pattern)]
+
+
+__all__ = [
+    "DEFAULT_KIND",
+    "KINDS",
+    "KIND_NAMES",
+    "EventColumn",
+    "default_events",
+    "event_keys",
+    "is_glob",
+    "match_columns",
+    "required_events",
+]

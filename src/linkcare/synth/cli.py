@@ -1,0 +1,71 @@
+"""`linkcare synth`: the click command; the work is in `linkcare.synth.site`."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from linkcare.pseudonymise import read_key
+from linkcare.synth.options import ErrorRates, SynthOptions
+from linkcare.synth.site import write_site
+
+
+def _rate_options(func: Any) -> Any:
+    """Add one `--<rate>` option per identifier error rate, documented from ErrorRates."""
+    for f in reversed(fields(ErrorRates)):
+        default = f.default
+        func = click.option(
+            f"--{f.name.replace('_', '-')}", f.name, type=click.FloatRange(0.0, 1.0, max_open=True),
+            default=default, show_default=True, help=_RATE_HELP[f.name],
+        )(func)
+    return func
+
+
+_RATE_HELP = {
+    "nhs_missing_hospital": "Share of APC, outpatient and A&E records with no NHS token.",
+    "nhs_missing_social_care": "Share of social-care records with no NHS token.",
+    "nhs_wrong_hospital": "Share of APC, outpatient and A&E records with another valid NHS number.",
+    "nhs_wrong_social_care": "Share of social-care records with another valid NHS number.",
+    "birth_month_wrong": "Share of records (every extract) with a wrong birth month.",
+    "birth_year_wrong": "Share of records (every extract) with a wrong birth year.",
+    "sex_wrong": "Share of records (every extract) with the other sex recorded.",
+    "stale_area_social_care": "Share of social-care records with the LSOA from before a move.",
+    "area_missing_hospital": "Share of APC, outpatient and A&E records with no LSOA.",
+    "second_council_id": "Share of social-care clients known under two council person IDs.",
+    "twins": "Share of people who are one of a pair of same-sex twins in the same area.",
+}
+
+
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--people", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="People ever registered with the site's GP practices.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same bytes.")
+@click.option("--reference-date", type=click.DateTime(formats=["%Y-%m-%d"]), default="2026-03-31",
+              show_default=True, help="The 'as of' date; the extracts hold nothing after it.")
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Pseudonymisation key for the NHS tokens (default: a key derived from the seed).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@_rate_options
+def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file: Path | None,
+          overwrite: bool, **rates: float) -> None:
+    """Write a realistic synthetic site into OUT.
+
+    OUT gets five pseudonymised extracts (gp_registrations, apc, ae, outpatients, social_care as
+    CSV, with real field names), site.toml (a config that links them), synth.json (the options
+    used) and truth/ (the true person of every record, and each person's true risk of emergency
+    admission in the year after the reference date), which is kept apart for evaluation.
+    """
+    key = read_key(key_file=key_file) if key_file is not None else None
+    options = SynthOptions(people=people, seed=seed, reference_date=reference_date.date(),
+                           errors=ErrorRates(**rates), key=key)
+    summary = write_site(out, options, overwrite=overwrite)
+    click.echo(f"Wrote a synthetic site of {summary.people:,} people to {summary.out} "
+               f"in {summary.seconds:.1f} s")
+    for name, rows in summary.rows.items():
+        click.echo(f"  {name + '.csv':24s} {rows:>12,} rows")
+    click.echo("  site.toml (config), synth.json (options), truth/ (keep apart: for evaluation only)")
