@@ -16,6 +16,7 @@ from linkcare.cli import cli
 from linkcare.pseudonymise import TOKEN_PATTERN, tokenise, valid_nhs_mask
 from linkcare.synth import ErrorRates, SynthOptions, make_site, site_config, synth_key, write_site
 from linkcare.synth.audit import ID_COLUMN, NHS_COLUMN, measure_error_rates, oracle_auroc, recorded_identifiers
+from linkcare.synth.extracts import SOURCE_NAMES
 from linkcare.synth.population import valid_nhs_numbers
 
 REF = date(2026, 3, 31)
@@ -48,7 +49,7 @@ def test_truth_names_the_person_of_every_record_once(site) -> None:
     for name, frame in site.extracts.items():
         ids = frame[ID_COLUMN[name]].cast(pl.String)
         assert ids.n_unique() == frame.height, f"{name}: record ids are not unique"
-        of_source = truth.filter(pl.col("source") == name)
+        of_source = truth.filter(pl.col("source") == SOURCE_NAMES[name])
         assert of_source.height == frame.height
         assert set(of_source["record_id"].to_list()) == set(ids.to_list())
     persons = site.truth_persons
@@ -60,7 +61,7 @@ def test_truth_names_the_person_of_every_record_once(site) -> None:
     assert dead["risk"].is_null().all() and dead["outcome"].is_null().all()
     assert dead.height > 0 and dead["death_date"].max() <= REF
     # Every person is on the GP spine once.
-    spine = truth.filter(pl.col("source") == "gp_registrations")
+    spine = truth.filter(pl.col("source") == "gp")
     assert spine["person"].n_unique() == spine.height == persons.height
 
 
@@ -173,7 +174,7 @@ def test_population_looks_like_england(site) -> None:
     first_seen = site.truth_records.filter(pl.col("source") == "ae").join(
         site.extracts["ae"].select(pl.col("EC_Ident").alias("record_id"), "Arrival_Date"), on="record_id"
     ).group_by("person").agg(pl.col("Arrival_Date").min())
-    registered = site.truth_records.filter(pl.col("source") == "gp_registrations").join(
+    registered = site.truth_records.filter(pl.col("source") == "gp").join(
         spine.select(pl.col("Patient_ID").alias("record_id"), "Registration_Date"), on="record_id")
     late = first_seen.join(registered, on="person").filter(pl.col("Arrival_Date") < pl.col("Registration_Date"))
     assert late.height > 0

@@ -8,6 +8,7 @@ data or the run failed, 2 the command line or config is wrong) without a traceba
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 import traceback
 from pathlib import Path
 from typing import IO, Any
@@ -153,10 +154,89 @@ def pseudonymise(
     click.echo(f"wrote {output_path}")
 
 
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    """Print rows as a plain aligned table (first row is the header)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = zip(row, widths, strict=True)
+        click.echo("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(cells)))
+
+
+@click.command()
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for the cohort dataset; replaced whole only when the run succeeds.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Reuse a model.json from an earlier run instead of training a new one.")
+@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Secret key for person IDs (default: linkcare's fixed key).")
+def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None) -> None:
+    """Link every source in CONFIG into people and write the cohort dataset to --out.
+
+    Writes person_index.parquet, persons.parquet, events.parquet, pairs.parquet, model.json and
+    manifest.json, all at once or not at all, and prints records and linked share per source,
+    pairs per blocking pass, and time and peak memory per stage.
+    """
+    from linkcare.linkage.run import run_link
+    from linkcare.pseudonymise import read_key
+
+    key = read_key(key_file=key_file) if key_file is not None else None
+    summary = run_link(config, out, model_path, key)
+    rows: list[tuple[str, ...]] = [("source", "records", "linked", "deterministic", "probabilistic")]
+    for s in summary.sources:
+        rows.append((str(s["source"]), f"{s['records']:,}", f"{s['linked_share']:.1%}", f"{s['deterministic']:,}",
+                     f"{s['probabilistic']:,}"))
+    _table(rows)
+    click.echo()
+    rows = [("blocking pass", "pairs", "new pairs")]
+    rows += [(str(p["blocking"]), f"{p['pairs']:,}", f"{p['new_pairs']:,}") for p in summary.passes]
+    _table(rows)
+    click.echo()
+    rows = [("stage", "seconds", "peak MiB")]
+    rows += [(str(st["stage"]), f"{st['seconds']:.1f}", f"{st['peak_mib']:.0f}") for st in summary.stages]
+    _table(rows)
+    click.echo()
+    click.echo(f"{summary.persons:,} people; {summary.pairs_accepted:,} of {summary.pairs_scored:,} scored pairs "
+               f"accepted; model: {summary.model}; {summary.seconds:.1f} s, peak {summary.peak_mib:.0f} MiB")
+    click.echo(f"Cohort dataset written to {summary.out}")
+
+
+@click.group()
+def evaluate() -> None:
+    """Score linkage or risk output against labels."""
+
+
+@evaluate.command("links")
+@click.argument("out_dir", metavar="DIR", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--truth", "truth", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Parquet with source, record_id and person (the true person of each record).")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON for scripts.")
+def evaluate_links_command(out_dir: Path, truth: Path, as_json: bool) -> None:
+    """Print pairwise precision, recall and F1 of the linkage in DIR against --truth.
+
+    A pair of records counts as linked when both have the same person_id, and as true when both
+    have the same person in the truth file. Rows for a subset (records without an NHS token, one
+    source) count the pairs that involve at least one record of the subset.
+    """
+    import json
+
+    from linkcare.linkage.evaluate import evaluate_links
+
+    scores = evaluate_links(out_dir, truth)
+    if as_json:
+        click.echo(json.dumps({k: v.as_dict() for k, v in scores.items()}, indent=2))
+        return
+    rows: list[tuple[str, ...]] = [("records", "n", "precision", "recall", "F1")]
+    rows += [(k, f"{v.records:,}", f"{v.precision:.4f}", f"{v.recall:.4f}", f"{v.f1:.4f}") for k, v in scores.items()]
+    _table(rows)
+
+
 # Commands register here; a command defined in another module is added the same way.
 cli.add_command(synth)
 cli.add_command(validate)
 cli.add_command(pseudonymise)
+cli.add_command(link)
+cli.add_command(evaluate)
 
 
 def main(argv: list[str] | None = None) -> None:

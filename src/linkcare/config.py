@@ -42,7 +42,10 @@ DEFAULT_THRESHOLD = 0.95
 _TOP_KEYS = ("version", "reference_date", "sources", "linkage")
 _SOURCE_KEYS = ("name", "path", "format", "id", "kind", "delimiter", "fields", "events")
 _FIELD_KEYS = ("column", "format", "part", "values")
-_LINKAGE_KEYS = ("link_type", "threshold", "deterministic", "blocking", "comparisons")
+_LINKAGE_KEYS = ("link_type", "threshold", "deterministic", "blocking", "comparisons", "model", "labels",
+                 "max_pairs", "one_to_one", "indexer", "seed", "chunk_pairs", "pairs_min_probability")
+MODELS = ("fellegi_sunter", "ecm", "logistic")
+INDEXERS = ("auto", "recordlinkage", "polars")
 _COMPARISON_KEYS = ("field", "method", "levels", "term_frequency")
 _NAME = re.compile(r"^[a-z0-9_]+$")
 # strftime/chrono directives; a format must also say where the year is.
@@ -103,6 +106,14 @@ class Linkage:
     deterministic: tuple[tuple[str, ...], ...] = ()
     blocking: tuple[tuple[str, ...], ...] = ()
     comparisons: tuple[Comparison, ...] = ()
+    model: str = "fellegi_sunter"
+    labels: Path | None = None
+    max_pairs: int = 200_000_000
+    one_to_one: tuple[str, ...] = ()
+    indexer: str = "auto"
+    seed: int = 0
+    chunk_pairs: int = 2_000_000
+    pairs_min_probability: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -156,7 +167,8 @@ def check_config(config_path: str | Path) -> ConfigCheck:
     reference_date = _check_reference_date(data, problems)
     drafts = _check_sources(data, base, problems)
     mapped = {name for d in drafts for name in d.field_names}
-    linkage = _check_linkage(data.get("linkage"), len(drafts), mapped, problems)
+    names = [d.source.name for d in drafts if d.source is not None]
+    linkage = _check_linkage(data.get("linkage"), len(drafts), mapped, problems, base, names)
 
     sources = tuple(d.source for d in drafts if d.source is not None)
     config = None
@@ -430,7 +442,60 @@ def _check_events(
 # --- linkage -----------------------------------------------------------------------------------
 
 
-def _check_linkage(value: Any, n_sources: int, mapped: set[str], p: KeyProblems) -> Linkage:
+def _check_positive_int(value: dict[str, Any], name: str, default: int, p: KeyProblems) -> int:
+    if name not in value:
+        return default
+    v = value[name]
+    if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+        return v
+    p.add(f"linkage.{name}", f"must be a whole number above 0, e.g. {name} = {default}")
+    return default
+
+
+def _check_linkage_options(value: dict[str, Any], base: Path, source_names: list[str],
+                           p: KeyProblems) -> dict[str, Any]:
+    """Return the optional linkage settings beyond the rules and comparisons."""
+    out: dict[str, Any] = {}
+    if "model" in value:
+        out["model"] = expect_choice(value["model"], "linkage.model", MODELS, "model", p) or Linkage.model
+    if "indexer" in value:
+        out["indexer"] = expect_choice(value["indexer"], "linkage.indexer", INDEXERS, "indexer", p) or Linkage.indexer
+    if "labels" in value:
+        labels = expect_text(value["labels"], "linkage.labels", 'labels = "truth/records.parquet"', p)
+        out["labels"] = (base / labels).resolve() if labels else None
+    if out.get("model") == "logistic" and out.get("labels") is None:
+        p.add("linkage.labels", 'model = "logistic" learns from labelled records; give labels = "…parquet" '
+              "with columns source, record_id, person")
+    out["max_pairs"] = _check_positive_int(value, "max_pairs", Linkage.max_pairs, p)
+    out["chunk_pairs"] = _check_positive_int(value, "chunk_pairs", Linkage.chunk_pairs, p)
+    if "seed" in value:
+        seed = value["seed"]
+        if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
+            out["seed"] = seed
+        else:
+            p.add("linkage.seed", "must be a whole number of 0 or more, e.g. seed = 0")
+    if "pairs_min_probability" in value:
+        v = value["pairs_min_probability"]
+        if is_number(v) and 0 <= v < 1:
+            out["pairs_min_probability"] = float(v)
+        else:
+            p.add("linkage.pairs_min_probability", "must be a number from 0 up to (not including) 1")
+    if "one_to_one" in value:
+        pair = value["one_to_one"]
+        if (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+                and pair[0] != pair[1]):
+            unknown = [x for x in pair if x not in source_names]
+            if unknown:
+                p.add("linkage.one_to_one", f"no source named {unknown[0]!r}; name two of: {', '.join(source_names)}")
+            else:
+                out["one_to_one"] = tuple(pair)
+        else:
+            p.add("linkage.one_to_one", 'must name two different sources, e.g. one_to_one = ["a", "b"]')
+    return out
+
+
+def _check_linkage(value: Any, n_sources: int, mapped: set[str], p: KeyProblems,
+                   base: Path | None = None, source_names: list[str] | None = None) -> Linkage:
     if value is None:
         return Linkage()
     if not isinstance(value, dict):
@@ -456,7 +521,8 @@ def _check_linkage(value: Any, n_sources: int, mapped: set[str], p: KeyProblems)
     deterministic = _check_rules(value.get("deterministic"), "linkage.deterministic", mapped, p)
     blocking = _check_rules(value.get("blocking"), "linkage.blocking", mapped, p)
     comparisons = _check_comparisons(value.get("comparisons"), mapped, p)
-    return Linkage(link_type or Linkage.link_type, threshold, deterministic, blocking, comparisons)
+    options = _check_linkage_options(value, base or Path("."), source_names or [], p)
+    return Linkage(link_type or Linkage.link_type, threshold, deterministic, blocking, comparisons, **options)
 
 
 def _check_field_ref(name: Any, key: str, mapped: set[str], p: KeyProblems) -> str | None:

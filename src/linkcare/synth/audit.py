@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from linkcare.synth.extracts import SOURCES, Site
+from linkcare.synth.extracts import SOURCE_NAMES, SOURCES, Site
 
 NHS_COLUMN = {
     "gp_registrations": "Pseudo_NHS_Number", "apc": "Pseudo_NHS_Number", "ae": "Pseudo_NHS_Number",
@@ -56,7 +56,7 @@ def recorded_identifiers(site: Site, name: str) -> pl.DataFrame:
         sex.cast(pl.String).cast(pl.Int64).alias("sex"),
         pl.col(NHS_COLUMN[name]).cast(pl.String).alias("token"),
     )
-    truth = site.truth_records.filter(pl.col("source") == name).select("record_id", "person")
+    truth = site.truth_records.filter(pl.col("source") == SOURCE_NAMES[name]).select("record_id", "person")
     persons = site.truth_persons.rename({"sex": "sex_true"})
     return recorded.join(truth, on="record_id").join(persons, on="person")
 

@@ -41,6 +41,9 @@ SUPPORT_REASONS = np.array(["Physical Support: Personal Care Support",
                             "Sensory Support: Support for Visual Impairment"])
 SUPPORT_SHARES = np.array([0.68, 0.14, 0.08, 0.05, 0.02, 0.03])
 SOURCES = ("gp_registrations", "apc", "ae", "outpatients", "social_care")
+#: The name each extract's source has in the site config, and in truth/records.parquet.
+SOURCE_NAMES = {"gp_registrations": "gp", "apc": "apc", "ae": "ae", "outpatients": "outpatients",
+                "social_care": "social_care"}
 
 
 @dataclass
@@ -157,7 +160,7 @@ def build_site(rng: np.random.Generator, pop: Population, health: Health, sim: S
         return codes.zip_with(pl.Series(~_exactly(rng, who.size, missing)[0]), pl.Series([None], dtype=pl.String))
 
     def keep_truth(source: str, record_ids: np.ndarray, who: np.ndarray) -> None:
-        truth.append(pl.DataFrame({"source": source, "record_id": record_ids, "person": who},
+        truth.append(pl.DataFrame({"source": SOURCE_NAMES[source], "record_id": record_ids, "person": who},
                                   schema={"source": pl.String, "record_id": pl.String, "person": pl.Int64}))
 
     # GP registrations: the population spine, one record per person ever registered.

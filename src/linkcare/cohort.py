@@ -1,0 +1,130 @@
+"""Build the cohort dataset from linkage decisions: the person index, one row per person, and
+every event with its person attached."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from linkcare.config import Config, Source
+from linkcare.io.extracts import read_header
+from linkcare.linkage.cluster import person_ids
+from linkcare.linkage.pipeline import Linked
+from linkcare.linkage.prepare import scan_source
+from linkcare.sources.kinds import match_columns
+
+EMERGENCY_METHODS = ("21", "22", "23", "24", "25", "2A", "2B", "2C", "2D", "28")
+ELECTIVE_METHODS = ("11", "12", "13")
+EVENT_COLUMNS: dict[str, pl.DataType] = {
+    "person_id": pl.String(), "source": pl.String(), "record_id": pl.String(), "event_type": pl.String(),
+    "start_date": pl.Date(), "end_date": pl.Date(), "admission_method": pl.String(),
+    "admission_source": pl.String(), "discharge_destination": pl.String(), "diagnoses": pl.List(pl.String()),
+    "arrival_mode": pl.String(), "attended": pl.String(), "first_attendance": pl.String(),
+    "specialty": pl.String(), "practice": pl.String(), "ethnicity": pl.String(),
+    "route_of_access": pl.String(), "service_type": pl.String(), "service_component": pl.String(),
+    "support_reason": pl.String(), "planned_units": pl.Float64(), "outcome": pl.String(),
+}
+DATE_KEYS = {"start_date", "end_date", "registration_date", "death_date"}
+
+
+def parse_date(expr: pl.Expr) -> pl.Expr:
+    """Return dates read as YYYY-MM-DD or YYYYMMDD (anything else is null)."""
+    s = expr.cast(pl.String).str.strip_chars()
+    return s.str.to_date("%Y-%m-%d", strict=False).fill_null(s.str.to_date("%Y%m%d", strict=False))
+
+
+def person_index(linked: Linked, key: bytes) -> pl.DataFrame:
+    """Return one row per source record: its person, match probability and the stage that linked it."""
+    nodes = linked.nodes
+    per_node = pl.DataFrame({
+        "node": np.arange(nodes.n), "cluster": linked.node_person, "match_stage": linked.node_stage,
+        "match_probability": linked.node_probability,
+    })
+    if "nhs" in nodes.fields:
+        per_node = per_node.with_columns(has_nhs=nodes.frame["nhs"].is_not_null())
+    index = nodes.record_node.join(per_node, on="node", how="left")
+    anchors = index.group_by("cluster").agg(
+        pl.concat_str([pl.col("source"), pl.lit("/"), pl.col("record_id")]).min().alias("anchor")).sort("cluster")
+    anchors = anchors.with_columns(person_ids(anchors["anchor"], key))
+    index = index.join(anchors.select("cluster", "person_id"), on="cluster", how="left")
+    index = index.with_columns(
+        pl.when(pl.col("match_stage") == "unlinked").then(None).otherwise(pl.col("match_probability"))
+        .alias("match_probability"))
+    columns = ["source", "record_id", "person_id", "match_probability", "match_stage"]
+    if "has_nhs" in index.columns:
+        columns.append("has_nhs")
+    return index.select(columns).sort(["source", "record_id"])
+
+
+def persons(linked: Linked, index: pl.DataFrame) -> pl.DataFrame:
+    """Return one row per person: records per source and each linkage field's most common value."""
+    nodes = linked.nodes
+    values = nodes.record_node.join(nodes.frame.drop("source", "records", "first_id"), on="node").join(
+        index.select("source", "record_id", "person_id"), on=["source", "record_id"])
+    out = values.group_by("person_id").agg(pl.len().alias("records"))
+    sources = sorted(index["source"].unique().to_list())
+    counts = index.group_by("person_id").agg(
+        [(pl.col("source") == s).sum().cast(pl.Int64).alias(f"records_{s}") for s in sources])
+    out = out.join(counts, on="person_id")
+    for name in nodes.fields:
+        mode = (values.filter(pl.col(name).is_not_null()).group_by("person_id", name).len()
+                .sort(["person_id", "len", name], descending=[False, True, False])
+                .group_by("person_id", maintain_order=True).first().select("person_id", name))
+        out = out.join(mode, on="person_id", how="left")
+    return out.sort("person_id")
+
+
+def _source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:
+    if source.kind == "other":
+        return None
+    header = read_header(source)
+    lf = scan_source(source)
+    exprs: list[pl.Expr] = [pl.col(source.id).cast(pl.String).alias("record_id")]
+    present: dict[str, list[str]] = {}
+    for key, configured in source.events.items():
+        wanted = (configured,) if isinstance(configured, str) else configured
+        cols = [c for pattern in wanted for c in match_columns(pattern, header)]
+        if cols:
+            present[key] = cols
+    for key, cols in present.items():
+        if key == "diagnoses":
+            exprs.append(pl.concat_list([pl.col(c).cast(pl.String) for c in cols]).list.drop_nulls()
+                         .list.eval(pl.element().filter(pl.element().str.strip_chars() != "")).alias(key))
+        elif key in DATE_KEYS:
+            exprs.append(parse_date(pl.col(cols[0])).alias(key))
+        elif key == "planned_units":
+            exprs.append(pl.col(cols[0]).cast(pl.Float64, strict=False).alias(key))
+        else:
+            exprs.append(pl.col(cols[0]).cast(pl.String).str.strip_chars().alias(key))
+    frame = lf.select(exprs).collect()
+    if source.kind == "gp_registrations":
+        frame = frame.rename({"registration_date": "start_date"} if "registration_date" in frame.columns else {})
+        if "death_date" in frame.columns:
+            frame = frame.rename({"death_date": "end_date"})
+        frame = frame.with_columns(pl.lit("registration").alias("event_type"))
+    elif source.kind == "apc":
+        method = pl.col("admission_method") if "admission_method" in frame.columns else pl.lit(None, pl.String)
+        frame = frame.with_columns(
+            pl.when(method.is_in(EMERGENCY_METHODS)).then(pl.lit("emergency_admission"))
+            .when(method.is_in(ELECTIVE_METHODS)).then(pl.lit("elective_admission"))
+            .otherwise(pl.lit("other_admission")).alias("event_type"))
+    elif source.kind == "ae":
+        frame = frame.with_columns(pl.lit("ae_attendance").alias("event_type"))
+    elif source.kind == "outpatients":
+        frame = frame.with_columns(pl.lit("outpatient_appointment").alias("event_type"))
+    elif source.kind == "social_care":
+        etype = pl.col("event_type").str.to_lowercase().str.replace_all(r"[^a-z]+", "_")
+        frame = frame.with_columns(pl.concat_str([pl.lit("social_care_"), etype]).alias("event_type"))
+    frame = frame.with_columns(pl.lit(source.name).alias("source"))
+    ids = index.filter(pl.col("source") == source.name).select("record_id", "person_id")
+    frame = frame.join(ids, on="record_id", how="left")
+    return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
+                         for c, t in EVENT_COLUMNS.items()])
+
+
+def events(config: Config, index: pl.DataFrame) -> pl.DataFrame:
+    """Return every event of every source of a known kind, with its person attached."""
+    frames = [f for s in config.sources if (f := _source_events(s, index)) is not None]
+    if not frames:
+        return pl.DataFrame(schema=EVENT_COLUMNS)
+    return pl.concat(frames).sort(["person_id", "start_date", "source", "record_id"], nulls_last=True)

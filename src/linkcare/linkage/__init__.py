@@ -1,0 +1,1 @@
+"""Linkage: standardise, reduce, link deterministically, block, compare, score, cluster."""

@@ -1,0 +1,79 @@
+"""Attach records that no exact rule could place to the most likely existing person.
+
+Pairwise Fellegi-Sunter cannot tell two people with the same birth month, sex and area apart, so
+a hospital record without an NHS token scores about evens against each of them. But records are
+not spread evenly over people: someone with ten admissions is far more likely to own an eleventh
+than someone with none. For each unplaced cluster, the posterior over its candidate people is
+
+    P(person B) = P(owner among candidates) × a_B 2^BF_B / Σ a_B' 2^BF_B'
+
+where BF_B is the best log2 Bayes factor between the cluster and B, a_B = (records B already has
+in the cluster's sources) + alpha, and P(owner among candidates) is measured on the people the
+exact rules found. alpha is the shape of a gamma-Poisson fit to the records per person in each
+source (small when a few people hold most records, as with hospital use), so a person with no
+records of that kind yet still has some chance. The cluster joins B when the posterior reaches
+the threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+
+def activity_shape(cluster: np.ndarray, src: np.ndarray, records: np.ndarray) -> np.ndarray:
+    """Return per source the gamma shape (alpha) of records per person, by the method of moments
+    over the given clusters (people with none of a source's records count as zero)."""
+    n_src = int(src.max()) + 1
+    n_clusters = int(cluster.max()) + 1
+    counts = np.zeros((n_clusters, n_src))
+    np.add.at(counts, (cluster, src), records)
+    mean = counts.mean(axis=0)
+    var = counts.var(axis=0)
+    excess = np.maximum(var - mean, 1e-9)
+    return np.clip(mean * mean / excess, 0.01, 10.0)
+
+
+def attach_unplaced(cluster: np.ndarray, placed_node: np.ndarray, src: np.ndarray, records: np.ndarray,
+                    left: np.ndarray, right: np.ndarray, log2_bf: np.ndarray, among: np.ndarray,
+                    threshold: float, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (left node, right node, posterior) of the attachments to make.
+
+    `placed_node` marks nodes an exact rule could place (they anchor their cluster); `among` is
+    per node the chance that its owner is among its candidates.
+    """
+    placed_cluster = np.zeros(cluster.max() + 1, dtype=bool)
+    np.logical_or.at(placed_cluster, cluster, placed_node)
+    cl, cr = cluster[left], cluster[right]
+    # Orient every pair from the unplaced cluster to the placed one; drop the rest.
+    l_unplaced = ~placed_cluster[cl] & placed_cluster[cr]
+    r_unplaced = ~placed_cluster[cr] & placed_cluster[cl]
+    orphan_node = np.where(l_unplaced, left, right)[l_unplaced | r_unplaced]
+    other_node = np.where(l_unplaced, right, left)[l_unplaced | r_unplaced]
+    bf = log2_bf[l_unplaced | r_unplaced]
+    if orphan_node.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+    # Records each cluster has per source, to weight candidates by activity in the orphan's sources.
+    per = pl.DataFrame({"cluster": cluster, "src": src, "records": records}).group_by("cluster", "src").agg(
+        pl.col("records").sum())
+    orphan_sources = pl.DataFrame({"orphan": cluster[orphan_node], "src": src[orphan_node]}).unique()
+    shapes = pl.DataFrame({"src": np.arange(alpha.size, dtype=src.dtype), "alpha": alpha})
+    prior = orphan_sources.join(shapes, on="src").group_by("orphan").agg(pl.col("alpha").sum())
+    frame = pl.DataFrame({"orphan": cluster[orphan_node], "candidate": cluster[other_node],
+                          "orphan_node": orphan_node, "other_node": other_node, "bf": bf,
+                          "among": among[orphan_node]})
+    best = frame.sort("bf", descending=True).group_by("orphan", "candidate", maintain_order=True).first()
+    activity = (best.select("orphan", "candidate").join(orphan_sources, on="orphan")
+                .join(per.rename({"cluster": "candidate"}), on=["candidate", "src"])
+                .group_by("orphan", "candidate").agg(pl.col("records").sum().alias("activity")))
+    best = best.join(activity, on=["orphan", "candidate"], how="left").join(prior, on="orphan").with_columns(
+        (pl.col("activity").fill_null(0) + pl.col("alpha")).alias("activity"))
+    # Normalise in log space per orphan for numerical safety.
+    best = best.with_columns((pl.col("activity").log(2) + pl.col("bf")).alias("score"))
+    best = best.with_columns((pl.col("score") - pl.col("score").max().over("orphan")).alias("rel"))
+    best = best.with_columns((2.0 ** pl.col("rel")).alias("mass"))
+    share = pl.col("mass") / pl.col("mass").sum().over("orphan")
+    best = best.with_columns((share * pl.col("among")).alias("posterior"))
+    chosen = best.filter(pl.col("posterior") >= threshold).sort(["orphan", "posterior"], descending=[False, True])
+    chosen = chosen.group_by("orphan", maintain_order=True).first()
+    return (chosen["orphan_node"].to_numpy(), chosen["other_node"].to_numpy(), chosen["posterior"].to_numpy())

@@ -1,0 +1,183 @@
+"""Which pairs of nodes to compare: deterministic rules, then blocking passes.
+
+Blocking is done per partition of the blocking key, so each join (or recordlinkage `Index`
+call) stays small. Pairs come out in chunks of at most about `chunk_pairs`; a pair that an
+earlier pass already produced is dropped, so each pair is compared once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from linkcare.errors import DataError
+from linkcare.linkage.prepare import dense_codes
+
+LINK_TYPES = ("link_only", "dedupe_only", "link_and_dedupe")
+
+
+def encode_fields(nodes: pl.DataFrame, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Return an integer code per node for each field (equal values, equal codes; -1 for missing)."""
+    return {name: dense_codes(nodes[name])[0] for name in fields}
+
+
+def source_codes(nodes: pl.DataFrame) -> np.ndarray:
+    """Return an integer code for each node's source (sources in name order)."""
+    return dense_codes(nodes["source"])[0]
+
+
+def group_ids(columns: list[np.ndarray]) -> np.ndarray:
+    """Return a dense group number per row for rows of non-negative integer codes."""
+    if len(columns) == 1:
+        return np.unique(columns[0], return_inverse=True)[1].ravel()
+    sizes = [int(c.max()) + 1 if c.size else 1 for c in columns]
+    if float(np.prod(np.array(sizes, dtype=np.float64))) < 2.0 ** 62:
+        combined = np.zeros(columns[0].size, dtype=np.int64)
+        for c, size in zip(columns, sizes, strict=True):
+            combined = combined * size + c
+        return np.unique(combined, return_inverse=True)[1].ravel()
+    frame = pl.DataFrame({f"c{i}": c for i, c in enumerate(columns)})
+    return (frame.select(pl.struct(pl.all()).rank("dense")).to_series().cast(pl.Int64) - 1).to_numpy()
+
+
+def allowed(link_type: str, src_l: np.ndarray, src_r: np.ndarray) -> np.ndarray:
+    """Return which pairs the link type allows: across sources, within them, or both."""
+    if link_type == "link_only":
+        return src_l != src_r
+    if link_type == "dedupe_only":
+        return src_l == src_r
+    return np.ones(src_l.shape, dtype=bool)
+
+
+def agree_on(codes: dict[str, np.ndarray], key: tuple[str, ...], left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Return which pairs agree, with no value missing, on every field of a key."""
+    ok = np.ones(left.shape, dtype=bool)
+    for f in key:
+        a, b = codes[f][left], codes[f][right]
+        ok &= (a == b) & (a >= 0)
+    return ok
+
+
+def deterministic_edges(codes: dict[str, np.ndarray], rules: tuple[tuple[str, ...], ...],
+                        src: np.ndarray, link_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return edges (left, right) joining every node to the first node that shares all of a rule's
+    fields, with no value missing; together they link every group the rules define."""
+    lefts, rights = [], []
+    n = src.size
+    for rule in rules:
+        present = np.ones(n, dtype=bool)
+        for f in rule:
+            present &= codes[f] >= 0
+        idx = np.nonzero(present)[0]
+        if idx.size == 0:
+            continue
+        keys = [codes[f][idx] for f in rule]
+        if link_type == "dedupe_only":
+            keys.append(src[idx])
+        group = group_ids(keys)
+        order = np.argsort(group, kind="stable")
+        g_sorted = group[order]
+        first = np.r_[True, g_sorted[1:] != g_sorted[:-1]]
+        head = order[np.maximum.accumulate(np.where(first, np.arange(order.size), 0))]
+        keep = order != head
+        lefts.append(idx[head[keep]])
+        rights.append(idx[order[keep]])
+    if not lefts:
+        return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
+    return np.concatenate(lefts), np.concatenate(rights)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """The blocks of one pass: which nodes are in which block, and how many pairs they give."""
+
+    key: tuple[str, ...]
+    node: np.ndarray  # nodes with every key field present, sorted by block
+    block: np.ndarray  # block of each of those nodes
+    pairs: int  # candidate pairs the pass yields under the link type, before de-duplication
+
+
+def plan_pass(codes: dict[str, np.ndarray], key: tuple[str, ...], src: np.ndarray, link_type: str) -> BlockPlan:
+    """Return the blocks of a pass and count its candidate pairs without forming them."""
+    present = np.ones(src.size, dtype=bool)
+    for f in key:
+        present &= codes[f] >= 0
+    idx = np.nonzero(present)[0]
+    if idx.size == 0:
+        return BlockPlan(key, idx, idx, 0)
+    block = group_ids([codes[f][idx] for f in key])
+    order = np.argsort(block, kind="stable")
+    node, block = idx[order], block[order]
+    frame = pl.DataFrame({"block": block, "src": src[node]})
+    per = frame.group_by("block", "src").len()
+    size = per.group_by("block").agg(pl.col("len").sum().alias("n"), (pl.col("len") ** 2).sum().alias("sq"))
+    n = size["n"].cast(pl.Float64).to_numpy()
+    sq = size["sq"].cast(pl.Float64).to_numpy()
+    within = float(((sq - n) / 2).sum())
+    across = float(((n * n - sq) / 2).sum())
+    count = {"link_only": across, "dedupe_only": within, "link_and_dedupe": within + across}[link_type]
+    return BlockPlan(key, node, block, int(count))
+
+
+def check_pair_counts(plans: list[BlockPlan], max_pairs: int) -> None:
+    """Stop with an error naming the pass if any pass would yield more pairs than allowed."""
+    for i, plan in enumerate(plans):
+        if plan.pairs > max_pairs:
+            raise DataError(
+                f"linkage.blocking[{i}] ({', '.join(plan.key)}) would yield {plan.pairs:,} candidate pairs, "
+                f"above linkage.max_pairs = {max_pairs:,}; add a field to that blocking pass or raise max_pairs")
+
+
+def _block_ranges(plan: BlockPlan, chunk_pairs: int) -> Iterator[tuple[int, int]]:
+    """Yield [start, stop) row ranges of whole blocks holding about `chunk_pairs` pairs each."""
+    starts = np.r_[0, np.nonzero(np.diff(plan.block))[0] + 1, plan.block.size]
+    sizes = np.diff(starts).astype(np.float64)
+    cum = np.cumsum(sizes * (sizes - 1) / 2)
+    chunk_of_block = (cum // max(chunk_pairs, 1)).astype(np.int64)
+    edges = np.r_[0, np.nonzero(np.diff(chunk_of_block))[0] + 1, sizes.size]
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        yield int(starts[a]), int(starts[b])
+
+
+def pairs_polars(plan: BlockPlan, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return every pair (left < right) of nodes sharing a block, among rows [lo, hi) of a plan."""
+    part = pl.DataFrame({"node": plan.node[lo:hi], "block": plan.block[lo:hi]})
+    joined = part.join(part, on="block", suffix="_r").filter(pl.col("node") < pl.col("node_r"))
+    return joined["node"].to_numpy(), joined["node_r"].to_numpy()
+
+
+def pairs_recordlinkage(plan: BlockPlan, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the same pairs as `pairs_polars`, found by recordlinkage's `Index.block`."""
+    import pandas as pd
+    import recordlinkage
+
+    part = pd.DataFrame({"block": plan.block[lo:hi]}, index=pd.Index(plan.node[lo:hi], name="node"))
+    indexer = recordlinkage.Index()
+    indexer.block("block")
+    found = indexer.index(part)
+    a = found.get_level_values(0).to_numpy(dtype=np.int64)
+    b = found.get_level_values(1).to_numpy(dtype=np.int64)
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def candidate_pairs(plans: list[BlockPlan], codes: dict[str, np.ndarray], src: np.ndarray, link_type: str,
+                    chunk_pairs: int, indexer: str) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (pass, left, right, new) chunks of the pairs of each pass allowed by the link type.
+
+    `new` marks the pairs no earlier pass produced (a pair that agrees on every field of an
+    earlier pass came from that pass): together they are the distinct candidate pairs, each once.
+    """
+    make = pairs_recordlinkage if indexer == "recordlinkage" else pairs_polars
+    for i, plan in enumerate(plans):
+        for lo, hi in _block_ranges(plan, chunk_pairs):
+            left, right = make(plan, lo, hi)
+            ok = allowed(link_type, src[left], src[right])
+            left, right = left[ok], right[ok]
+            new = np.ones(left.size, dtype=bool)
+            for earlier in plans[:i]:
+                new &= ~agree_on(codes, earlier.key, left, right)
+            if left.size:
+                yield i, left, right, new

@@ -1,0 +1,206 @@
+"""The match model: Fellegi-Sunter with several levels per field, trained by EM on counts of
+distinct comparison patterns, so training cost does not grow with the number of pairs.
+
+u (the chance of each level among non-matching pairs) comes from a seeded random sample of node
+pairs; m (among matching pairs) from EM, run once per blocking pass with that pass's own key
+fields left out (they agree by construction there), and averaged; the prior (the chance that two
+random nodes match) from the candidate pairs. Missing values are level 0 and carry no evidence.
+A model is additive on the log2-odds scale: an intercept plus a weight per field and level,
+plus, for term-frequency fields, an adjustment for how rare the agreeing value is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from linkcare import __version__
+from linkcare.config import Comparison
+from linkcare.errors import ConfigError
+from linkcare.linkage.compare import level_names, n_levels
+
+MODEL_FORMAT = "linkcare-linkage-model"
+PROB_FLOOR = 1e-9
+
+
+@dataclass
+class PatternCounts:
+    """Counts of distinct comparison patterns (rows of levels)."""
+
+    n_fields: int
+    counts: dict[bytes, float] = field(default_factory=dict)
+
+    def add(self, levels: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Count each row of levels, once or with a weight (the record pairs a node pair stands for)."""
+        if levels.shape[0] == 0:
+            return
+        unique, inverse = np.unique(levels, axis=0, return_inverse=True)
+        counts = np.bincount(inverse.ravel(), weights=weights, minlength=unique.shape[0])
+        for row, c in zip(unique, counts, strict=True):
+            key = row.tobytes()
+            self.counts[key] = self.counts.get(key, 0.0) + float(c)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return (patterns × fields levels, counts), in a fixed order."""
+        if not self.counts:
+            return np.zeros((0, self.n_fields), dtype=np.int8), np.zeros(0)
+        keys = sorted(self.counts)
+        levels = np.stack([np.frombuffer(k, dtype=np.int8) for k in keys])
+        return levels, np.array([self.counts[k] for k in keys], dtype=np.float64)
+
+    @property
+    def total(self) -> float:
+        return sum(self.counts.values())
+
+
+def level_shares(levels: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Return, per field, the share of non-missing pairs at each level (level 0 left at 0)."""
+    out = []
+    for j, k in enumerate(sizes):
+        counts = np.bincount(levels[:, j], minlength=k).astype(np.float64)
+        counts[0] = 0.0
+        total = counts.sum()
+        out.append(counts / total if total else np.full(k, np.nan))
+    return out
+
+
+def _log_likelihoods(levels: np.ndarray, probs: list[np.ndarray], use: np.ndarray) -> np.ndarray:
+    out = np.zeros(levels.shape[0])
+    for j, p in enumerate(probs):
+        if not use[j]:
+            continue
+        lv = levels[:, j]
+        contrib = np.log(np.maximum(p[lv], PROB_FLOOR))
+        out += np.where(lv > 0, contrib, 0.0)
+    return out
+
+
+def _default_m(k: int) -> np.ndarray:
+    """A starting m: most matches agree exactly, fewer at each worse level."""
+    m = np.zeros(k)
+    inner = np.array([0.5 ** i for i in range(k - 1)])
+    inner[0] = 8.0
+    m[1:] = inner / inner.sum()
+    return m
+
+
+def fit_m_em(levels: np.ndarray, counts: np.ndarray, u: list[np.ndarray], use: np.ndarray,
+             m_start: list[np.ndarray], prior_start: float = 0.1, max_iter: int = 200,
+             tol: float = 1e-6) -> tuple[list[np.ndarray], float, int]:
+    """Return m per field, the share of matches, and the iterations EM took, with u held fixed.
+
+    Fields where `use` is False are left out of the likelihood (for example a blocking key).
+    """
+    m = [x.copy() for x in m_start]
+    lam = prior_start
+    log_u = _log_likelihoods(levels, u, use)
+    iterations = 0
+    for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
+        log_m = _log_likelihoods(levels, m, use)
+        a = np.log(lam) + log_m
+        b = np.log1p(-lam) + log_u
+        w = 1.0 / (1.0 + np.exp(np.clip(b - a, -700, 700)))
+        wc = w * counts
+        new_m = []
+        for j, old in enumerate(m):
+            if not use[j]:
+                new_m.append(old)
+                continue
+            by_level = np.bincount(levels[:, j], weights=wc, minlength=old.size)
+            by_level[0] = 0.0
+            total = by_level.sum()
+            new_m.append(by_level / total if total > 0 else old)
+        new_lam = float(np.clip(wc.sum() / counts.sum(), 1e-12, 1 - 1e-12))
+        change = max(abs(new_lam - lam), *(np.abs(a_ - b_).max() for a_, b_ in zip(new_m, m, strict=True)))
+        m, lam = new_m, new_lam
+        if change < tol:
+            break
+    return m, lam, iterations
+
+
+@dataclass
+class MatchModel:
+    """An additive log2-odds match model over the configured comparisons."""
+
+    comparisons: list[Comparison]
+    intercept: float  # log2 odds that two random nodes match
+    weights: list[np.ndarray]  # per field, per level: log2 Bayes factor (0 for missing)
+    m: list[np.ndarray] | None = None
+    u: list[np.ndarray] | None = None
+    trained_by: str = "fellegi_sunter"
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_m_u(cls, comparisons: list[Comparison], m: list[np.ndarray], u: list[np.ndarray], prior: float,
+                 trained_by: str = "fellegi_sunter", training: dict[str, Any] | None = None) -> MatchModel:
+        weights = []
+        for mj, uj in zip(m, u, strict=True):
+            w = np.log2(np.maximum(mj, PROB_FLOOR) / np.maximum(uj, PROB_FLOOR))
+            w[0] = 0.0
+            weights.append(w)
+        intercept = float(np.log2(prior / (1.0 - prior)))
+        return cls(comparisons, intercept, weights, m, u, trained_by, training or {})
+
+    @property
+    def prior(self) -> float:
+        return float(1.0 / (1.0 + 2.0 ** -self.intercept))
+
+    def pattern_weights(self, levels: np.ndarray) -> np.ndarray:
+        """Return the match weight (log2 odds) of each row of levels, before term frequencies."""
+        out = np.full(levels.shape[0], self.intercept)
+        for j, w in enumerate(self.weights):
+            out += w[levels[:, j]]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        fields = []
+        for j, c in enumerate(self.comparisons):
+            entry: dict[str, Any] = {
+                "field": c.field, "method": c.method, "levels": list(c.levels),
+                "term_frequency": c.term_frequency, "level_names": level_names(c),
+                "weights": [round(float(x), 6) for x in self.weights[j]],
+            }
+            if self.m is not None and self.u is not None:
+                entry["m"] = [float(x) for x in self.m[j]]
+                entry["u"] = [float(x) for x in self.u[j]]
+            fields.append(entry)
+        return {"format": MODEL_FORMAT, "format_version": 1, "linkcare_version": __version__,
+                "trained_by": self.trained_by, "prior": self.prior, "intercept": self.intercept,
+                "fields": fields, "training": self.training}
+
+    def save(self, path: Path) -> None:
+        from linkcare.io.atomic import atomic_path
+
+        with atomic_path(Path(path)) as tmp:
+            tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path, comparisons: list[Comparison]) -> MatchModel:
+        """Return a saved model, refusing one that does not fit the config's comparisons."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the model ({exc.strerror})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ConfigError(f"{path}: not a linkcare linkage model (not JSON)") from None
+        if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+            raise ConfigError(f"{path}: not a linkcare linkage model (no format {MODEL_FORMAT!r})")
+        saved = [(f.get("field"), f.get("method"), tuple(f.get("levels", ()))) for f in data.get("fields", [])]
+        wanted = [(c.field, c.method, tuple(c.levels)) for c in comparisons]
+        if saved != wanted:
+            raise ConfigError(f"{path}: the model was trained on other comparisons than the config's "
+                              "[[linkage.comparisons]]; retrain without --model")
+        weights = []
+        for f, c in zip(data["fields"], comparisons, strict=True):
+            w = np.asarray(f["weights"], dtype=np.float64)
+            if w.size != n_levels(c) or not np.isfinite(w).all():
+                raise ConfigError(f"{path}: field {c.field}: the model's weights do not fit its levels")
+            weights.append(w)
+        m = [np.asarray(f["m"]) for f in data["fields"]] if all("m" in f for f in data["fields"]) else None
+        u = [np.asarray(f["u"]) for f in data["fields"]] if all("u" in f for f in data["fields"]) else None
+        return cls(list(comparisons), float(data["intercept"]), weights, m, u, str(data.get("trained_by")),
+                   dict(data.get("training", {})))

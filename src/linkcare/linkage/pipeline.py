@@ -1,0 +1,299 @@
+"""`linkcare link`: the whole pipeline, stage by stage, with time and peak memory per stage."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from linkcare.config import Config
+from linkcare.errors import ConfigError
+from linkcare.linkage.attach import activity_shape, attach_unplaced
+from linkcare.linkage.blocking import (
+    candidate_pairs,
+    check_pair_counts,
+    deterministic_edges,
+    encode_fields,
+    plan_pass,
+    source_codes,
+)
+from linkcare.linkage.cluster import components, one_to_one
+from linkcare.linkage.compare import FieldData, compare_pairs, compare_pairs_recordlinkage, field_data
+from linkcare.linkage.model import MatchModel, PatternCounts
+from linkcare.linkage.prepare import Nodes, read_records, reduce_records
+from linkcare.linkage.train import Sessions, estimate_u, fit_fellegi_sunter, fit_recordlinkage
+from linkcare.log import get_logger
+
+log = get_logger("link")
+TRAIN_PAIRS_PER_PASS = 2_000_000
+RECORDLINKAGE_MAX_NODES = 200_000  # above this, `indexer = "auto"` uses the polars path
+
+
+@dataclass
+class StageLog:
+    """Time and peak memory of each stage."""
+
+    stages: list[dict[str, float | str]] = field(default_factory=list)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        log.info("%s…", name)
+        yield
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        seconds = time.perf_counter() - started
+        self.stages.append({"stage": name, "seconds": round(seconds, 3), "peak_mib": round(peak, 1)})
+        log.info("%s done in %.1f s (peak memory so far %.0f MiB)", name, seconds, peak)
+
+
+@dataclass
+class Linked:
+    """Everything the link stage decided, ready to be written as the cohort dataset."""
+
+    nodes: Nodes
+    node_person: np.ndarray  # cluster label per node
+    node_stage: np.ndarray  # 'deterministic' | 'probabilistic' | 'unlinked' per node
+    node_probability: np.ndarray  # best accepted probability touching the node (1 if deterministic)
+    pairs: pl.DataFrame  # scored candidate pairs kept for pairs.parquet
+    model: MatchModel
+    pass_pairs: list[dict[str, int | str]]
+    rows: dict[str, int]
+    stages: StageLog
+
+
+def _total_pairs(src: np.ndarray, link_type: str, records: np.ndarray) -> float:
+    """Return the number of record pairs the link type allows."""
+    n = float(records.sum())
+    per = np.bincount(src, weights=records.astype(np.float64))
+    within = float((per * (per - 1) / 2).sum())
+    every = n * (n - 1) / 2
+    return {"link_only": every - within, "dedupe_only": within, "link_and_dedupe": every}[link_type]
+
+
+def _node_labels(config: Config, nodes: Nodes) -> np.ndarray:
+    """Return a true person label per node from the config's `labels` file (for `model = "logistic"`)."""
+    path = config.linkage.labels
+    assert path is not None
+    try:
+        labels = pl.read_parquet(path).select(pl.col("source").cast(pl.String), pl.col("record_id").cast(pl.String),
+                                              pl.col("person").cast(pl.String))
+    except (OSError, pl.exceptions.PolarsError):
+        raise ConfigError(f"{path}: cannot read the labels (need parquet with source, record_id, person)") from None
+    joined = nodes.record_node.join(labels, on=["source", "record_id"], how="left").group_by("node").agg(
+        pl.col("person").drop_nulls().first())
+    per_node = np.full(nodes.n, None, dtype=object)
+    per_node[joined["node"].to_numpy()] = joined["person"].to_numpy()
+    return per_node
+
+
+def link(config: Config, model_path: Path | None = None) -> Linked:
+    """Run the linkage pipeline on a site and return its decisions."""
+    lk = config.linkage
+    stages = StageLog()
+    rng = np.random.default_rng(lk.seed)
+    comparisons = list(lk.comparisons)
+    if not comparisons:
+        raise ConfigError(f"{config.path}: [[linkage.comparisons]] is empty; add a comparison per field to link on")
+
+    with stages.stage("read and standardise"):
+        records = read_records(config)
+    with stages.stage("reduce to distinct identifiers"):
+        nodes = reduce_records(records)
+        codes = encode_fields(nodes.frame, nodes.fields)
+        src = source_codes(nodes.frame)
+        log.info("%s records reduce to %s distinct identifier tuples", f"{records.frame.height:,}", f"{nodes.n:,}")
+    del records
+
+    with stages.stage("deterministic rules"):
+        dl, dr = deterministic_edges(codes, lk.deterministic, src, lk.link_type)
+        det_cluster = components(nodes.n, dl, dr)
+        det_size = np.bincount(det_cluster)
+        det_records = np.bincount(det_cluster, weights=nodes.frame["records"].to_numpy().astype(np.float64))
+        known_match_pairs = float((det_records * (det_records - 1) / 2).sum())
+
+    with stages.stage("candidate pairs"):
+        plans = [plan_pass(codes, tuple(key), src, lk.link_type) for key in lk.blocking]
+        for plan in plans:
+            log.info("blocking pass %s: %s pairs before de-duplication", "+".join(plan.key), f"{plan.pairs:,}")
+        check_pair_counts(plans, lk.max_pairs)
+
+    fields = [field_data(nodes.frame, c, codes.get(c.field)) for c in comparisons]
+    indexer = lk.indexer
+    if indexer == "auto":
+        indexer = "recordlinkage" if nodes.n <= RECORDLINKAGE_MAX_NODES else "polars"
+    records_per_node = nodes.frame["records"].to_numpy()
+    sessions = Sessions([p.key for p in plans], [PatternCounts(len(fields)) for _ in plans])
+    candidates = PatternCounts(len(fields))
+    kept_left, kept_right, kept_levels = [], [], []
+    pass_pairs: list[dict[str, int | str]] = []
+    new_per_pass = np.zeros(len(plans), dtype=np.int64)
+    with stages.stage("compare"):
+        for i, left, right, new in candidate_pairs(plans, codes, src, lk.link_type, lk.chunk_pairs, indexer):
+            rate = min(1.0, TRAIN_PAIRS_PER_PASS / max(plans[i].pairs, 1))
+            sampled = rng.random(left.size) < rate
+            needed = new & (det_cluster[left] != det_cluster[right])
+            todo = sampled | needed
+            levels = _compare(nodes, fields, comparisons, left[todo], right[todo], indexer)
+            # Node pairs stand for records × records record pairs: the model is one of record pairs.
+            record_pairs = (records_per_node[left] * records_per_node[right]).astype(np.float64)
+            sessions.counts[i].add(levels[sampled[todo]], record_pairs[sampled])
+            new_levels = levels[needed[todo]]
+            candidates.add(new_levels, record_pairs[needed])
+            kept_left.append(left[needed])
+            kept_right.append(right[needed])
+            kept_levels.append(new_levels)
+            new_per_pass[i] += int(new.sum())
+        for i, plan in enumerate(plans):
+            pass_pairs.append({"blocking": "+".join(plan.key), "pairs": plan.pairs, "new_pairs": int(new_per_pass[i])})
+        left = np.concatenate(kept_left) if kept_left else np.zeros(0, dtype=np.int64)
+        right = np.concatenate(kept_right) if kept_right else np.zeros(0, dtype=np.int64)
+        levels = np.concatenate(kept_levels) if kept_levels else np.zeros((0, len(fields)), dtype=np.int8)
+        del kept_left, kept_right, kept_levels
+
+    with stages.stage("train model"):
+        if model_path is not None:
+            model = MatchModel.load(model_path, comparisons)
+            log.info("reusing the model in %s (no training)", model_path)
+        elif lk.model == "fellegi_sunter":
+            u, n_u = estimate_u(rng, fields, src, det_cluster, lk.link_type, nodes.frame["records"].to_numpy())
+            model = fit_fellegi_sunter(comparisons, u, sessions, candidates, known_match_pairs,
+                                       _total_pairs(src, lk.link_type, nodes.frame["records"].to_numpy()))
+            model.training["u_pairs"] = n_u
+        else:
+            sample = rng.permutation(left.size)[:TRAIN_PAIRS_PER_PASS]
+            labels = None
+            if lk.model == "logistic":
+                person = _node_labels(config, nodes)
+                pl_, pr_ = person[left[sample]], person[right[sample]]
+                labels = np.array([a is not None and a == b for a, b in zip(pl_, pr_, strict=True)])
+            model = fit_recordlinkage(lk.model, comparisons, levels[sample], labels)
+
+    with stages.stage("score and cluster"):
+        weight = model.pattern_weights(levels) + _tf_adjustments(model, fields, levels, left, right)
+        probability = 1.0 / (1.0 + np.exp2(-weight))
+        accept = probability >= lk.threshold
+        if lk.one_to_one:
+            names = sorted(nodes.frame["source"].unique().to_list())
+            pair = (names.index(lk.one_to_one[0]), names.index(lk.one_to_one[1]))
+            accept &= one_to_one(left, right, weight, src, pair)
+        el = np.concatenate([dl, left[accept]])
+        er = np.concatenate([dr, right[accept]])
+        person = components(nodes.n, el, er)
+        node_probability = np.zeros(nodes.n)
+        np.maximum.at(node_probability, left[accept], probability[accept])
+        np.maximum.at(node_probability, right[accept], probability[accept])
+        if lk.deterministic:
+            placed = _placed_nodes(codes, lk.deterministic)
+            among = _owner_among_candidates(codes, lk.blocking, det_cluster, det_size, src,
+                                            nodes.frame["records"].to_numpy(), placed)
+            log.debug("chance an owner is among the candidates, per source: %s", np.unique(among).round(4))
+            alpha = activity_shape(det_cluster[placed], src[placed], records_per_node[placed])
+            log.debug("records per person, gamma shape per source: %s", alpha.round(3))
+            al, ar, ap = attach_unplaced(person, placed, src, records_per_node, left, right,
+                                         weight - model.intercept, among, lk.threshold, alpha)
+            log.info("attached %s unplaced clusters to existing people", f"{al.size:,}")
+            if al.size:
+                person = components(nodes.n, np.concatenate([el, al]), np.concatenate([er, ar]))
+                np.maximum.at(node_probability, al, ap)
+        in_det = det_size[det_cluster] > 1
+        node_probability[in_det] = 1.0
+        person_size = np.bincount(person)[person]
+        stage = np.where(in_det | ((person_size == 1) & (records_per_node > 1)), "deterministic",
+                         np.where(person_size > 1, "probabilistic", "unlinked"))
+        keep = probability >= lk.pairs_min_probability
+        pairs = _pairs_frame(nodes, comparisons, left[keep], right[keep], levels[keep], weight[keep],
+                             probability[keep], accept[keep])
+    return Linked(nodes, person, stage, node_probability, pairs, model, pass_pairs,
+                  dict(_rows(nodes)), stages)
+
+
+def _placed_nodes(codes: dict[str, np.ndarray], rules: tuple[tuple[str, ...], ...]) -> np.ndarray:
+    """Return which nodes have every field of at least one deterministic rule."""
+    placed = np.zeros(next(iter(codes.values())).size, dtype=bool)
+    for rule in rules:
+        ok = np.ones(placed.size, dtype=bool)
+        for f in rule:
+            ok &= codes[f] >= 0
+        placed |= ok
+    return placed
+
+
+def _owner_among_candidates(codes: dict[str, np.ndarray], blocking: tuple[tuple[str, ...], ...],
+                            det_cluster: np.ndarray, det_size: np.ndarray, src: np.ndarray,
+                            records: np.ndarray, placed: np.ndarray) -> np.ndarray:
+    """Return per node the chance that its owner is among its candidates, measured on the people
+    the exact rules found: among placed records of the same source, the share whose person has
+    another record agreeing with them on the key of a blocking pass this node can take part in."""
+    n = src.size
+    available = np.zeros(n, dtype=np.int64)  # bit k: the node has every field of pass k
+    hits = np.zeros(n, dtype=np.int64)  # bit k: another node of the person agrees on pass k's key
+    for k, key in enumerate(blocking):
+        present = np.ones(n, dtype=bool)
+        for f in key:
+            present &= codes[f] >= 0
+        frame = pl.DataFrame({"c": det_cluster, **{f: codes[f] for f in key}})
+        shared = frame.select(pl.len().over(["c", *key]) > 1).to_series().to_numpy()
+        available |= present.astype(np.int64) << k
+        hits |= (present & shared).astype(np.int64) << k
+    reference = placed & (det_size[det_cluster] > 1)
+    out = np.zeros(n)
+    combos = pl.DataFrame({"src": src, "mask": available}).filter(pl.Series(~placed)).unique()
+    for s_, mask in zip(combos["src"].to_list(), combos["mask"].to_list(), strict=True):
+        ref = reference & (src == s_)
+        weight = records[ref].astype(np.float64)
+        share = float((((hits[ref] & mask) > 0) * weight).sum() / weight.sum()) if weight.sum() else 0.0
+        out[(src == s_) & (available == mask)] = share
+    return out
+
+
+def _rows(nodes: Nodes) -> dict[str, int]:
+    counts = nodes.frame.group_by("source").agg(pl.col("records").sum()).sort("source")
+    return dict(zip(counts["source"].to_list(), [int(x) for x in counts["records"].to_list()], strict=True))
+
+
+def _compare(nodes: Nodes, fields: list[FieldData], comparisons: list, left: np.ndarray, right: np.ndarray,
+             indexer: str) -> np.ndarray:
+    if indexer == "recordlinkage":
+        return compare_pairs_recordlinkage(nodes.frame, comparisons, left, right)
+    return compare_pairs(fields, left, right)
+
+
+def _tf_adjustments(model: MatchModel, fields: list[FieldData], levels: np.ndarray, left: np.ndarray,
+                    right: np.ndarray) -> np.ndarray:
+    """Return the term-frequency adjustment of each pair: agreeing on a rare value is stronger
+    evidence than the field's average exact agreement, agreeing on a common one weaker."""
+    out = np.zeros(left.size)
+    if model.u is None:
+        return out
+    for j, data in enumerate(fields):
+        if not data.comparison.term_frequency:
+            continue
+        exact = levels[:, j] == 1
+        if not exact.any():
+            continue
+        freq = np.maximum(data.frequency[data.code[left[exact]]], 1e-12)
+        out[exact] = np.log2(model.u[j][1] / freq)
+    return out
+
+
+def _pairs_frame(nodes: Nodes, comparisons: list, left: np.ndarray, right: np.ndarray, levels: np.ndarray,
+                 weight: np.ndarray, probability: np.ndarray, accepted: np.ndarray) -> pl.DataFrame:
+    first = nodes.frame.select("node", "source", "first_id")
+    lf = pl.DataFrame({"node": left}).join(first, on="node", how="left", maintain_order="left")
+    rf = pl.DataFrame({"node": right}).join(first, on="node", how="left", maintain_order="left")
+    data = {
+        "source_l": lf["source"], "record_id_l": lf["first_id"],
+        "source_r": rf["source"], "record_id_r": rf["first_id"],
+    }
+    for j, c in enumerate(comparisons):
+        data[f"level_{c.field}"] = pl.Series(levels[:, j], dtype=pl.Int8)
+    data["match_weight"] = pl.Series(weight)
+    data["match_probability"] = pl.Series(probability)
+    data["accepted"] = pl.Series(accepted)
+    return pl.DataFrame(data).sort(["source_l", "record_id_l", "source_r", "record_id_r"])

@@ -1,0 +1,143 @@
+"""Read every source and standardise its linkage fields; reduce records to distinct tuples.
+
+Standardised values are strings: trimmed, lower-cased, runs of spaces collapsed, leading zeros
+of all-digit values dropped (so "04" and "4" agree), recoded through the config's `values`, and
+dates written as YYYY-MM-DD (or just the year, month or day when the config asks for a part).
+Empty strings are missing values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from linkcare.config import Config, FieldSpec, Source
+from linkcare.errors import DataError
+from linkcare.io.extracts import read_header
+
+
+def scan_source(source: Source) -> pl.LazyFrame:
+    """Return a lazy frame over a source's extract with every column read as a string."""
+    read_header(source)  # clear errors for missing, empty, mis-delimited or non-UTF-8 files
+    if source.format == "parquet":
+        lf = pl.scan_parquet(source.path)
+        return lf.with_columns(pl.all().cast(pl.String))
+    return pl.scan_csv(source.path, separator=source.delimiter, infer_schema=False, encoding="utf8")
+
+
+def _date_expr(raw: pl.Expr, fmt: str) -> pl.Expr:
+    # A format without a day (MYDOB's "%m%Y") is read as the first of the month.
+    if "%d" not in fmt and "%j" not in fmt:
+        return pl.concat_str([raw, pl.lit("01")]).str.to_date(fmt + "%d", strict=False)
+    return raw.str.to_date(fmt, strict=False)
+
+
+def field_expr(spec: FieldSpec, method: str | None = None) -> pl.Expr:
+    """Return the expression giving a field's standardised string value from its column."""
+    raw = pl.col(spec.column).cast(pl.String).str.strip_chars()
+    raw = pl.when(raw == "").then(None).otherwise(raw)
+    if spec.values:
+        raw = raw.replace(dict(spec.values))
+    if spec.format:
+        parsed = _date_expr(raw, spec.format)
+        if spec.part == "year":
+            return parsed.dt.year().cast(pl.String)
+        if spec.part == "month":
+            return parsed.dt.month().cast(pl.String)
+        if spec.part == "day":
+            return parsed.dt.day().cast(pl.String)
+        return parsed.dt.strftime("%Y-%m-%d")
+    if method == "date":
+        parsed = raw.str.to_date("%Y-%m-%d", strict=False).fill_null(raw.str.to_date("%Y%m%d", strict=False))
+        return parsed.dt.strftime("%Y-%m-%d")
+    text = raw.str.to_lowercase().str.replace_all(r"\s+", " ")
+    return text.str.replace(r"^0+(\d)", "$1")
+
+
+@dataclass(frozen=True)
+class Records:
+    """Standardised linkage fields of every record of every source."""
+
+    frame: pl.DataFrame  # source, record_id, one String column per field
+    fields: tuple[str, ...]
+    rows: dict[str, int]
+
+
+def standardised_records(config: Config) -> pl.DataFrame:
+    """Return source, record_id and one standardised String column per config field, for all sources."""
+    return read_records(config).frame
+
+
+def read_records(config: Config) -> Records:
+    """Return the standardised records of every source in the config."""
+    fields = tuple(sorted({f for s in config.sources for f in s.fields}))
+    methods = {c.field: c.method for c in config.linkage.comparisons}
+    frames = []
+    rows: dict[str, int] = {}
+    for source in config.sources:
+        lf = scan_source(source)
+        exprs = [pl.lit(source.name).alias("source"), pl.col(source.id).cast(pl.String).alias("record_id")]
+        for name in fields:
+            spec = source.fields.get(name)
+            exprs.append(field_expr(spec, methods.get(name)).alias(name) if spec is not None
+                         else pl.lit(None, pl.String).alias(name))
+        try:
+            frame = lf.select(exprs).collect()
+        except pl.exceptions.ColumnNotFoundError:
+            raise DataError(f"{source.path}: a mapped column is missing; run `linkcare validate` for details") from None
+        except pl.exceptions.ComputeError as exc:
+            raise DataError(f"{source.path}: cannot be read as {source.format} ({type(exc).__name__})") from None
+        missing_ids = frame["record_id"].null_count()
+        if missing_ids:
+            raise DataError(f"{source.path}: column {source.id}: {missing_ids} row(s) have no record id")
+        duplicated = frame.height - frame["record_id"].n_unique()
+        if duplicated:
+            raise DataError(f"{source.path}: column {source.id}: {duplicated} row(s) repeat a record id "
+                            "already used in this file; record ids must be unique")
+        rows[source.name] = frame.height
+        frames.append(frame)
+    return Records(pl.concat(frames), fields, rows)
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """Distinct identifier tuples (nodes) and the map from records to them.
+
+    Event tables repeat the same identifiers on every row; linking distinct tuples per source and
+    mapping back saves most of the work.
+    """
+
+    frame: pl.DataFrame  # node (0..n-1), source, the field columns, records (count), first_id
+    record_node: pl.DataFrame  # source, record_id, node
+    fields: tuple[str, ...]
+
+    @property
+    def n(self) -> int:
+        return self.frame.height
+
+
+def reduce_records(records: Records) -> Nodes:
+    """Return the distinct (source, fields…) tuples as numbered nodes, and each record's node.
+
+    Nodes are numbered in order of (source, smallest record id), so the numbering does not depend
+    on the order of rows in the extracts.
+    """
+    keys = ["source", *records.fields]
+    grouped = (records.frame.group_by(keys)
+               .agg(pl.len().alias("records"), pl.col("record_id").min().alias("first_id"),
+                    pl.col("record_id").alias("record_ids"))
+               .sort(["source", "first_id"]).with_row_index("node").with_columns(pl.col("node").cast(pl.Int64)))
+    record_node = (grouped.select("node", "source", pl.col("record_ids").alias("record_id"))
+                   .explode("record_id").select("source", "record_id", "node"))
+    return Nodes(grouped.drop("record_ids"), record_node, records.fields)
+
+
+def dense_codes(values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Return a code per row (the rank of its value among the sorted distinct values; -1 where
+    missing) and the distinct values themselves."""
+    distinct = values.drop_nulls().unique().sort()
+    table = pl.DataFrame({"v": distinct, "code": np.arange(distinct.len(), dtype=np.int64)})
+    coded = pl.DataFrame({"v": values}).join(table, on="v", how="left", maintain_order="left")["code"]
+    return coded.fill_null(-1).to_numpy(), distinct.to_numpy()

@@ -1,0 +1,95 @@
+"""Run `linkcare link` end to end and write the cohort dataset, whole or not at all."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from linkcare import __version__, cohort
+from linkcare.config import Config, config_hash, load_config
+from linkcare.io.atomic import atomic_dir
+from linkcare.linkage.pipeline import link
+from linkcare.log import get_logger
+
+log = get_logger("link")
+DEFAULT_PERSON_KEY = b"linkcare-person-id/v1"
+
+
+@dataclass(frozen=True)
+class LinkSummary:
+    """What `linkcare link` did, for the terminal and for scripts; holds no record values."""
+
+    out: Path
+    sources: list[dict[str, Any]]
+    passes: list[dict[str, Any]]
+    stages: list[dict[str, Any]]
+    persons: int
+    pairs_scored: int
+    pairs_accepted: int
+    model: str
+    seconds: float
+    peak_mib: float
+
+
+def file_sha256(path: Path) -> str:
+    """Return the SHA-256 of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_link(config_path: Path, out: Path, model_path: Path | None = None, key: bytes | None = None) -> LinkSummary:
+    """Link the config's sources into people and write the cohort dataset into `out`."""
+    started = time.perf_counter()
+    config: Config = load_config(config_path)
+    linked = link(config, model_path)
+    stages = linked.stages
+    with stages.stage("build the cohort"):
+        index = cohort.person_index(linked, key or DEFAULT_PERSON_KEY)
+        people = cohort.persons(linked, index)
+        events = cohort.events(config, index)
+    linked_share = index.group_by("source").agg(
+        pl.len().alias("records"), (pl.col("match_stage") != "unlinked").mean().alias("linked_share"),
+        (pl.col("match_stage") == "deterministic").sum().alias("deterministic"),
+        (pl.col("match_stage") == "probabilistic").sum().alias("probabilistic"),
+    ).sort("source")
+    sources = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+               for row in linked_share.to_dicts()]
+    accepted = int(linked.pairs["accepted"].sum()) if linked.pairs.height else 0
+    with stages.stage("write outputs"), atomic_dir(Path(out)) as tmp:
+        index.write_parquet(tmp / "person_index.parquet")
+        people.write_parquet(tmp / "persons.parquet")
+        events.write_parquet(tmp / "events.parquet")
+        linked.pairs.write_parquet(tmp / "pairs.parquet")
+        linked.model.save(tmp / "model.json")
+        manifest = {
+            "linkcare_version": __version__,
+            "command": "link",
+            "config": {"path": config.path.name, "sha256": config_hash(config.path)},
+            "reference_date": config.reference_date.isoformat(),
+            "inputs": [{"source": s.name, "file": s.path.name, "sha256": file_sha256(s.path),
+                        "rows": linked.rows.get(s.name, 0)} for s in config.sources],
+            "model": {"trained_by": linked.model.trained_by, "reused_from": model_path.name if model_path else None,
+                      "sha256": file_sha256(tmp / "model.json")},
+            "outputs": {name: file_sha256(tmp / name) for name in
+                        ("person_index.parquet", "persons.parquet", "events.parquet", "pairs.parquet")},
+            "persons": people.height,
+            "blocking": linked.pass_pairs,
+            "stages": stages.stages,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return LinkSummary(Path(out), sources, linked.pass_pairs, stages.stages, people.height,
+                       int(linked.pairs.height), accepted, linked.model.trained_by,
+                       time.perf_counter() - started, peak)
+
+
