@@ -23,11 +23,11 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/linkcare validate configs/sample.toml
-	$(BIN)/linkcare synth out/demo-site --people 2000 --seed 1 --reference-date $(SAMPLE_REF) --overwrite
-	$(BIN)/linkcare validate out/demo-site/site.toml
+	$(BIN)/linkcare -q link configs/sample.toml --out out/sample-cohort
+	$(BIN)/linkcare evaluate links out/sample-cohort --truth sample_data/truth/records.parquet
 	@echo
-	@echo "The bundled sample site is in sample_data/ (config: configs/sample.toml)."
-	@echo "A fresh synthetic site was written to out/demo-site/ (config: out/demo-site/site.toml)."
+	@echo "The cohort dataset of the bundled sample site is in out/sample-cohort/"
+	@echo "(person_index, persons, events and pairs as Parquet, model.json, manifest.json)."
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
@@ -36,8 +36,13 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed-dev
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@ $(VENV)/.installed-dev $(VENV)/.installed
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/bench_synth.py --out bench_out
+	$(BIN)/python bench/bench_link.py --out bench_out
 
 # Regenerate the committed sample site and its config (only when the generator changes).
 sample-data: $(VENV)/.installed

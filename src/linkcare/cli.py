@@ -8,8 +8,8 @@ data or the run failed, 2 the command line or config is wrong) without a traceba
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 

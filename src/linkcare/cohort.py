@@ -3,6 +3,8 @@ every event with its person attached."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 
@@ -33,42 +35,50 @@ def parse_date(expr: pl.Expr) -> pl.Expr:
     return s.str.to_date("%Y-%m-%d", strict=False).fill_null(s.str.to_date("%Y%m%d", strict=False))
 
 
-def person_index(linked: Linked, key: bytes) -> pl.DataFrame:
-    """Return one row per source record: its person, match probability and the stage that linked it."""
+def node_persons(linked: Linked, key: bytes) -> pl.DataFrame:
+    """Return per node its person_id, stage and probability (work done per node, not per record).
+
+    The person ID is a keyed hash of the person's smallest source/record key.
+    """
     nodes = linked.nodes
     per_node = pl.DataFrame({
         "node": np.arange(nodes.n), "cluster": linked.node_person, "match_stage": linked.node_stage,
         "match_probability": linked.node_probability,
+        "anchor": nodes.frame.select(pl.concat_str([pl.col("source"), pl.lit("/"), pl.col("first_id")])).to_series(),
     })
+    anchors = per_node.group_by("cluster").agg(pl.col("anchor").min()).sort("cluster")
+    anchors = anchors.with_columns(person_ids(anchors["anchor"], key))
+    per_node = per_node.join(anchors.select("cluster", "person_id"), on="cluster", how="left").drop("anchor")
     if "nhs" in nodes.fields:
         per_node = per_node.with_columns(has_nhs=nodes.frame["nhs"].is_not_null())
-    index = nodes.record_node.join(per_node, on="node", how="left")
-    anchors = index.group_by("cluster").agg(
-        pl.concat_str([pl.col("source"), pl.lit("/"), pl.col("record_id")]).min().alias("anchor")).sort("cluster")
-    anchors = anchors.with_columns(person_ids(anchors["anchor"], key))
-    index = index.join(anchors.select("cluster", "person_id"), on="cluster", how="left")
-    index = index.with_columns(
+    return per_node.with_columns(
         pl.when(pl.col("match_stage") == "unlinked").then(None).otherwise(pl.col("match_probability"))
         .alias("match_probability"))
+
+
+def person_index(linked: Linked, per_node: pl.DataFrame) -> pl.DataFrame:
+    """Return one row per source record: its person, match probability and the stage that linked it."""
+    index = linked.nodes.record_node.join(per_node, on="node", how="left")
     columns = ["source", "record_id", "person_id", "match_probability", "match_stage"]
     if "has_nhs" in index.columns:
         columns.append("has_nhs")
     return index.select(columns).sort(["source", "record_id"])
 
 
-def persons(linked: Linked, index: pl.DataFrame) -> pl.DataFrame:
-    """Return one row per person: records per source and each linkage field's most common value."""
+def persons(linked: Linked, per_node: pl.DataFrame) -> pl.DataFrame:
+    """Return one row per person: records per source and each linkage field's most common value
+    over the person's records."""
     nodes = linked.nodes
-    values = nodes.record_node.join(nodes.frame.drop("source", "records", "first_id"), on="node").join(
-        index.select("source", "record_id", "person_id"), on=["source", "record_id"])
-    out = values.group_by("person_id").agg(pl.len().alias("records"))
-    sources = sorted(index["source"].unique().to_list())
-    counts = index.group_by("person_id").agg(
-        [(pl.col("source") == s).sum().cast(pl.Int64).alias(f"records_{s}") for s in sources])
-    out = out.join(counts, on="person_id")
+    values = nodes.frame.join(per_node.select("node", "person_id"), on="node")
+    sources = sorted(values["source"].unique().to_list())
+    out = values.group_by("person_id").agg(
+        pl.col("records").sum().cast(pl.Int64).alias("records"),
+        *[pl.col("records").filter(pl.col("source") == s).sum().cast(pl.Int64).alias(f"records_{s}")
+          for s in sources])
     for name in nodes.fields:
-        mode = (values.filter(pl.col(name).is_not_null()).group_by("person_id", name).len()
-                .sort(["person_id", "len", name], descending=[False, True, False])
+        mode = (values.filter(pl.col(name).is_not_null()).group_by("person_id", name)
+                .agg(pl.col("records").sum().alias("n"))
+                .sort(["person_id", "n", name], descending=[False, True, False])
                 .group_by("person_id", maintain_order=True).first().select("person_id", name))
         out = out.join(mode, on="person_id", how="left")
     return out.sort("person_id")
@@ -128,3 +138,22 @@ def events(config: Config, index: pl.DataFrame) -> pl.DataFrame:
     if not frames:
         return pl.DataFrame(schema=EVENT_COLUMNS)
     return pl.concat(frames).sort(["person_id", "start_date", "source", "record_id"], nulls_last=True)
+
+
+def write_events(config: Config, index: pl.DataFrame, path: Path) -> int:
+    """Write every event to one Parquet file, a source at a time so memory follows the largest
+    source; within a source, events are in order of person and date. Returns the rows written."""
+    import pyarrow.parquet as pq
+
+    schema = pl.DataFrame(schema=EVENT_COLUMNS).to_arrow().schema
+    rows = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        for source in config.sources:
+            frame = _source_events(source, index)
+            if frame is None or frame.height == 0:
+                continue
+            frame = frame.sort(["person_id", "start_date", "record_id"], nulls_last=True)
+            writer.write_table(frame.to_arrow().cast(schema))
+            rows += frame.height
+            del frame
+    return rows

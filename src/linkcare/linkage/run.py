@@ -53,24 +53,25 @@ def run_link(config_path: Path, out: Path, model_path: Path | None = None, key: 
     config: Config = load_config(config_path)
     linked = link(config, model_path)
     stages = linked.stages
-    with stages.stage("build the cohort"):
-        index = cohort.person_index(linked, key or DEFAULT_PERSON_KEY)
-        people = cohort.persons(linked, index)
-        events = cohort.events(config, index)
-    linked_share = index.group_by("source").agg(
-        pl.len().alias("records"), (pl.col("match_stage") != "unlinked").mean().alias("linked_share"),
-        (pl.col("match_stage") == "deterministic").sum().alias("deterministic"),
-        (pl.col("match_stage") == "probabilistic").sum().alias("probabilistic"),
-    ).sort("source")
-    sources = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-               for row in linked_share.to_dicts()]
     accepted = int(linked.pairs["accepted"].sum()) if linked.pairs.height else 0
-    with stages.stage("write outputs"), atomic_dir(Path(out)) as tmp:
+    with stages.stage("build and write the cohort"), atomic_dir(Path(out)) as tmp:
+        per_node = cohort.node_persons(linked, key or DEFAULT_PERSON_KEY)
+        index = cohort.person_index(linked, per_node)
         index.write_parquet(tmp / "person_index.parquet")
+        people = cohort.persons(linked, per_node)
         people.write_parquet(tmp / "persons.parquet")
-        events.write_parquet(tmp / "events.parquet")
+        n_people = people.height
+        del people, per_node
+        cohort.write_events(config, index, tmp / "events.parquet")
         linked.pairs.write_parquet(tmp / "pairs.parquet")
         linked.model.save(tmp / "model.json")
+        linked_share = index.group_by("source").agg(
+            pl.len().alias("records"), (pl.col("match_stage") != "unlinked").mean().alias("linked_share"),
+            (pl.col("match_stage") == "deterministic").sum().alias("deterministic"),
+            (pl.col("match_stage") == "probabilistic").sum().alias("probabilistic"),
+        ).sort("source")
+        sources = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+                   for row in linked_share.to_dicts()]
         manifest = {
             "linkcare_version": __version__,
             "command": "link",
@@ -82,13 +83,13 @@ def run_link(config_path: Path, out: Path, model_path: Path | None = None, key: 
                       "sha256": file_sha256(tmp / "model.json")},
             "outputs": {name: file_sha256(tmp / name) for name in
                         ("person_index.parquet", "persons.parquet", "events.parquet", "pairs.parquet")},
-            "persons": people.height,
+            "persons": n_people,
             "blocking": linked.pass_pairs,
             "stages": stages.stages,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return LinkSummary(Path(out), sources, linked.pass_pairs, stages.stages, people.height,
+    return LinkSummary(Path(out), sources, linked.pass_pairs, stages.stages, n_people,
                        int(linked.pairs.height), accepted, linked.model.trained_by,
                        time.perf_counter() - started, peak)
 
