@@ -45,6 +45,14 @@ class LinkcareGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader of our output went away (`linkcare ... | head`): not an error of ours.
+            import os
+            import sys
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
         except ProblemList as exc:
             raise LinkcareClickError([str(p) for p in exc.problems], exc.exit_code) from None
         except LinkcareError as exc:

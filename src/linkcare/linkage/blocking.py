@@ -78,13 +78,19 @@ def deterministic_edges(codes: dict[str, np.ndarray], rules: tuple[tuple[str, ..
         if link_type == "dedupe_only":
             keys.append(src[idx])
         group = group_ids(keys)
-        order = np.argsort(group, kind="stable")
-        g_sorted = group[order]
-        first = np.r_[True, g_sorted[1:] != g_sorted[:-1]]
-        head = order[np.maximum.accumulate(np.where(first, np.arange(order.size), 0))]
-        keep = order != head
-        lefts.append(idx[head[keep]])
-        rights.append(idx[order[keep]])
+        frame = pl.DataFrame({"node": idx, "group": group, "src": src[idx]}).sort("group", "node")
+        # Each node joins the group's first node; under link_only, the first node of another source.
+        frame = frame.with_columns(pl.col("node").first().over("group").alias("head"),
+                                   pl.col("src").first().over("group").alias("head_src"))
+        if link_type == "link_only":
+            other = frame.filter(pl.col("src") != pl.col("head_src")).group_by("group").agg(
+                pl.col("node").min().alias("other"))
+            frame = frame.join(other, on="group", how="left").with_columns(
+                pl.when(pl.col("src") != pl.col("head_src")).then(pl.col("head"))
+                .otherwise(pl.col("other")).alias("head"))
+        edges = frame.filter(pl.col("head").is_not_null() & (pl.col("head") != pl.col("node")))
+        lefts.append(edges["head"].to_numpy())
+        rights.append(edges["node"].to_numpy())
     if not lefts:
         return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
     return np.concatenate(lefts), np.concatenate(rights)
@@ -154,6 +160,8 @@ def pairs_recordlinkage(plan: BlockPlan, lo: int, hi: int) -> tuple[np.ndarray, 
     import pandas as pd
     import recordlinkage
 
+    if hi - lo < 2:  # no pair to form (and recordlinkage cannot index fewer than two rows)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     part = pd.DataFrame({"block": plan.block[lo:hi]}, index=pd.Index(plan.node[lo:hi], name="node"))
     indexer = recordlinkage.Index()
     indexer.block("block")

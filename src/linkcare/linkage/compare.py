@@ -47,11 +47,14 @@ def level_names(comparison: Comparison) -> list[str]:
     return ["missing", *inner, "disagree"]
 
 
-def _days(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return day number, month and day of month of YYYY-MM-DD strings (-1 where missing)."""
+def _days(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return day number (days since 1970, negative before), month, day of month and whether the
+    value is missing or not a YYYY-MM-DD date, for each string."""
     s = pl.Series(values, dtype=pl.String).str.to_date("%Y-%m-%d", strict=False)
-    day = s.cast(pl.Int64).fill_null(-1).to_numpy()
-    return day, s.dt.month().cast(pl.Int64).fill_null(-1).to_numpy(), s.dt.day().cast(pl.Int64).fill_null(-1).to_numpy()
+    bad = s.is_null().to_numpy()
+    day = s.cast(pl.Int64).fill_null(0).to_numpy()
+    month = s.dt.month().cast(pl.Int64).fill_null(0).to_numpy()
+    return day, month, s.dt.day().cast(pl.Int64).fill_null(0).to_numpy(), bad
 
 
 def _bits(value: str) -> np.ndarray:
@@ -113,9 +116,9 @@ def levels_of_values(comparison: Comparison, a: np.ndarray, b: np.ndarray) -> np
         if method == "numeric":
             res = np.where(np.isnan(diff), MISSING, first)
     else:  # date
-        dx, mx, tx = _days(x)
-        dy, my, ty = _days(y)
-        bad = (dx < 0) | (dy < 0)
+        dx, mx, tx, bad_x = _days(x)
+        dy, my, ty, bad_y = _days(y)
+        bad = bad_x | bad_y
         same = dx == dy
         year_x = pl.Series(x.tolist(), dtype=pl.String).str.slice(0, 4).to_numpy()
         year_y = pl.Series(y.tolist(), dtype=pl.String).str.slice(0, 4).to_numpy()
@@ -203,8 +206,8 @@ def compare_pairs_recordlinkage(nodes: pl.DataFrame, comparisons: list[Compariso
             self.comparison = comparison
 
         def _compute_vectorized(self, s1: pd.Series, s2: pd.Series) -> np.ndarray:
-            a = np.array([None if v is None or v != v else v for v in s1.tolist()], dtype=object)
-            b = np.array([None if v is None or v != v else v for v in s2.tolist()], dtype=object)
+            a = s1.astype(object).where(s1.notna(), None).to_numpy(dtype=object)
+            b = s2.astype(object).where(s2.notna(), None).to_numpy(dtype=object)
             return levels_of_values(self.comparison, a, b)
 
     frame = nodes.select([c.field for c in comparisons]).to_pandas()

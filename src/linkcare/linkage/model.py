@@ -90,10 +90,13 @@ def _default_m(k: int) -> np.ndarray:
 
 def fit_m_em(levels: np.ndarray, counts: np.ndarray, u: list[np.ndarray], use: np.ndarray,
              m_start: list[np.ndarray], prior_start: float = 0.1, max_iter: int = 200,
-             tol: float = 1e-6) -> tuple[list[np.ndarray], float, int]:
+             tol: float = 1e-6, pseudo_count: float = 1.0) -> tuple[list[np.ndarray], float, int]:
     """Return m per field, the share of matches, and the iterations EM took, with u held fixed.
 
     Fields where `use` is False are left out of the likelihood (for example a blocking key).
+    Each level gets `pseudo_count` matching pairs before the data, so a level EM never sees among
+    matches (a swapped day and month, say) gets a small m rather than none, which would make it
+    impossible evidence against a match.
     """
     m = [x.copy() for x in m_start]
     lam = prior_start
@@ -110,7 +113,7 @@ def fit_m_em(levels: np.ndarray, counts: np.ndarray, u: list[np.ndarray], use: n
             if not use[j]:
                 new_m.append(old)
                 continue
-            by_level = np.bincount(levels[:, j], weights=wc, minlength=old.size)
+            by_level = np.bincount(levels[:, j], weights=wc, minlength=old.size) + pseudo_count
             by_level[0] = 0.0
             total = by_level.sum()
             new_m.append(by_level / total if total > 0 else old)
@@ -162,7 +165,7 @@ class MatchModel:
             entry: dict[str, Any] = {
                 "field": c.field, "method": c.method, "levels": list(c.levels),
                 "term_frequency": c.term_frequency, "level_names": level_names(c),
-                "weights": [round(float(x), 6) for x in self.weights[j]],
+                "weights": [float(x) for x in self.weights[j]],
             }
             if self.m is not None and self.u is not None:
                 entry["m"] = [float(x) for x in self.m[j]]

@@ -100,6 +100,8 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
     comparisons = list(lk.comparisons)
     if not comparisons:
         raise ConfigError(f"{config.path}: [[linkage.comparisons]] is empty; add a comparison per field to link on")
+    # A model to reuse is checked before any work, so a wrong file fails at once.
+    reused = MatchModel.load(model_path, comparisons) if model_path is not None else None
 
     with stages.stage("read and standardise"):
         records = read_records(config)
@@ -157,8 +159,8 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
         del kept_left, kept_right, kept_levels
 
     with stages.stage("train model"):
-        if model_path is not None:
-            model = MatchModel.load(model_path, comparisons)
+        if reused is not None:
+            model = reused
             log.info("reusing the model in %s (no training)", model_path)
         elif lk.model == "fellegi_sunter":
             u, n_u = estimate_u(rng, fields, src, det_cluster, lk.link_type, nodes.frame["records"].to_numpy())
@@ -201,11 +203,11 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
             if al.size:
                 person = components(nodes.n, np.concatenate([el, al]), np.concatenate([er, ar]))
                 np.maximum.at(node_probability, al, ap)
-        in_det = det_size[det_cluster] > 1
-        node_probability[in_det] = 1.0
+        # Records sharing every identifier (one node) or joined by an exact rule are deterministic.
         person_size = np.bincount(person)[person]
-        stage = np.where(in_det | ((person_size == 1) & (records_per_node > 1)), "deterministic",
-                         np.where(person_size > 1, "probabilistic", "unlinked"))
+        exact = (det_size[det_cluster] > 1) | ((person_size == 1) & (records_per_node > 1))
+        node_probability[exact] = 1.0
+        stage = np.where(exact, "deterministic", np.where(person_size > 1, "probabilistic", "unlinked"))
         keep = probability >= lk.pairs_min_probability
         pairs = _pairs_frame(nodes, comparisons, left[keep], right[keep], levels[keep], weight[keep],
                              probability[keep], accept[keep])

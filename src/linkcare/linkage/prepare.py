@@ -52,8 +52,10 @@ def field_expr(spec: FieldSpec, method: str | None = None) -> pl.Expr:
     if method == "date":
         parsed = raw.str.to_date("%Y-%m-%d", strict=False).fill_null(raw.str.to_date("%Y%m%d", strict=False))
         return parsed.dt.strftime("%Y-%m-%d")
+    if method == "dice":
+        return raw  # Bloom-filter encodings (hex or base64) are kept bit for bit
     text = raw.str.to_lowercase().str.replace_all(r"\s+", " ")
-    return text.str.replace(r"^0+(\d)", "$1")
+    return pl.when(text.str.contains(r"^\d+$")).then(text.str.replace(r"^0+(\d)", "$1")).otherwise(text)
 
 
 @dataclass(frozen=True)

@@ -117,22 +117,19 @@ def fit_recordlinkage(kind: str, comparisons: list[Comparison], levels: np.ndarr
     if kind == "ecm":
         clf = recordlinkage.ECMClassifier(binarize=None)
         clf.fit(frame)
-        log_m = clf.kernel._feature_log_prob_[clf.kernel._match_class_pos]  # noqa: SLF001
-        log_u = clf.kernel._feature_log_prob_[clf.kernel._nonmatch_class_pos]  # noqa: SLF001
-        # recordlinkage one-hot encodes each binary column into (0, 1): take the '1' halves.
-        m_flat = np.exp(log_m[1::2])
-        u_flat = np.exp(log_u[1::2])
-        prior = float(np.exp(clf.kernel._class_log_prior_[clf.kernel._match_class_pos]))  # noqa: SLF001
-        pos = 0
-        m, u = [], []
-        for k in sizes:
-            mj, uj = np.zeros(k), np.zeros(k)
-            mj[1:], uj[1:] = m_flat[pos: pos + k - 1], u_flat[pos: pos + k - 1]
+        # ECM is naive Bayes on binary features, so its log-odds are additive: read each level's
+        # weight off the classifier by probing it, one level switched on at a time.
+        probes = np.zeros((1 + len(columns), len(columns)), dtype=np.int8)
+        probes[np.arange(1, len(columns) + 1), np.arange(len(columns))] = 1
+        log_proba = clf.kernel.predict_log_proba(pd.DataFrame(probes, columns=columns))
+        match = clf._match_class_pos()  # noqa: SLF001 - recordlinkage exposes no public accessor
+        logit = (log_proba[:, match] - log_proba[:, 1 - match]) / np.log(2)
+        pos = 1
+        for j, k in enumerate(sizes):
+            weights[j][1:] = logit[pos: pos + k - 1] - logit[0]
             pos += k - 1
-            m.append(mj / max(mj.sum(), 1e-12))
-            u.append(uj / max(uj.sum(), 1e-12))
-        training = {"pairs": int(levels.shape[0]), "classifier": "recordlinkage.ECMClassifier"}
-        return MatchModel.from_m_u(comparisons, m, u, prior, trained_by="ecm", training=training)
+        return MatchModel(list(comparisons), float(logit[0]), weights, trained_by="ecm",
+                          training={"pairs": int(levels.shape[0]), "classifier": "recordlinkage.ECMClassifier"})
     if labels is None:
         raise ValueError("the logistic model needs labels")
     clf = recordlinkage.LogisticRegressionClassifier()
