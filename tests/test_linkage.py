@@ -898,3 +898,78 @@ def test_sample_site_deterministic_records_have_probability_one(sample_run: tupl
     out, _ = sample_run
     index = pl.read_parquet(out / "person_index.parquet")
     assert index.filter(pl.col("match_stage") == "deterministic")["match_probability"].min() == 1.0
+
+
+@pytest.mark.parametrize("link_type", LINK_TYPES)
+@pytest.mark.parametrize("block", [(), ("y",)])
+def test_sorted_neighbourhood_gives_recordlinkages_pairs(link_type: str, block: tuple[str, ...]) -> None:
+    from linkcare.linkage.blocking import plan_sorted
+
+    rng = np.random.default_rng(3)
+    n = 80
+    frame = pl.DataFrame({
+        "source": rng.choice(["a", "b", "c"], n),
+        "x": [None if rng.random() < 0.1 else f"{v:02d}" for v in rng.integers(0, 25, n)],
+        "y": [None if rng.random() < 0.1 else str(v) for v in rng.integers(0, 3, n)],
+    })
+    codes = encode_fields(frame, ("x", "y"))
+    src = source_codes(frame)
+    plan = plan_sorted(codes, "x", 5, block, src, link_type)
+    fast = pairs_polars(plan, 0, plan.node.size)
+    reference = pairs_recordlinkage(plan, 0, plan.node.size)
+    as_set = lambda p: set(zip(p[0].tolist(), p[1].tolist(), strict=True))  # noqa: E731
+    assert as_set(fast) == as_set(reference)
+    # Brute force: both values present, same block, at most two distinct values apart.
+    x, y = codes["x"], codes["y"]
+    present = (x >= 0) & ((y >= 0) if block else True)
+    rank = {v: i for i, v in enumerate(np.unique(x[present]))}
+    expected = {(i, j) for i in range(n) for j in range(i + 1, n)
+                if present[i] and present[j] and (not block or y[i] == y[j]) and abs(rank[x[i]] - rank[x[j]]) <= 2}
+    assert as_set(fast) == expected
+    keep = allowed(link_type, src[fast[0]], src[fast[1]])
+    assert int(keep.sum()) == plan.pairs
+
+
+def test_sorted_neighbourhood_pass_skips_pairs_of_earlier_passes(tmp_path: Path) -> None:
+    config_text = (Path(__file__).resolve().parents[1] / "configs" / "sample.toml").read_text()
+    config_text = config_text.replace("../sample_data/", str(Path(__file__).resolve().parents[1] / "sample_data") + "/")
+    sorted_pass = 'sorted_neighbourhood = [{ field = "birth_year", window = 3, block = ["area", "sex"] }]'
+    config_text = config_text.replace("[linkage]\n", f"[linkage]\n{sorted_pass}\n")
+    path = tmp_path / "site.toml"
+    path.write_text(config_text)
+    from linkcare.config import load_config
+    from linkcare.linkage.blocking import plan_sorted
+
+    config = load_config(path)
+    assert config.linkage.sorted_neighbourhood[0].window == 3
+    frame = pl.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "gp_registrations.csv",
+                        infer_schema=False).head(2000)
+    nodes = pl.DataFrame({"source": ["gp"] * frame.height, "birth_year": frame["Birth_Year"],
+                          "area": frame["LSOA"], "sex": frame["Sex"]})
+    codes = encode_fields(nodes, ("birth_year", "area", "sex"))
+    src = source_codes(nodes)
+    plans = [plan_pass(codes, ("birth_year", "area"), src, "dedupe_only"),
+             plan_sorted(codes, "birth_year", 3, ("area", "sex"), src, "dedupe_only")]
+    seen: set[tuple[int, int]] = set()
+    for _, left, right, new in candidate_pairs(plans, codes, src, "dedupe_only", 500, "polars"):
+        for a, b in zip(left[new].tolist(), right[new].tolist(), strict=True):
+            assert (a, b) not in seen
+            seen.add((a, b))
+    every = set()
+    for plan in plans:
+        a, b = pairs_polars(plan, 0, plan.node.size)
+        every |= set(zip(a.tolist(), b.tolist(), strict=True))
+    assert seen == every
+
+
+def test_sorted_neighbourhood_window_must_be_odd(tmp_path: Path, runner) -> None:
+    config_text = (Path(__file__).resolve().parents[1] / "configs" / "sample.toml").read_text()
+    config_text = config_text.replace("../sample_data/", str(Path(__file__).resolve().parents[1] / "sample_data") + "/")
+    sorted_pass = 'sorted_neighbourhood = [{ field = "area", window = 4 }]'
+    config_text = config_text.replace("[linkage]\n", f"[linkage]\n{sorted_pass}\n")
+    path = tmp_path / "site.toml"
+    path.write_text(config_text)
+    result = runner.invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert (f"Error: {path}: linkage.sorted_neighbourhood[0].window: must be an odd whole number of 3 or more, "
+            "e.g. window = 5") in result.output

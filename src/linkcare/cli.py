@@ -196,7 +196,7 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
                      f"{s['probabilistic']:,}"))
     _table(rows)
     click.echo()
-    rows = [("blocking pass", "pairs", "new pairs")]
+    rows = [("candidate pass", "pairs", "new pairs")]
     rows += [(str(p["blocking"]), f"{p['pairs']:,}", f"{p['new_pairs']:,}") for p in summary.passes]
     _table(rows)
     click.echo()

@@ -43,7 +43,9 @@ _TOP_KEYS = ("version", "reference_date", "sources", "linkage")
 _SOURCE_KEYS = ("name", "path", "format", "id", "kind", "delimiter", "fields", "events")
 _FIELD_KEYS = ("column", "format", "part", "values")
 _LINKAGE_KEYS = ("link_type", "threshold", "deterministic", "blocking", "comparisons", "model", "labels",
-                 "max_pairs", "one_to_one", "indexer", "seed", "chunk_pairs", "pairs_min_probability")
+                 "max_pairs", "one_to_one", "indexer", "seed", "chunk_pairs", "pairs_min_probability",
+                 "sorted_neighbourhood")
+_SORTED_KEYS = ("field", "window", "block")
 MODELS = ("fellegi_sunter", "ecm", "logistic")
 INDEXERS = ("auto", "recordlinkage", "polars")
 _COMPARISON_KEYS = ("field", "method", "levels", "term_frequency")
@@ -98,6 +100,16 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class SortedNeighbourhood:
+    """A sorted-neighbourhood pass: records whose values of `field`, sorted, lie within `window`
+    distinct values of each other (centred: window // 2 on each side), within each `block`."""
+
+    field: str
+    window: int
+    block: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Linkage:
     """How the sources are linked."""
 
@@ -114,6 +126,7 @@ class Linkage:
     seed: int = 0
     chunk_pairs: int = 2_000_000
     pairs_min_probability: float = 0.01
+    sorted_neighbourhood: tuple[SortedNeighbourhood, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -522,6 +535,7 @@ def _check_linkage(value: Any, n_sources: int, mapped: set[str], p: KeyProblems,
     blocking = _check_rules(value.get("blocking"), "linkage.blocking", mapped, p)
     comparisons = _check_comparisons(value.get("comparisons"), mapped, p)
     options = _check_linkage_options(value, base or Path("."), source_names or [], p)
+    options["sorted_neighbourhood"] = _check_sorted(value.get("sorted_neighbourhood"), mapped, p)
     return Linkage(link_type or Linkage.link_type, threshold, deterministic, blocking, comparisons, **options)
 
 
@@ -534,6 +548,29 @@ def _check_field_ref(name: Any, key: str, mapped: set[str], p: KeyProblems) -> s
         p.add(key, f"no source maps field {name!r};{hint} add it to a source's fields or remove it")
         return None
     return name
+
+
+def _check_sorted(value: Any, mapped: set[str], p: KeyProblems) -> tuple[SortedNeighbourhood, ...]:
+    if value is None:
+        return ()
+    where = "linkage.sorted_neighbourhood"
+    example = '[{ field = "surname", window = 5, block = ["birth_year"] }]'
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        p.add(where, f"must be an array of tables, e.g. sorted_neighbourhood = {example}")
+        return ()
+    out = []
+    for i, t in enumerate(value):
+        key = f"{where}[{i}]"
+        p.unknown_keys(t, _SORTED_KEYS, key)
+        name = _check_field_ref(t.get("field"), f"{key}.field", mapped, p)
+        window = t.get("window")
+        if not (isinstance(window, int) and not isinstance(window, bool) and window >= 3 and window % 2 == 1):
+            p.add(f"{key}.window", "must be an odd whole number of 3 or more, e.g. window = 5")
+            window = None
+        block = _check_rules([t.get("block", [])] if t.get("block") else None, f"{key}.block", mapped, p)
+        if name and window:
+            out.append(SortedNeighbourhood(name, window, block[0] if block else ()))
+    return tuple(out)
 
 
 def _check_rules(

@@ -98,12 +98,26 @@ def deterministic_edges(codes: dict[str, np.ndarray], rules: tuple[tuple[str, ..
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """The blocks of one pass: which nodes are in which block, and how many pairs they give."""
+    """The blocks of one pass: which nodes are in which block, and how many pairs they give.
+
+    A sorted-neighbourhood pass has `window` > 0 and `rank`, the position of each node's value
+    among the sorted distinct values: nodes of one block pair up when their ranks differ by at
+    most window // 2.
+    """
 
     key: tuple[str, ...]
     node: np.ndarray  # nodes with every key field present, sorted by block
     block: np.ndarray  # block of each of those nodes
     pairs: int  # candidate pairs the pass yields under the link type, before de-duplication
+    window: int = 0
+    rank: np.ndarray | None = None
+
+    @property
+    def label(self) -> str:
+        if self.window:
+            inside = f" within {'+'.join(self.key[1:])}" if len(self.key) > 1 else ""
+            return f"sorted {self.key[0]} (window {self.window}){inside}"
+        return "+".join(self.key)
 
 
 def plan_pass(codes: dict[str, np.ndarray], key: tuple[str, ...], src: np.ndarray, link_type: str) -> BlockPlan:
@@ -128,20 +142,59 @@ def plan_pass(codes: dict[str, np.ndarray], key: tuple[str, ...], src: np.ndarra
     return BlockPlan(key, node, block, int(count))
 
 
+def plan_sorted(codes: dict[str, np.ndarray], field: str, window: int, block: tuple[str, ...], src: np.ndarray,
+                link_type: str) -> BlockPlan:
+    """Return a sorted-neighbourhood pass: ranks of `field` among its sorted distinct values, in
+    blocks of `block`, and the number of pairs it yields."""
+    key = (field, *block)
+    present = np.ones(src.size, dtype=bool)
+    for f in key:
+        present &= codes[f] >= 0
+    idx = np.nonzero(present)[0]
+    if idx.size == 0:
+        return BlockPlan(key, idx, idx, 0, window, idx)
+    rank = np.unique(codes[field][idx], return_inverse=True)[1].ravel()
+    blk = group_ids([codes[f][idx] for f in block]) if block else np.zeros(idx.size, dtype=np.int64)
+    order = np.lexsort((rank, blk))
+    node, blk, rank = idx[order], blk[order], rank[order]
+    pairs = 0
+    counts = pl.DataFrame({"b": blk, "r": rank, "s": src[node]}).group_by("b", "r", "s").len()
+    half = window // 2
+    for d in range(half + 1):
+        other = counts.with_columns(pl.col("r") - d)
+        joined = counts.join(other, on=["b", "r"], suffix="_o")
+        a = joined["len"].cast(pl.Float64).to_numpy()
+        n = a * joined["len_o"].cast(pl.Float64).to_numpy()
+        same = (joined["s"] == joined["s_o"]).to_numpy()
+        if d == 0:  # unordered pairs within the same value
+            n = np.where(same, a * (a - 1), n) / 2
+        total = {"link_only": n[~same].sum(), "dedupe_only": n[same].sum(), "link_and_dedupe": n.sum()}[link_type]
+        pairs += int(total)
+    return BlockPlan(key, node, blk, pairs, window, rank)
+
+
 def check_pair_counts(plans: list[BlockPlan], max_pairs: int) -> None:
     """Stop with an error naming the pass if any pass would yield more pairs than allowed."""
+    n_blocking = sum(1 for p in plans if not p.window)
     for i, plan in enumerate(plans):
-        if plan.pairs > max_pairs:
+        if plan.pairs <= max_pairs:
+            continue
+        if plan.window:
             raise DataError(
-                f"linkage.blocking[{i}] ({', '.join(plan.key)}) would yield {plan.pairs:,} candidate pairs, "
-                f"above linkage.max_pairs = {max_pairs:,}; add a field to that blocking pass or raise max_pairs")
+                f"linkage.sorted_neighbourhood[{i - n_blocking}] ({plan.label}) would yield {plan.pairs:,} candidate "
+                f"pairs, above linkage.max_pairs = {max_pairs:,}; add a block field, narrow the window or raise "
+                "max_pairs")
+        raise DataError(
+            f"linkage.blocking[{i}] ({', '.join(plan.key)}) would yield {plan.pairs:,} candidate pairs, "
+            f"above linkage.max_pairs = {max_pairs:,}; add a field to that blocking pass or raise max_pairs")
 
 
 def _block_ranges(plan: BlockPlan, chunk_pairs: int) -> Iterator[tuple[int, int]]:
     """Yield [start, stop) row ranges of whole blocks holding about `chunk_pairs` pairs each."""
     starts = np.r_[0, np.nonzero(np.diff(plan.block))[0] + 1, plan.block.size]
     sizes = np.diff(starts).astype(np.float64)
-    cum = np.cumsum(sizes * (sizes - 1) / 2)
+    per_block = sizes * (plan.window if plan.window else (sizes - 1) / 2)
+    cum = np.cumsum(per_block)
     chunk_of_block = (cum // max(chunk_pairs, 1)).astype(np.int64)
     edges = np.r_[0, np.nonzero(np.diff(chunk_of_block))[0] + 1, sizes.size]
     for a, b in zip(edges[:-1], edges[1:], strict=True):
@@ -149,10 +202,24 @@ def _block_ranges(plan: BlockPlan, chunk_pairs: int) -> Iterator[tuple[int, int]
 
 
 def pairs_polars(plan: BlockPlan, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return every pair (left < right) of nodes sharing a block, among rows [lo, hi) of a plan."""
+    """Return every pair (left < right) of nodes sharing a block, among rows [lo, hi) of a plan
+    (for a sorted-neighbourhood pass: sharing a block with ranks at most window // 2 apart)."""
     part = pl.DataFrame({"node": plan.node[lo:hi], "block": plan.block[lo:hi]})
-    joined = part.join(part, on="block", suffix="_r").filter(pl.col("node") < pl.col("node_r"))
-    return joined["node"].to_numpy(), joined["node_r"].to_numpy()
+    if not plan.window:
+        joined = part.join(part, on="block", suffix="_r").filter(pl.col("node") < pl.col("node_r"))
+        return joined["node"].to_numpy(), joined["node_r"].to_numpy()
+    assert plan.rank is not None
+    part = part.with_columns(pl.Series("rank", plan.rank[lo:hi]))
+    lefts, rights = [], []
+    for d in range(plan.window // 2 + 1):
+        shifted = part.with_columns(pl.col("rank") - d)
+        joined = part.join(shifted, on=["block", "rank"], suffix="_r")
+        if d == 0:
+            joined = joined.filter(pl.col("node") < pl.col("node_r"))
+        a, b = joined["node"].to_numpy(), joined["node_r"].to_numpy()
+        lefts.append(np.minimum(a, b))
+        rights.append(np.maximum(a, b))
+    return np.concatenate(lefts), np.concatenate(rights)
 
 
 def pairs_recordlinkage(plan: BlockPlan, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,11 +231,31 @@ def pairs_recordlinkage(plan: BlockPlan, lo: int, hi: int) -> tuple[np.ndarray, 
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     part = pd.DataFrame({"block": plan.block[lo:hi]}, index=pd.Index(plan.node[lo:hi], name="node"))
     indexer = recordlinkage.Index()
-    indexer.block("block")
+    if plan.window:
+        assert plan.rank is not None
+        part["rank"] = plan.rank[lo:hi]
+        # The ranks are global, so recordlinkage is told every possible rank, not only this chunk's.
+        indexer.add(recordlinkage.index.SortedNeighbourhood(
+            "rank", window=plan.window, block_on=["block"], sorting_key_values=np.arange(int(plan.rank.max()) + 1)))
+    else:
+        indexer.block("block")
     found = indexer.index(part)
     a = found.get_level_values(0).to_numpy(dtype=np.int64)
     b = found.get_level_values(1).to_numpy(dtype=np.int64)
     return np.minimum(a, b), np.maximum(a, b)
+
+
+def _found_by(plan: BlockPlan, codes: dict[str, np.ndarray], left: np.ndarray, right: np.ndarray,
+              n: int) -> np.ndarray:
+    """Return which pairs a pass produces (used to skip pairs an earlier pass already gave)."""
+    if not plan.window:
+        return agree_on(codes, plan.key, left, right)
+    assert plan.rank is not None
+    rank = np.full(n, -1, dtype=np.int64)
+    block = np.full(n, -1, dtype=np.int64)
+    rank[plan.node], block[plan.node] = plan.rank, plan.block
+    rl, rr = rank[left], rank[right]
+    return (rl >= 0) & (rr >= 0) & (block[left] == block[right]) & (np.abs(rl - rr) <= plan.window // 2)
 
 
 def candidate_pairs(plans: list[BlockPlan], codes: dict[str, np.ndarray], src: np.ndarray, link_type: str,
@@ -179,6 +266,7 @@ def candidate_pairs(plans: list[BlockPlan], codes: dict[str, np.ndarray], src: n
     earlier pass came from that pass): together they are the distinct candidate pairs, each once.
     """
     make = pairs_recordlinkage if indexer == "recordlinkage" else pairs_polars
+    n = src.size
     for i, plan in enumerate(plans):
         for lo, hi in _block_ranges(plan, chunk_pairs):
             left, right = make(plan, lo, hi)
@@ -186,6 +274,6 @@ def candidate_pairs(plans: list[BlockPlan], codes: dict[str, np.ndarray], src: n
             left, right = left[ok], right[ok]
             new = np.ones(left.size, dtype=bool)
             for earlier in plans[:i]:
-                new &= ~agree_on(codes, earlier.key, left, right)
+                new &= ~_found_by(earlier, codes, left, right, n)
             if left.size:
                 yield i, left, right, new

@@ -21,6 +21,7 @@ from linkcare.linkage.blocking import (
     deterministic_edges,
     encode_fields,
     plan_pass,
+    plan_sorted,
     source_codes,
 )
 from linkcare.linkage.cluster import components, one_to_one
@@ -121,8 +122,10 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
 
     with stages.stage("candidate pairs"):
         plans = [plan_pass(codes, tuple(key), src, lk.link_type) for key in lk.blocking]
+        plans += [plan_sorted(codes, sn.field, sn.window, sn.block, src, lk.link_type)
+                  for sn in lk.sorted_neighbourhood]
         for plan in plans:
-            log.info("blocking pass %s: %s pairs before de-duplication", "+".join(plan.key), f"{plan.pairs:,}")
+            log.info("pass %s: %s pairs before de-duplication", plan.label, f"{plan.pairs:,}")
         check_pair_counts(plans, lk.max_pairs)
 
     fields = [field_data(nodes.frame, c, codes.get(c.field)) for c in comparisons]
@@ -152,7 +155,7 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
             kept_levels.append(new_levels)
             new_per_pass[i] += int(new.sum())
         for i, plan in enumerate(plans):
-            pass_pairs.append({"blocking": "+".join(plan.key), "pairs": plan.pairs, "new_pairs": int(new_per_pass[i])})
+            pass_pairs.append({"blocking": plan.label, "pairs": plan.pairs, "new_pairs": int(new_per_pass[i])})
         left = np.concatenate(kept_left) if kept_left else np.zeros(0, dtype=np.int64)
         right = np.concatenate(kept_right) if kept_right else np.zeros(0, dtype=np.int64)
         levels = np.concatenate(kept_levels) if kept_levels else np.zeros((0, len(fields)), dtype=np.int8)
