@@ -288,7 +288,7 @@ def test_link_only_needs_two_sources(site: Path) -> None:
         ("threshold = 0.9", "threshold = 0.9\nthresold = 0.8", "linkage.thresold: unknown key; "
          "did you mean 'threshold'? allowed keys: link_type, threshold, deterministic, "
          "blocking, comparisons, model, labels, max_pairs, one_to_one, indexer, seed, chunk_pairs, "
-         "pairs_min_probability"),
+         "pairs_min_probability, sorted_neighbourhood"),
         ('method = "exact"', 'method = "exact"\nterm_freq = true', "linkage.comparisons[1]."
          "term_freq: unknown key; did you mean 'term_frequency'? allowed keys: field, method, "
          "levels, term_frequency"),
