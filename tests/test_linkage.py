@@ -45,7 +45,7 @@ from linkcare.linkage.compare import (
     n_levels,
 )
 from linkcare.linkage.evaluate import pairwise_score
-from linkcare.linkage.model import MatchModel, PatternCounts, _default_m, fit_m_em
+from linkcare.linkage.model import MatchModel, PatternCodec, PatternCounts, _default_m, fit_m_em
 from linkcare.linkage.prepare import field_expr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -399,7 +399,7 @@ def simulate_patterns(n: int, seed: int) -> PatternCounts:
         level = np.where(is_match, rng.choice(m.size, size=n, p=m), rng.choice(u.size, size=n, p=u))
         level[rng.random(n) < missing] = 0
         columns.append(level)
-    counts = PatternCounts(len(M_TRUE))
+    counts = PatternCounts(PatternCodec([m.size for m in M_TRUE]))
     counts.add(np.stack(columns, axis=1).astype(np.int8))
     return counts
 
@@ -428,13 +428,16 @@ def test_em_leaves_fields_out_of_use_alone() -> None:
 
 
 def test_pattern_counts_add_up_weights() -> None:
-    counts = PatternCounts(2)
+    counts = PatternCounts(PatternCodec([2, 3]))
     counts.add(np.array([[1, 2], [1, 2], [0, 1]], dtype=np.int8), np.array([1.0, 3.0, 2.0]))
     counts.add(np.array([[1, 2]], dtype=np.int8))
     levels, c = counts.arrays()
     assert levels.tolist() == [[0, 1], [1, 2]]
     assert c.tolist() == [2.0, 5.0]
     assert counts.total == 7.0
+    codec = PatternCodec([3, 4, 2])
+    rows = np.array([[0, 0, 0], [2, 3, 1], [1, 2, 0]], dtype=np.int8)
+    np.testing.assert_array_equal(codec.decode(codec.encode(rows)), rows)
 
 
 MODEL_COMPARISONS = [Comparison("sex", "exact"), Comparison("year", "numeric", (0.0, 1.0))]

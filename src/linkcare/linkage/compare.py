@@ -47,14 +47,53 @@ def level_names(comparison: Comparison) -> list[str]:
     return ["missing", *inner, "disagree"]
 
 
-def _days(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return day number (days since 1970, negative before), month, day of month and whether the
-    value is missing or not a YYYY-MM-DD date, for each string."""
-    s = pl.Series(values, dtype=pl.String).str.to_date("%Y-%m-%d", strict=False)
-    bad = s.is_null().to_numpy()
-    day = s.cast(pl.Int64).fill_null(0).to_numpy()
-    month = s.dt.month().cast(pl.Int64).fill_null(0).to_numpy()
-    return day, month, s.dt.day().cast(pl.Int64).fill_null(0).to_numpy(), bad
+def _parse(method: str, values: np.ndarray) -> dict[str, np.ndarray]:
+    """Return what a method compares, parsed once per value: day numbers and date parts for
+    `date`, numbers for `numeric`, the text itself otherwise."""
+    if method == "date":
+        text = pl.Series(values.tolist(), dtype=pl.String)
+        d = text.str.to_date("%Y-%m-%d", strict=False)
+        return {"day": d.cast(pl.Int64).fill_null(0).to_numpy(), "month": d.dt.month().fill_null(0).to_numpy(),
+                "dom": d.dt.day().fill_null(0).to_numpy(), "year": d.dt.year().fill_null(0).to_numpy(),
+                "bad": d.is_null().to_numpy()}
+    if method == "numeric":
+        num = pl.Series(values.tolist(), dtype=pl.String).cast(pl.Float64, strict=False).to_numpy()
+        return {"num": num, "bad": np.isnan(num)}
+    return {"text": values}
+
+
+def _take(parsed: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[index] for k, v in parsed.items()}
+
+
+def _first_level(better: np.ndarray, n_cuts: int, offset: int = 1) -> np.ndarray:
+    """Return the first cut-off each pair meets (offset-based level), or the disagree level."""
+    return np.where(better.any(axis=1), better.argmax(axis=1) + offset, n_cuts + offset)
+
+
+def _levels(comparison: Comparison, x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> np.ndarray:
+    """Return the level of each pair of present, parsed values (0 where a value cannot be read)."""
+    lv = np.asarray(comparison.levels, dtype=np.float64)
+    method = comparison.method
+    if method == "exact":
+        return np.where(x["text"] == y["text"], 1, 2)
+    if method == "date":
+        same = x["day"] == y["day"]
+        swapped = (~same) & (x["year"] == y["year"]) & (x["month"] == y["dom"]) & (x["dom"] == y["month"])
+        within = _first_level(np.abs(x["day"] - y["day"])[:, None] <= lv[None, :], lv.size, 3)
+        return np.where(x["bad"] | y["bad"], MISSING, np.where(same, 1, np.where(swapped, 2, within)))
+    if method == "numeric":
+        diff = np.abs(x["num"] - y["num"])
+        better = diff[:, None] <= lv[None, :]
+        return np.where(x["bad"] | y["bad"], MISSING, _first_level(better, lv.size))
+    a, b = x["text"].tolist(), y["text"].tolist()
+    if method == "jaro_winkler":
+        score = cpdist(a, b, scorer=JaroWinkler.normalized_similarity, workers=-1)
+        return _first_level(score[:, None] >= lv[None, :] - 1e-9, lv.size)
+    if method == "levenshtein":
+        dist = cpdist(a, b, scorer=Levenshtein.distance, dtype=np.int32, workers=-1)
+        return _first_level(dist[:, None] <= lv[None, :], lv.size)
+    return _first_level(_dice(x["text"], y["text"])[:, None] >= lv[None, :] - 1e-9, lv.size)
 
 
 def _bits(value: str) -> np.ndarray:
@@ -86,48 +125,11 @@ def levels_of_values(comparison: Comparison, a: np.ndarray, b: np.ndarray) -> np
     b = np.asarray(b, dtype=object)
     missing = pl.Series(a.tolist(), dtype=pl.String).is_null().to_numpy() | pl.Series(
         b.tolist(), dtype=pl.String).is_null().to_numpy()
-    lv = np.asarray(comparison.levels, dtype=np.float64)
-    method = comparison.method
     out = np.zeros(a.size, dtype=np.int8)
     ok = ~missing
-    if not ok.any():
-        return out
-    x, y = a[ok], b[ok]
-    if method == "exact":
-        res = np.where(x == y, 1, 2)
-    elif method in ("jaro_winkler", "levenshtein", "dice", "numeric"):
-        if method == "jaro_winkler":
-            score = cpdist(x.tolist(), y.tolist(), scorer=JaroWinkler.normalized_similarity, workers=1)
-            better = score[:, None] >= lv[None, :] - 1e-9
-        elif method == "dice":
-            better = _dice(x, y)[:, None] >= lv[None, :] - 1e-9
-        elif method == "levenshtein":
-            dist = cpdist(x.tolist(), y.tolist(), scorer=Levenshtein.distance, dtype=np.int32, workers=1)
-            better = dist[:, None] <= lv[None, :]
-        else:
-            fx = pl.Series(x.tolist(), dtype=pl.String).cast(pl.Float64, strict=False).to_numpy()
-            fy = pl.Series(y.tolist(), dtype=pl.String).cast(pl.Float64, strict=False).to_numpy()
-            diff = np.abs(fx - fy)
-            better = diff[:, None] <= lv[None, :]
-            unparsable = np.isnan(diff)
-            better[unparsable] = False
-        first = np.where(better.any(axis=1), better.argmax(axis=1) + 1, lv.size + 1)
-        res = first
-        if method == "numeric":
-            res = np.where(np.isnan(diff), MISSING, first)
-    else:  # date
-        dx, mx, tx, bad_x = _days(x)
-        dy, my, ty, bad_y = _days(y)
-        bad = bad_x | bad_y
-        same = dx == dy
-        year_x = pl.Series(x.tolist(), dtype=pl.String).str.slice(0, 4).to_numpy()
-        year_y = pl.Series(y.tolist(), dtype=pl.String).str.slice(0, 4).to_numpy()
-        swapped = (~same) & (year_x == year_y) & (mx == ty) & (tx == my)
-        near = np.abs(dx - dy)[:, None] <= lv[None, :]
-        within = np.where(near.any(axis=1), near.argmax(axis=1) + 3, lv.size + 3)
-        res = np.where(same, 1, np.where(swapped, 2, within))
-        res = np.where(bad, MISSING, res)
-    out[ok] = np.asarray(res, dtype=np.int8)
+    if ok.any():
+        method = comparison.method
+        out[ok] = _levels(comparison, _parse(method, a[ok]), _parse(method, b[ok]))
     return out
 
 
@@ -139,6 +141,7 @@ class FieldData:
     code: np.ndarray  # per node: index into `values`, or -1 when missing
     values: np.ndarray  # distinct standardised values (object array of str)
     frequency: np.ndarray  # share of nodes holding each distinct value
+    parsed: dict[str, np.ndarray]  # the distinct values as the method compares them
 
 
 def field_data(nodes: pl.DataFrame, comparison: Comparison, code: np.ndarray | None = None) -> FieldData:
@@ -159,7 +162,8 @@ def field_data(nodes: pl.DataFrame, comparison: Comparison, code: np.ndarray | N
     present = code >= 0
     counts = np.bincount(code[present], minlength=n_values).astype(np.float64)
     frequency = counts / max(counts.sum(), 1.0)
-    return FieldData(comparison, code, values, frequency)
+    parsed = _parse(comparison.method, values) if comparison.method != "exact" else {}
+    return FieldData(comparison, code, values, frequency, parsed)
 
 
 def compare_field(data: FieldData, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -176,7 +180,7 @@ def compare_field(data: FieldData, left: np.ndarray, right: np.ndarray) -> np.nd
     key = lo * (data.values.size + 1) + hi
     unique, inverse = np.unique(key, return_inverse=True)
     ua, ub = unique // (data.values.size + 1), unique % (data.values.size + 1)
-    levels = levels_of_values(data.comparison, data.values[ua], data.values[ub])
+    levels = _levels(data.comparison, _take(data.parsed, ua), _take(data.parsed, ub)).astype(np.int8)
     out[present] = levels[inverse.ravel()]
     return out
 

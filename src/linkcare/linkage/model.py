@@ -27,30 +27,54 @@ MODEL_FORMAT = "linkcare-linkage-model"
 PROB_FLOOR = 1e-9
 
 
-@dataclass
-class PatternCounts:
-    """Counts of distinct comparison patterns (rows of levels)."""
+class PatternCodec:
+    """Packs a row of comparison levels into one integer, so a pair costs 4 bytes rather than one
+    byte per field, and patterns are counted with 1-D operations."""
 
-    n_fields: int
-    counts: dict[bytes, float] = field(default_factory=dict)
+    def __init__(self, sizes: list[int]):
+        self.sizes = np.array(sizes, dtype=np.int64)
+        self.mult = np.cumprod(np.r_[1, self.sizes[::-1][:-1]])[::-1].astype(np.int64)
+        self.space = int(np.prod(self.sizes.astype(np.float64)))
+        self.dtype = np.int32 if self.space < 2**31 else np.int64
+
+    def encode(self, levels: np.ndarray) -> np.ndarray:
+        return (levels.astype(np.int64) * self.mult).sum(axis=1).astype(self.dtype)
+
+    def level(self, codes: np.ndarray, j: int) -> np.ndarray:
+        return ((codes.astype(np.int64) // self.mult[j]) % self.sizes[j]).astype(np.int8)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        out = np.empty((codes.size, self.sizes.size), dtype=np.int8)
+        for j in range(self.sizes.size):
+            out[:, j] = self.level(codes, j)
+        return out
+
+
+class PatternCounts:
+    """Counts of distinct comparison patterns (rows of levels), kept by their packed codes."""
+
+    def __init__(self, codec: PatternCodec):
+        self.codec = codec
+        self.counts: dict[int, float] = {}
 
     def add(self, levels: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Count each row of levels, once or with a weight (the record pairs a node pair stands for)."""
-        if levels.shape[0] == 0:
+        self.add_codes(self.codec.encode(levels), weights)
+
+    def add_codes(self, codes: np.ndarray, weights: np.ndarray | None = None) -> None:
+        if codes.size == 0:
             return
-        unique, inverse = np.unique(levels, axis=0, return_inverse=True)
-        counts = np.bincount(inverse.ravel(), weights=weights, minlength=unique.shape[0])
-        for row, c in zip(unique, counts, strict=True):
-            key = row.tobytes()
-            self.counts[key] = self.counts.get(key, 0.0) + float(c)
+        unique, inverse = np.unique(codes, return_inverse=True)
+        counts = np.bincount(inverse.ravel(), weights=weights, minlength=unique.size)
+        for code, c in zip(unique.tolist(), counts.tolist(), strict=True):
+            self.counts[code] = self.counts.get(code, 0.0) + c
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Return (patterns × fields levels, counts), in a fixed order."""
         if not self.counts:
-            return np.zeros((0, self.n_fields), dtype=np.int8), np.zeros(0)
-        keys = sorted(self.counts)
-        levels = np.stack([np.frombuffer(k, dtype=np.int8) for k in keys])
-        return levels, np.array([self.counts[k] for k in keys], dtype=np.float64)
+            return np.zeros((0, self.codec.sizes.size), dtype=np.int8), np.zeros(0)
+        keys = np.array(sorted(self.counts), dtype=np.int64)
+        return self.codec.decode(keys), np.array([self.counts[k] for k in keys.tolist()], dtype=np.float64)
 
     @property
     def total(self) -> float:

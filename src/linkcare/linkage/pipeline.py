@@ -25,8 +25,8 @@ from linkcare.linkage.blocking import (
     source_codes,
 )
 from linkcare.linkage.cluster import components, one_to_one
-from linkcare.linkage.compare import FieldData, compare_pairs, compare_pairs_recordlinkage, field_data
-from linkcare.linkage.model import MatchModel, PatternCounts
+from linkcare.linkage.compare import FieldData, compare_pairs, compare_pairs_recordlinkage, field_data, n_levels
+from linkcare.linkage.model import MatchModel, PatternCodec, PatternCounts
 from linkcare.linkage.prepare import Nodes, read_records, reduce_records
 from linkcare.linkage.train import Sessions, estimate_u, fit_fellegi_sunter, fit_recordlinkage
 from linkcare.log import get_logger
@@ -133,9 +133,10 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
     if indexer == "auto":
         indexer = "recordlinkage" if nodes.n <= RECORDLINKAGE_MAX_NODES else "polars"
     records_per_node = nodes.frame["records"].to_numpy()
-    sessions = Sessions([p.key for p in plans], [PatternCounts(len(fields)) for _ in plans])
-    candidates = PatternCounts(len(fields))
-    kept_left, kept_right, kept_levels = [], [], []
+    patterns = PatternCodec([n_levels(c) for c in comparisons])
+    sessions = Sessions([p.key for p in plans], [PatternCounts(patterns) for _ in plans])
+    candidates = PatternCounts(patterns)
+    kept_left, kept_right, kept_codes = [], [], []
     pass_pairs: list[dict[str, int | str]] = []
     new_per_pass = np.zeros(len(plans), dtype=np.int64)
     with stages.stage("compare"):
@@ -144,22 +145,23 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
             sampled = rng.random(left.size) < rate
             needed = new & (det_cluster[left] != det_cluster[right])
             todo = sampled | needed
-            levels = _compare(nodes, fields, comparisons, left[todo], right[todo], indexer)
+            code = patterns.encode(_compare(nodes, fields, comparisons, left[todo], right[todo], indexer))
             # Node pairs stand for records × records record pairs: the model is one of record pairs.
             record_pairs = (records_per_node[left] * records_per_node[right]).astype(np.float64)
-            sessions.counts[i].add(levels[sampled[todo]], record_pairs[sampled])
-            new_levels = levels[needed[todo]]
-            candidates.add(new_levels, record_pairs[needed])
-            kept_left.append(left[needed])
-            kept_right.append(right[needed])
-            kept_levels.append(new_levels)
+            sessions.counts[i].add_codes(code[sampled[todo]], record_pairs[sampled])
+            new_code = code[needed[todo]]
+            candidates.add_codes(new_code, record_pairs[needed])
+            # Keep only what scoring needs: the two nodes (int32) and the pattern's code.
+            kept_left.append(left[needed].astype(np.int32))
+            kept_right.append(right[needed].astype(np.int32))
+            kept_codes.append(new_code)
             new_per_pass[i] += int(new.sum())
         for i, plan in enumerate(plans):
             pass_pairs.append({"blocking": plan.label, "pairs": plan.pairs, "new_pairs": int(new_per_pass[i])})
-        left = np.concatenate(kept_left) if kept_left else np.zeros(0, dtype=np.int64)
-        right = np.concatenate(kept_right) if kept_right else np.zeros(0, dtype=np.int64)
-        levels = np.concatenate(kept_levels) if kept_levels else np.zeros((0, len(fields)), dtype=np.int8)
-        del kept_left, kept_right, kept_levels
+        left = np.concatenate(kept_left) if kept_left else np.zeros(0, dtype=np.int32)
+        right = np.concatenate(kept_right) if kept_right else np.zeros(0, dtype=np.int32)
+        pattern = np.concatenate(kept_codes) if kept_codes else np.zeros(0, dtype=patterns.dtype)
+        del kept_left, kept_right, kept_codes
 
     with stages.stage("train model"):
         if reused is not None:
@@ -171,37 +173,41 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
                                        _total_pairs(src, lk.link_type, nodes.frame["records"].to_numpy()))
             model.training["u_pairs"] = n_u
         else:
-            sample = rng.permutation(left.size)[:TRAIN_PAIRS_PER_PASS]
+            sample = np.sort(rng.permutation(left.size)[:TRAIN_PAIRS_PER_PASS])
             labels = None
             if lk.model == "logistic":
                 person = _node_labels(config, nodes)
                 pl_, pr_ = person[left[sample]], person[right[sample]]
                 labels = np.array([a is not None and a == b for a, b in zip(pl_, pr_, strict=True)])
-            model = fit_recordlinkage(lk.model, comparisons, levels[sample], labels)
+            model = fit_recordlinkage(lk.model, comparisons, patterns.decode(pattern[sample]), labels)
 
     with stages.stage("score and cluster"):
-        weight = model.pattern_weights(levels) + _tf_adjustments(model, fields, levels, left, right)
-        probability = 1.0 / (1.0 + np.exp2(-weight))
-        accept = probability >= lk.threshold
+        placed = _placed_nodes(codes, lk.deterministic) if lk.deterministic else np.ones(nodes.n, dtype=bool)
+        scored = _score(model, fields, patterns, left, right, pattern, placed, lk.threshold,
+                        lk.pairs_min_probability)
+        acc = scored.accepted
         if lk.one_to_one:
             names = sorted(nodes.frame["source"].unique().to_list())
             pair = (names.index(lk.one_to_one[0]), names.index(lk.one_to_one[1]))
-            accept &= one_to_one(left, right, weight, src, pair)
-        el = np.concatenate([dl, left[accept]])
-        er = np.concatenate([dr, right[accept]])
+            keep_acc = one_to_one(left[acc], right[acc], scored.accepted_weight, src, pair)
+            rejected = acc[~keep_acc]
+            acc, scored.accepted_probability = acc[keep_acc], scored.accepted_probability[keep_acc]
+            scored.kept_accepted &= ~np.isin(scored.kept, rejected)
+        el = np.concatenate([dl, left[acc]])
+        er = np.concatenate([dr, right[acc]])
         person = components(nodes.n, el, er)
         node_probability = np.zeros(nodes.n)
-        np.maximum.at(node_probability, left[accept], probability[accept])
-        np.maximum.at(node_probability, right[accept], probability[accept])
+        np.maximum.at(node_probability, left[acc], scored.accepted_probability)
+        np.maximum.at(node_probability, right[acc], scored.accepted_probability)
         if lk.deterministic:
-            placed = _placed_nodes(codes, lk.deterministic)
             among = _owner_among_candidates(codes, lk.blocking, det_cluster, det_size, src,
                                             nodes.frame["records"].to_numpy(), placed)
             log.debug("chance an owner is among the candidates, per source: %s", np.unique(among).round(4))
             alpha = activity_shape(det_cluster[placed], src[placed], records_per_node[placed])
             log.debug("records per person, gamma shape per source: %s", alpha.round(3))
-            al, ar, ap = attach_unplaced(person, placed, src, records_per_node, left, right,
-                                         weight - model.intercept, among, lk.threshold, alpha)
+            o = scored.orphan
+            al, ar, ap = attach_unplaced(person, placed, src, records_per_node, left[o], right[o],
+                                         scored.orphan_bf, among, lk.threshold, alpha)
             log.info("attached %s unplaced clusters to existing people", f"{al.size:,}")
             if al.size:
                 person = components(nodes.n, np.concatenate([el, al]), np.concatenate([er, ar]))
@@ -211,11 +217,60 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
         exact = (det_size[det_cluster] > 1) | ((person_size == 1) & (records_per_node > 1))
         node_probability[exact] = 1.0
         stage = np.where(exact, "deterministic", np.where(person_size > 1, "probabilistic", "unlinked"))
-        keep = probability >= lk.pairs_min_probability
-        pairs = _pairs_frame(nodes, comparisons, left[keep], right[keep], levels[keep], weight[keep],
-                             probability[keep], accept[keep])
+        k = scored.kept
+        pairs = _pairs_frame(nodes, comparisons, left[k], right[k], patterns.decode(pattern[k]),
+                             scored.kept_weight, scored.kept_probability, scored.kept_accepted)
     return Linked(nodes, person, stage, node_probability, pairs, model, pass_pairs,
                   dict(_rows(nodes)), stages)
+
+
+@dataclass
+class _Scored:
+    accepted: np.ndarray  # indices of pairs at or above the threshold
+    accepted_weight: np.ndarray
+    accepted_probability: np.ndarray
+    kept: np.ndarray  # indices of pairs written to pairs.parquet
+    kept_weight: np.ndarray
+    kept_probability: np.ndarray
+    kept_accepted: np.ndarray
+    orphan: np.ndarray  # indices of pairs touching a node no exact rule could place
+    orphan_bf: np.ndarray  # their log2 Bayes factors
+
+
+SCORE_CHUNK = 4_000_000
+
+
+def _score(model: MatchModel, fields: list[FieldData], patterns: PatternCodec, left: np.ndarray,
+           right: np.ndarray, pattern: np.ndarray, placed: np.ndarray, threshold: float,
+           min_probability: float) -> _Scored:
+    """Score every candidate pair a chunk at a time, keeping only what the later steps need."""
+    table = None
+    if patterns.space <= 1 << 22:  # one weight per possible pattern, looked up by code
+        table = model.pattern_weights(patterns.decode(np.arange(patterns.space, dtype=np.int64)))
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in _Scored.__dataclass_fields__}
+    for start in range(0, left.size, SCORE_CHUNK):
+        stop = min(start + SCORE_CHUNK, left.size)
+        code = pattern[start:stop]
+        if table is not None:
+            weight = table[code]
+        else:
+            uniq, inverse = np.unique(code, return_inverse=True)
+            weight = model.pattern_weights(patterns.decode(uniq))[inverse.ravel()]
+        weight = weight + _tf_adjustments(model, fields, patterns, code, left[start:stop], right[start:stop])
+        probability = 1.0 / (1.0 + np.exp2(-weight))
+        index = np.arange(start, stop)
+        accept = probability >= threshold
+        keep = probability >= min_probability
+        orphan = ~placed[left[start:stop]] | ~placed[right[start:stop]]
+        for name, value in (("accepted", index[accept]), ("accepted_weight", weight[accept]),
+                            ("accepted_probability", probability[accept]), ("kept", index[keep]),
+                            ("kept_weight", weight[keep]), ("kept_probability", probability[keep]),
+                            ("kept_accepted", accept[keep]), ("orphan", index[orphan]),
+                            ("orphan_bf", weight[orphan] - model.intercept)):
+            parts[name].append(value)
+    empty = {"accepted": np.int64, "kept": np.int64, "orphan": np.int64, "kept_accepted": bool}
+    return _Scored(**{k: (np.concatenate(v) if v else np.zeros(0, dtype=empty.get(k, np.float64)))
+                      for k, v in parts.items()})
 
 
 def _placed_nodes(codes: dict[str, np.ndarray], rules: tuple[tuple[str, ...], ...]) -> np.ndarray:
@@ -269,8 +324,8 @@ def _compare(nodes: Nodes, fields: list[FieldData], comparisons: list, left: np.
     return compare_pairs(fields, left, right)
 
 
-def _tf_adjustments(model: MatchModel, fields: list[FieldData], levels: np.ndarray, left: np.ndarray,
-                    right: np.ndarray) -> np.ndarray:
+def _tf_adjustments(model: MatchModel, fields: list[FieldData], patterns: PatternCodec, code: np.ndarray,
+                    left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Return the term-frequency adjustment of each pair: agreeing on a rare value is stronger
     evidence than the field's average exact agreement, agreeing on a common one weaker."""
     out = np.zeros(left.size)
@@ -279,7 +334,7 @@ def _tf_adjustments(model: MatchModel, fields: list[FieldData], levels: np.ndarr
     for j, data in enumerate(fields):
         if not data.comparison.term_frequency:
             continue
-        exact = levels[:, j] == 1
+        exact = patterns.level(code, j) == 1
         if not exact.any():
             continue
         freq = np.maximum(data.frequency[data.code[left[exact]]], 1e-12)
