@@ -20,6 +20,8 @@ from rapidfuzz.process import cpdist
 from linkcare.config import Comparison
 
 MISSING = 0
+#: Above this many distinct values a field's value pairs are compared without de-duplication.
+DISTINCT_PAIRS_MIN_REPEAT = 20_000
 
 
 def n_levels(comparison: Comparison) -> int:
@@ -88,10 +90,11 @@ def _levels(comparison: Comparison, x: dict[str, np.ndarray], y: dict[str, np.nd
         return np.where(x["bad"] | y["bad"], MISSING, _first_level(better, lv.size))
     a, b = x["text"].tolist(), y["text"].tolist()
     if method == "jaro_winkler":
-        score = cpdist(a, b, scorer=JaroWinkler.normalized_similarity, workers=-1)
+        # The cut-off lets rapidfuzz stop early on pairs below the lowest level (they score 0).
+        score = cpdist(a, b, scorer=JaroWinkler.normalized_similarity, workers=-1, score_cutoff=float(lv.min()) - 1e-9)
         return _first_level(score[:, None] >= lv[None, :] - 1e-9, lv.size)
     if method == "levenshtein":
-        dist = cpdist(a, b, scorer=Levenshtein.distance, dtype=np.int32, workers=-1)
+        dist = cpdist(a, b, scorer=Levenshtein.distance, dtype=np.int32, workers=-1, score_cutoff=int(lv.max()))
         return _first_level(dist[:, None] <= lv[None, :], lv.size)
     return _first_level(_dice(x["text"], y["text"])[:, None] >= lv[None, :] - 1e-9, lv.size)
 
@@ -177,6 +180,11 @@ def compare_field(data: FieldData, left: np.ndarray, right: np.ndarray) -> np.nd
         out[present] = np.where(cl[present] == cr[present], 1, 2)
         return out
     lo, hi = np.minimum(cl[present], cr[present]), np.maximum(cl[present], cr[present])
+    if data.values.size > DISTINCT_PAIRS_MIN_REPEAT:
+        # Many distinct values (names, addresses): value pairs rarely repeat, so sorting them out
+        # would cost more than it saves; compare every pair.
+        out[present] = _levels(data.comparison, _take(data.parsed, lo), _take(data.parsed, hi))
+        return out
     key = lo * (data.values.size + 1) + hi
     unique, inverse = np.unique(key, return_inverse=True)
     ua, ub = unique // (data.values.size + 1), unique % (data.values.size + 1)

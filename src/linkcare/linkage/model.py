@@ -24,6 +24,7 @@ from linkcare.errors import ConfigError
 from linkcare.linkage.compare import level_names, n_levels
 
 MODEL_FORMAT = "linkcare-linkage-model"
+DENSE_PATTERNS = 1 << 22  # up to this many possible patterns, counts live in a dense array
 PROB_FLOOR = 1e-9
 
 
@@ -56,6 +57,8 @@ class PatternCounts:
     def __init__(self, codec: PatternCodec):
         self.codec = codec
         self.counts: dict[int, float] = {}
+        # With few possible patterns, a dense array counted by bincount is the cheapest tally.
+        self.dense = np.zeros(codec.space) if codec.space <= DENSE_PATTERNS else None
 
     def add(self, levels: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Count each row of levels, once or with a weight (the record pairs a node pair stands for)."""
@@ -64,6 +67,9 @@ class PatternCounts:
     def add_codes(self, codes: np.ndarray, weights: np.ndarray | None = None) -> None:
         if codes.size == 0:
             return
+        if self.dense is not None:
+            self.dense += np.bincount(codes, weights=weights, minlength=self.dense.size)
+            return
         unique, inverse = np.unique(codes, return_inverse=True)
         counts = np.bincount(inverse.ravel(), weights=weights, minlength=unique.size)
         for code, c in zip(unique.tolist(), counts.tolist(), strict=True):
@@ -71,6 +77,9 @@ class PatternCounts:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Return (patterns × fields levels, counts), in a fixed order."""
+        if self.dense is not None:
+            keys = np.nonzero(self.dense)[0]
+            return self.codec.decode(keys), self.dense[keys].astype(np.float64)
         if not self.counts:
             return np.zeros((0, self.codec.sizes.size), dtype=np.int8), np.zeros(0)
         keys = np.array(sorted(self.counts), dtype=np.int64)
@@ -78,7 +87,7 @@ class PatternCounts:
 
     @property
     def total(self) -> float:
-        return sum(self.counts.values())
+        return float(self.dense.sum()) if self.dense is not None else sum(self.counts.values())
 
 
 def level_shares(levels: np.ndarray, sizes: list[int]) -> list[np.ndarray]:

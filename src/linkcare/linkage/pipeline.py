@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import resource
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -32,7 +37,8 @@ from linkcare.linkage.train import Sessions, estimate_u, fit_fellegi_sunter, fit
 from linkcare.log import get_logger
 
 log = get_logger("link")
-TRAIN_PAIRS_PER_PASS = 2_000_000
+TRAIN_PAIRS_PER_PASS = 1_000_000
+COMPARE_WORKERS = 4  # at most this many worker processes compare pairs, never more than the cores
 RECORDLINKAGE_MAX_NODES = 200_000  # above this, `indexer = "auto"` uses the polars path
 
 
@@ -139,13 +145,17 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
     kept_left, kept_right, kept_codes = [], [], []
     pass_pairs: list[dict[str, int | str]] = []
     new_per_pass = np.zeros(len(plans), dtype=np.int64)
-    with stages.stage("compare"):
-        for i, left, right, new in candidate_pairs(plans, codes, src, lk.link_type, lk.chunk_pairs, indexer):
-            rate = min(1.0, TRAIN_PAIRS_PER_PASS / max(plans[i].pairs, 1))
-            sampled = rng.random(left.size) < rate
-            needed = new & (det_cluster[left] != det_cluster[right])
-            todo = sampled | needed
-            code = patterns.encode(_compare(nodes, fields, comparisons, left[todo], right[todo], indexer))
+    with stages.stage("compare"), _ComparePool(fields, indexer, nodes, comparisons) as pool:
+        def tasks() -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+            # Random draws happen here, in order, so the result does not depend on the workers.
+            for i, left, right, new in candidate_pairs(plans, codes, src, lk.link_type, lk.chunk_pairs, indexer):
+                rate = min(1.0, TRAIN_PAIRS_PER_PASS / max(plans[i].pairs, 1))
+                sampled = rng.random(left.size) < rate
+                needed = new & (det_cluster[left] != det_cluster[right])
+                new_per_pass[i] += int(new.sum())
+                yield i, left, right, sampled, needed, sampled | needed
+
+        for (i, left, right, sampled, needed, todo), code in pool.map(tasks()):
             # Node pairs stand for records × records record pairs: the model is one of record pairs.
             record_pairs = (records_per_node[left] * records_per_node[right]).astype(np.float64)
             sessions.counts[i].add_codes(code[sampled[todo]], record_pairs[sampled])
@@ -155,7 +165,6 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
             kept_left.append(left[needed].astype(np.int32))
             kept_right.append(right[needed].astype(np.int32))
             kept_codes.append(new_code)
-            new_per_pass[i] += int(new.sum())
         for i, plan in enumerate(plans):
             pass_pairs.append({"blocking": plan.label, "pairs": plan.pairs, "new_pairs": int(new_per_pass[i])})
         left = np.concatenate(kept_left) if kept_left else np.zeros(0, dtype=np.int32)
@@ -315,6 +324,58 @@ def _owner_among_candidates(codes: dict[str, np.ndarray], blocking: tuple[tuple[
 def _rows(nodes: Nodes) -> dict[str, int]:
     counts = nodes.frame.group_by("source").agg(pl.col("records").sum()).sort("source")
     return dict(zip(counts["source"].to_list(), [int(x) for x in counts["records"].to_list()], strict=True))
+
+
+_POOL_FIELDS: list[FieldData] = []
+
+
+def _compare_in_worker(args: tuple[np.ndarray, np.ndarray, PatternCodec]) -> np.ndarray:
+    left, right, codec = args
+    return codec.encode(compare_pairs(_POOL_FIELDS, left, right))
+
+
+class _ComparePool:
+    """Compares chunks of pairs in worker processes (one per core) on the polars path.
+
+    The workers are forked after the field data is in place, so they share it without copying;
+    they run only numpy and rapidfuzz. Chunks come back in order, and at most two per worker are
+    in flight, so memory still follows the chunk size.
+    """
+
+    def __init__(self, fields: list[FieldData], indexer: str, nodes: Nodes, comparisons: list):
+        self.fields, self.indexer, self.nodes, self.comparisons = fields, indexer, nodes, comparisons
+        self.codec = PatternCodec([n_levels(c) for c in comparisons])
+        self.workers = min(os.cpu_count() or 1, COMPARE_WORKERS)
+        self.executor: Any = None
+
+    def __enter__(self) -> _ComparePool:
+        if self.indexer == "polars" and self.workers > 1 and "fork" in mp.get_all_start_methods():
+            global _POOL_FIELDS
+            _POOL_FIELDS = self.fields
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=True)
+
+    def map(self, tasks: Iterator[tuple[Any, ...]]) -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
+        if self.executor is None:
+            for task in tasks:
+                left, right, todo = task[1], task[2], task[5]
+                levels = _compare(self.nodes, self.fields, self.comparisons, left[todo], right[todo], self.indexer)
+                yield task, self.codec.encode(levels)
+            return
+        pending: deque[tuple[tuple[Any, ...], Any]] = deque()
+        for task in tasks:
+            left, right, todo = task[1], task[2], task[5]
+            pending.append((task, self.executor.submit(_compare_in_worker, (left[todo], right[todo], self.codec))))
+            if len(pending) >= 2 * self.workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
 
 
 def _compare(nodes: Nodes, fields: list[FieldData], comparisons: list, left: np.ndarray, right: np.ndarray,

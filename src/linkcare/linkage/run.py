@@ -89,6 +89,9 @@ def run_link(config_path: Path, out: Path, model_path: Path | None = None, key: 
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    if workers:
+        log.info("peak memory of a compare worker (forked, sharing the main process's pages): %.0f MiB", workers)
     return LinkSummary(Path(out), sources, linked.pass_pairs, stages.stages, n_people,
                        int(linked.pairs.height), accepted, linked.model.trained_by,
                        time.perf_counter() - started, peak)

@@ -1,0 +1,70 @@
+"""Run one tool as a child process and measure it: wall time and peak resident memory.
+
+Time is a monotonic clock around the child, from start to exit. Peak memory is the child's
+maximum resident set size as the kernel accounts it (os.wait4's ru_maxrss, KiB on Linux): the
+largest resident size of that process or of any descendant it waited for, not a sum across
+processes. The child runs in its own session so that a time limit can end it and anything it
+started, by its process group id.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HOW_MEASURED = ("each tool runs as a child process; seconds = wall clock from start to exit (monotonic clock); "
+                "peak MiB = the child's maximum resident set size from os.wait4 (ru_maxrss)")
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """How a child process ended, how long it took and its peak resident memory."""
+
+    cmd: tuple[str, ...]
+    seconds: float
+    peak_mib: float
+    exit_code: int | None  # None when it was killed at the time limit
+    timed_out: bool
+    log: Path | None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def tail(self, lines: int = 15) -> str:
+        """Return the last lines of the child's log, for error messages."""
+        if self.log is None or not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def run_child(cmd: list[str], *, timeout: float | None = None, log: Path | None = None,
+              env: dict[str, str] | None = None) -> ChildRun:
+    """Run cmd to completion (or until timeout seconds), its output going to log; return its measurements."""
+    out = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    try:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=env)
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG if timeout is not None else 0)
+            if pid == proc.pid:
+                break
+            if timeout is not None and time.perf_counter() - started > timeout:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)  # the child's own process group, started above
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)  # polling adds at most this much to a measured time
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
+    finally:
+        if log is not None:
+            out.close()  # type: ignore[union-attr]
+    return ChildRun(tuple(cmd), seconds, usage.ru_maxrss / 1024.0, None if timed_out else proc.returncode,
+                    timed_out, log)
