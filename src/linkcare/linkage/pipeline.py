@@ -187,7 +187,7 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
             if lk.model == "logistic":
                 person = _node_labels(config, nodes)
                 pl_, pr_ = person[left[sample]], person[right[sample]]
-                labels = np.array([a is not None and a == b for a, b in zip(pl_, pr_, strict=True)])
+                labels = (pl_ == pr_) & pl.Series(pl_.tolist(), dtype=pl.String).is_not_null().to_numpy()
             model = fit_recordlinkage(lk.model, comparisons, patterns.decode(pattern[sample]), labels)
 
     with stages.stage("score and cluster"):
