@@ -49,106 +49,48 @@ def make_site(options: SynthOptions) -> Site:
                       options.history_days)
 
 
+_MYDOB = {"birth_year": '{ column = "MYDOB", format = "%m%Y", part = "year" }',
+          "birth_month": '{ column = "MYDOB", format = "%m%Y", part = "month" }'}
+_SEX_CODES = '{ column = "%s", values = { "1" = "M", "2" = "F" } }'
+# name, file, record key, kind, fields (TOML values) of each synthetic extract.
+_SITE_SOURCES: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
+    ("gp", "gp_registrations", "Patient_ID", "gp_registrations", {
+        "nhs": '"Pseudo_NHS_Number"', "birth_year": '"Birth_Year"', "birth_month": '"Birth_Month"',
+        "sex": '"Sex"', "area": '"LSOA"'}),
+    ("apc", "apc", "EPIKEY", "apc", {
+        "nhs": '"Pseudo_NHS_Number"', **_MYDOB, "sex": _SEX_CODES % "SEX", "area": '"LSOA11"'}),
+    ("ae", "ae", "EC_Ident", "ae", {
+        "nhs": '"Pseudo_NHS_Number"',
+        "birth_year": '{ column = "Birth_Month_Year", format = "%Y-%m", part = "year" }',
+        "birth_month": '{ column = "Birth_Month_Year", format = "%Y-%m", part = "month" }',
+        "sex": _SEX_CODES % "Sex", "area": '"LSOA"'}),
+    ("outpatients", "outpatients", "ATTENDKEY", "outpatients", {
+        "nhs": '"Pseudo_NHS_Number"', **_MYDOB, "sex": _SEX_CODES % "SEX", "area": '"LSOA11"'}),
+    ("social_care", "social_care", "Der_Unique_Record_ID", "social_care", {
+        "nhs": '"Der_NHS_Number_Traced_Pseudo"', "la_id": '"Der_LA_Person_Unique_Identifier_Pseudo"',
+        "birth_year": '"Der_Birth_Year"', "birth_month": '"Der_Birth_Month"',
+        "sex": '{ column = "Gender", values = { "Male" = "M", "Female" = "F" } }', "area": '"LSOA"'}),
+)
+# field, method and extra lines of each comparison.
+_SITE_COMPARISONS = (("nhs", "exact", ""), ("la_id", "exact", ""), ("birth_year", "numeric", "levels = [0, 1]\n"),
+                     ("birth_month", "exact", ""), ("sex", "exact", ""), ("area", "exact", "term_frequency = true\n"))
+
+
 def site_config(reference_date: str, prefix: str = "") -> str:
     """Return a linkcare config (TOML) for the five synthetic extracts, paths prefixed by `prefix`."""
-    return f'''# A linkcare config for a synthetic site written by `linkcare synth`.
-# Paths are relative to this file. See docs/config.md for every key.
-version = 1
-reference_date = "{reference_date}"
-
-[[sources]]
-name = "gp"
-path = "{prefix}gp_registrations.csv"
-id = "Patient_ID"
-kind = "gp_registrations"
-[sources.fields]
-nhs = "Pseudo_NHS_Number"
-birth_year = "Birth_Year"
-birth_month = "Birth_Month"
-sex = "Sex"
-area = "LSOA"
-
-[[sources]]
-name = "apc"
-path = "{prefix}apc.csv"
-id = "EPIKEY"
-kind = "apc"
-[sources.fields]
-nhs = "Pseudo_NHS_Number"
-birth_year = {{ column = "MYDOB", format = "%m%Y", part = "year" }}
-birth_month = {{ column = "MYDOB", format = "%m%Y", part = "month" }}
-sex = {{ column = "SEX", values = {{ "1" = "M", "2" = "F" }} }}
-area = "LSOA11"
-
-[[sources]]
-name = "ae"
-path = "{prefix}ae.csv"
-id = "EC_Ident"
-kind = "ae"
-[sources.fields]
-nhs = "Pseudo_NHS_Number"
-birth_year = {{ column = "Birth_Month_Year", format = "%Y-%m", part = "year" }}
-birth_month = {{ column = "Birth_Month_Year", format = "%Y-%m", part = "month" }}
-sex = {{ column = "Sex", values = {{ "1" = "M", "2" = "F" }} }}
-area = "LSOA"
-
-[[sources]]
-name = "outpatients"
-path = "{prefix}outpatients.csv"
-id = "ATTENDKEY"
-kind = "outpatients"
-[sources.fields]
-nhs = "Pseudo_NHS_Number"
-birth_year = {{ column = "MYDOB", format = "%m%Y", part = "year" }}
-birth_month = {{ column = "MYDOB", format = "%m%Y", part = "month" }}
-sex = {{ column = "SEX", values = {{ "1" = "M", "2" = "F" }} }}
-area = "LSOA11"
-
-[[sources]]
-name = "social_care"
-path = "{prefix}social_care.csv"
-id = "Der_Unique_Record_ID"
-kind = "social_care"
-[sources.fields]
-nhs = "Der_NHS_Number_Traced_Pseudo"
-la_id = "Der_LA_Person_Unique_Identifier_Pseudo"
-birth_year = "Der_Birth_Year"
-birth_month = "Der_Birth_Month"
-sex = {{ column = "Gender", values = {{ "Male" = "M", "Female" = "F" }} }}
-area = "LSOA"
-
-[linkage]
-link_type = "link_and_dedupe"
-threshold = 0.95
-deterministic = [["nhs", "birth_year", "sex"]]
-blocking = [["nhs"], ["la_id"], ["birth_year", "birth_month", "area"]]
-
-[[linkage.comparisons]]
-field = "nhs"
-method = "exact"
-
-[[linkage.comparisons]]
-field = "la_id"
-method = "exact"
-
-[[linkage.comparisons]]
-field = "birth_year"
-method = "numeric"
-levels = [0, 1]
-
-[[linkage.comparisons]]
-field = "birth_month"
-method = "exact"
-
-[[linkage.comparisons]]
-field = "sex"
-method = "exact"
-
-[[linkage.comparisons]]
-field = "area"
-method = "exact"
-term_frequency = true
-'''
+    parts = ["# A linkcare config for a synthetic site written by `linkcare synth`.\n"
+             "# Paths are relative to this file. See docs/config.md for every key.\n"
+             f'version = 1\nreference_date = "{reference_date}"\n']
+    for name, file, key, kind, fields in _SITE_SOURCES:
+        lines = "".join(f"{field} = {value}\n" for field, value in fields.items())
+        parts.append(f'[[sources]]\nname = "{name}"\npath = "{prefix}{file}.csv"\nid = "{key}"\nkind = "{kind}"\n'
+                     f"[sources.fields]\n{lines}")
+    parts.append('[linkage]\nlink_type = "link_and_dedupe"\nthreshold = 0.95\n'
+                 'deterministic = [["nhs", "birth_year", "sex"]]\n'
+                 'blocking = [["nhs"], ["la_id"], ["birth_year", "birth_month", "area"]]\n')
+    for field, method, extra in _SITE_COMPARISONS:
+        parts.append(f'[[linkage.comparisons]]\nfield = "{field}"\nmethod = "{method}"\n{extra}')
+    return "\n".join(parts)
 
 
 def write_site(out: Path, options: SynthOptions, *, overwrite: bool = False) -> SynthSummary:
