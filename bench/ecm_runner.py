@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from measure import StageClock
 
 from linkcare.config import load_config
 
@@ -51,15 +51,8 @@ def main() -> None:
 
     from linkcare.linkage.prepare import standardised_records
 
-    stages: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        stages[stage] = round(now - clock, 3)
-        clock = now
-        print(f"ecm: {stage} took {stages[stage]:.1f} s", flush=True)
+    clock = StageClock(lambda stage, seconds: print(f"ecm: {stage} took {seconds:.1f} s", flush=True))
+    lap, stages = clock.lap, clock.stages
 
     config = load_config(args.config)
     if config.linkage.link_type != "link_only" or len(config.sources) != 2:

@@ -13,11 +13,28 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 HOW_MEASURED = ("each tool runs as a child process; seconds = wall clock from start to exit (monotonic clock); "
                 "peak MiB = the child's maximum resident set size from os.wait4 (ru_maxrss)")
+
+
+class StageClock:
+    """Times the stages of a run inside a child: `lap(name)` records the seconds since the last lap
+    and reports them through `report`."""
+
+    def __init__(self, report: Callable[[str, float], None]):
+        self.stages: dict[str, float] = {}
+        self.report = report
+        self.clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = round(now - self.clock, 3)
+        self.clock = now
+        self.report(stage, self.stages[stage])
 
 
 @dataclass(frozen=True)

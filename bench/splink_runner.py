@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from measure import StageClock
 
 from linkcare.config import Comparison, Config, load_config
 
@@ -145,15 +146,9 @@ def run_splink(records: pl.DataFrame, plan: SplinkPlan, *, log_level: int = logg
     """Link standardised records (source, record_id, one String column per field) with Splink; return clusters."""
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
-    stages: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        stages[stage] = round(now - clock, 3)
-        clock = now
-        logging.getLogger("bench.splink").warning("stage %s took %.1f s", stage, stages[stage])
+    clock = StageClock(lambda stage, seconds: logging.getLogger("bench.splink").warning(
+        "stage %s took %.1f s", stage, seconds))
+    lap, stages = clock.lap, clock.stages
 
     import duckdb
 

@@ -9,7 +9,6 @@ import numpy as np
 import polars as pl
 
 from linkcare.config import Config, Source
-from linkcare.io.extracts import read_header
 from linkcare.linkage.cluster import person_ids
 from linkcare.linkage.pipeline import Linked
 from linkcare.linkage.prepare import scan_source
@@ -87,8 +86,8 @@ def persons(linked: Linked, per_node: pl.DataFrame) -> pl.DataFrame:
 def _source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:
     if source.kind == "other":
         return None
-    header = read_header(source)
-    lf = scan_source(source)
+    lf = scan_source(source)  # checks the file; its schema is the header
+    header = lf.collect_schema().names()
     exprs: list[pl.Expr] = [pl.col(source.id).cast(pl.String).alias("record_id")]
     present: dict[str, list[str]] = {}
     for key, configured in source.events.items():
@@ -130,14 +129,6 @@ def _source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:
     frame = frame.join(ids, on="record_id", how="left")
     return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
                          for c, t in EVENT_COLUMNS.items()])
-
-
-def events(config: Config, index: pl.DataFrame) -> pl.DataFrame:
-    """Return every event of every source of a known kind, with its person attached."""
-    frames = [f for s in config.sources if (f := _source_events(s, index)) is not None]
-    if not frames:
-        return pl.DataFrame(schema=EVENT_COLUMNS)
-    return pl.concat(frames).sort(["person_id", "start_date", "source", "record_id"], nulls_last=True)
 
 
 def write_events(config: Config, index: pl.DataFrame, path: Path) -> int:

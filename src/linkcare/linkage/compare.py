@@ -161,7 +161,8 @@ def field_data(nodes: pl.DataFrame, comparison: Comparison, code: np.ndarray | N
     elif distinct is not None:
         values = distinct.astype(object)
     else:
-        values = dense_codes(nodes[comparison.field])[1].astype(object)
+        # The caller's codes are ranks among the sorted distinct values, so these are their values.
+        values = nodes[comparison.field].drop_nulls().unique().sort().to_numpy().astype(object)
     present = code >= 0
     counts = np.bincount(code[present], minlength=n_values).astype(np.float64)
     frequency = counts / max(counts.sum(), 1.0)

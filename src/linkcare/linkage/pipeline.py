@@ -123,7 +123,8 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
         dl, dr = deterministic_edges(codes, lk.deterministic, src, lk.link_type)
         det_cluster = components(nodes.n, dl, dr)
         det_size = np.bincount(det_cluster)
-        det_records = np.bincount(det_cluster, weights=nodes.frame["records"].to_numpy().astype(np.float64))
+        records_per_node = nodes.frame["records"].to_numpy()
+        det_records = np.bincount(det_cluster, weights=records_per_node.astype(np.float64))
         known_match_pairs = float((det_records * (det_records - 1) / 2).sum())
 
     with stages.stage("candidate pairs"):
@@ -138,7 +139,6 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
     indexer = lk.indexer
     if indexer == "auto":
         indexer = "recordlinkage" if nodes.n <= RECORDLINKAGE_MAX_NODES else "polars"
-    records_per_node = nodes.frame["records"].to_numpy()
     patterns = PatternCodec([n_levels(c) for c in comparisons])
     sessions = Sessions([p.key for p in plans], [PatternCounts(patterns) for _ in plans])
     candidates = PatternCounts(patterns)
@@ -177,9 +177,9 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
             model = reused
             log.info("reusing the model in %s (no training)", model_path)
         elif lk.model == "fellegi_sunter":
-            u, n_u = estimate_u(rng, fields, src, det_cluster, lk.link_type, nodes.frame["records"].to_numpy())
+            u, n_u = estimate_u(rng, fields, src, det_cluster, lk.link_type, records_per_node)
             model = fit_fellegi_sunter(comparisons, u, sessions, candidates, known_match_pairs,
-                                       _total_pairs(src, lk.link_type, nodes.frame["records"].to_numpy()))
+                                       _total_pairs(src, lk.link_type, records_per_node))
             model.training["u_pairs"] = n_u
         else:
             sample = np.sort(rng.permutation(left.size)[:TRAIN_PAIRS_PER_PASS])
@@ -210,7 +210,7 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
         np.maximum.at(node_probability, right[acc], scored.accepted_probability)
         if lk.deterministic:
             among = _owner_among_candidates(codes, lk.blocking, det_cluster, det_size, src,
-                                            nodes.frame["records"].to_numpy(), placed)
+                                            records_per_node, placed)
             log.debug("chance an owner is among the candidates, per source: %s", np.unique(among).round(4))
             alpha = activity_shape(det_cluster[placed], src[placed], records_per_node[placed])
             log.debug("records per person, gamma shape per source: %s", alpha.round(3))
