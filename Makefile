@@ -25,9 +25,14 @@ demo: $(VENV)/.installed
 	$(BIN)/linkcare validate configs/sample.toml
 	$(BIN)/linkcare -q link configs/sample.toml --out out/sample-cohort
 	$(BIN)/linkcare evaluate links out/sample-cohort --truth sample_data/truth/records.parquet
+	$(BIN)/linkcare -q train configs/sample.toml --cohort out/sample-cohort --out out/sample-model
+	$(BIN)/linkcare -q stratify configs/sample.toml --cohort out/sample-cohort --model out/sample-model \
+		--out out/sample-risk
 	@echo
 	@echo "The cohort dataset of the bundled sample site is in out/sample-cohort/"
 	@echo "(person_index, persons, events and pairs as Parquet, model.json, manifest.json)."
+	@echo "The risk models and their model card are in out/sample-model/;"
+	@echo "risk scores are in out/sample-risk/risk.parquet and the worklists in out/sample-risk/worklists/."
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
@@ -43,6 +48,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/bench_synth.py --out bench_out
 	$(BIN)/python bench/bench_link.py --out bench_out
+	$(BIN)/python bench/bench_risk.py --out bench_out
 
 # Regenerate the committed sample site and its config (only when the generator changes).
 sample-data: $(VENV)/.installed

@@ -279,7 +279,7 @@ def test_link_only_needs_two_sources(site: Path) -> None:
     ("where", "typo", "message"),
     [
         ('version = 1', 'version = 1\nrefrence = 1', "refrence: unknown key; did you mean "
-         "'reference_date'? allowed keys: version, reference_date, sources, linkage"),
+         "'reference_date'? allowed keys: version, reference_date, sources, linkage, risk, disclosure"),
         ('id = "Patient_ID"', 'idd = "Patient_ID"\nid = "Patient_ID"', "sources[0].idd: unknown "
          "key; did you mean 'id'? allowed keys: name, path, format, id, kind, delimiter, fields, "
          "events"),
@@ -293,7 +293,7 @@ def test_link_only_needs_two_sources(site: Path) -> None:
          "term_freq: unknown key; did you mean 'term_frequency'? allowed keys: field, method, "
          "levels, term_frequency"),
         ('version = 1', 'version = 1\nzzz = 1', "zzz: unknown key; allowed keys: version, "
-         "reference_date, sources, linkage"),
+         "reference_date, sources, linkage, risk, disclosure"),
     ],
 )
 def test_unknown_key_suggests_the_closest(site: Path, where: str, typo: str, message: str) -> None:
@@ -494,3 +494,44 @@ def test_validate_never_prints_cell_values(site: Path) -> None:
     result = CliRunner().invoke(cli, ["validate", "site.toml"])
     assert result.exit_code == 1
     assert "9434765919" not in result.output
+
+
+# --- [risk] and [disclosure] -------------------------------------------------------------------
+
+RISK_RULES = [
+    ("[risk]\nhorizon = 365", "risk.horizon: unknown key; did you mean 'horizon_days'? allowed keys: horizon_days, "
+     "lookback_days, spine, model, seed, tiers, deprivation, fields"),
+    ("[risk]\nhorizon_days = 0", "risk.horizon_days: must be a whole number above 0, e.g. horizon_days = 365"),
+    ("[risk]\nlookback_days = [365, 90]", "risk.lookback_days: must be an increasing array of whole numbers of "
+     "days, e.g. lookback_days = [90, 365, 730]"),
+    ('[risk]\nspine = "apc"', "risk.spine: 'apc' is not a source of kind gp_registrations; name one of: gp"),
+    ('[risk]\nmodel = "forest"', "risk.model: 'forest' is not a risk model; use one of: gradient_boosting, "
+     "logistic"),
+    ('[[risk.tiers]]\nname = "top"\nshare = 0.5\n[[risk.tiers]]\nname = "rest"\nshare = 0.4',
+     "risk.tiers: shares add up to 0.9, not 1; adjust them or leave out the last tier's share"),
+    ('[[risk.tiers]]\nname = "top"\nshare = 1.5', "risk.tiers[0].share: must be a number above 0 and at most 1, "
+     "the share of people in this tier; e.g. share = 0.045 (only the last tier may leave it out and take the rest)"),
+    ('[risk]\ndeprivation = { path = "imd.csv", area = "LSOA" }', "risk.deprivation.decile: missing; add it, e.g. "
+     'deprivation = { path = "imd_by_lsoa.csv", area = "LSOA11CD", decile = "IMD_Decile" }'),
+    ('[risk]\nfields = { birth_year = "yob" }', "risk.fields.birth_year: must name a field that a source maps; "
+     "fields are: area, birth_year, nhs, sex"),
+    ("[disclosure]\nthreshold = -1", "disclosure.threshold: must be a whole number of 0 or more, e.g. threshold = 8"),
+    ("[disclosure]\nrounding = 0", "disclosure.rounding: must be a whole number of 1 or more, e.g. rounding = 5"),
+]
+
+
+@pytest.mark.parametrize(("table", "message"), RISK_RULES, ids=[m.split(":")[0] for _, m in RISK_RULES])
+def test_each_risk_rule_gives_its_message(site: Path, table: str, message: str) -> None:
+    assert problems_of(SITE + "\n" + table + "\n") == [f"site.toml: {message}"]
+
+
+def test_risk_tables_load_with_defaults_and_overrides(site: Path) -> None:
+    Path("site.toml").write_text(SITE + '\n[risk]\nhorizon_days = 180\n[[risk.tiers]]\nname = "top"\nshare = 0.1\n'
+                                 '[[risk.tiers]]\nname = "rest"\n[disclosure]\nthreshold = 10\n')
+    config = load_config("site.toml")
+    assert config.risk.horizon_days == 180 and config.risk.lookback_days == (90, 365, 730)
+    assert [(t.name, t.share) for t in config.risk.tiers] == [("top", 0.1), ("rest", 0.9)]
+    assert (config.disclosure.threshold, config.disclosure.rounding) == (10, 5)
+    Path("site.toml").write_text(SITE)
+    default = load_config("site.toml")
+    assert [t.share for t in default.risk.tiers] == [0.005, 0.045, 0.15, 0.8]

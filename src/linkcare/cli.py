@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import traceback
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
@@ -209,6 +210,85 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
     click.echo(f"Cohort dataset written to {summary.out}")
 
 
+def _index_date(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date; write it as YYYY-MM-DD", param_hint=option) from None
+
+
+@click.command()
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--cohort", "cohort", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The output folder of `linkcare link`.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for the models, metrics.json and model_card.md; replaced whole only on success.")
+@click.option("--as-of", "as_of", metavar="DATE",
+              help="Index date of the evaluation period (default: the config's reference_date minus the horizon).")
+@click.option("--horizon", type=click.IntRange(min=1), help="Days after the index date in which an emergency "
+              "admission is the outcome (default: risk.horizon_days, 365).")
+def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int | None) -> None:
+    """Fit the emergency-admission risk models on a cohort and evaluate them on a later period.
+
+    The models are fitted on the people living at the index date minus the horizon and evaluated on
+    the people living at the index date, each against the emergency admissions in the horizon that
+    follows. Writes gradient_boosting.json and logistic.json (plain JSON, no pickle), metrics.json,
+    model_card.md and manifest.json.
+    """
+    from linkcare.config import load_config
+    from linkcare.risk.train import train_models
+
+    result = train_models(load_config(config), cohort, out, _index_date(as_of, "--as-of"), horizon)
+    m = result.metrics
+    click.echo(f"fitted as of {result.fit_index}, evaluated as of {result.test_index} "
+               f"(horizon {result.horizon_days} days, look-back {', '.join(map(str, result.windows))} days)")
+    rows: list[tuple[str, ...]] = [("model", "AUROC", "95% CI", "AUPRC", "Brier", "cal. slope", "cal. intercept")]
+    for kind, v in m["models"].items():
+        mark = " (scores)" if kind == result.default_model else ""
+        rows.append((kind + mark, f"{v['auroc']:.3f}", f"{v['auroc_ci'][0]:.3f}-{v['auroc_ci'][1]:.3f}",
+                     f"{v['auprc']:.3f}", f"{v['brier']:.4f}", f"{v['calibration_slope']:.2f}",
+                     f"{v['calibration_intercept']:.2f}"))
+    _table(rows)
+    sc = m["social_care"]
+    click.echo(f"social-care features: AUROC {sc['auroc_with']:.3f} with, {sc['auroc_without']:.3f} without "
+               f"(gain {sc['auroc_gain']:+.3f})")
+    click.echo(f"{result.seconds:.1f} s, peak {result.peak_mib:.0f} MiB")
+    click.echo(f"Models, metrics.json and model_card.md written to {result.out}")
+
+
+@click.command()
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--cohort", "cohort", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The output folder of `linkcare link`.")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="A folder written by `linkcare train`; without it, stratify trains on the cohort first.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for risk.parquet and worklists/; replaced whole only on success.")
+@click.option("--as-of", "as_of", metavar="DATE", help="Index date to score at (default: the reference_date).")
+def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_of: str | None) -> None:
+    """Score every living registered person's risk of an emergency admission, tier and explain it.
+
+    Writes risk.parquet (person_id, calibrated risk, percentile, tier, the top three factors and
+    their contributions on the log-odds scale) and worklists/<practice>.csv, one per GP practice,
+    listing the spine's pseudonymised record keys from the highest risk down.
+    """
+    from linkcare.config import load_config
+    from linkcare.risk.stratify import stratify as run_stratify
+
+    summary = run_stratify(load_config(config), cohort, out, model_dir, _index_date(as_of, "--as-of"))
+    if summary.trained_here:
+        click.echo(f"no --model given: trained on this cohort first (model in {summary.out / 'model'})")
+    click.echo(f"scored {summary.people:,} people as of {summary.index_date} with the {summary.model} model")
+    rows: list[tuple[str, ...]] = [("tier", "people", "risk from", "risk to")]
+    rows += [(t["tier"], f"{t['people']:,}", f"{t['risk_from']:.3f}", f"{t['risk_to']:.3f}") for t in summary.tiers]
+    _table(rows)
+    click.echo(f"{summary.seconds:.1f} s, peak {summary.peak_mib:.0f} MiB")
+    click.echo(f"Risk scores in {summary.out / 'risk.parquet'}; worklists for {summary.practices:,} practice(s) "
+               f"in {summary.out / 'worklists'}")
+
+
 @click.group()
 def evaluate() -> None:
     """Score linkage or risk output against labels."""
@@ -239,11 +319,57 @@ def evaluate_links_command(out_dir: Path, truth: Path, as_json: bool) -> None:
     _table(rows)
 
 
+@evaluate.command("risk")
+@click.argument("risk_dir", metavar="DIR", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--outcomes", "outcomes", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="CSV or Parquet with outcome (1/0) and person_id or record_id (the spine's record key).")
+@click.option("--config", "config", type=click.Path(path_type=Path, dir_okay=False),
+              help="Site config, for its [disclosure] rule (default: counts below 8 suppressed, rounded to 5).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON for scripts.")
+def evaluate_risk_command(risk_dir: Path, outcomes: Path, config: Path | None, as_json: bool) -> None:
+    """Score the risk in DIR (the output of `linkcare stratify`) against observed outcomes.
+
+    Prints AUROC with a bootstrap 95% interval, AUPRC, Brier score, calibration slope and
+    intercept, and sensitivity and PPV in the top 0.5%, 5% and 20%, overall and by age band, sex,
+    ethnicity and deprivation quintile. Counts of people pass through the disclosure rule.
+    """
+    import json
+
+    from linkcare.config import load_config
+    from linkcare.risk.evaluate import evaluate_risk
+
+    disclosure = load_config(config).disclosure if config is not None else None
+    result = evaluate_risk(risk_dir, outcomes, disclosure)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    rows: list[tuple[str, ...]] = [("group", "value", "people", "AUROC", "AUPRC", "Brier", "cal. slope",
+                                    "cal. intercept")]
+
+    def row(group: str, value: str, m: dict[str, Any]) -> tuple[str, ...]:
+        def num(x: Any, d: int = 3) -> str:
+            return "-" if x is None else f"{x:.{d}f}"
+        people = "<suppressed>" if m["people"] is None else f"{m['people']:,}"
+        return (group, value, people, num(m.get("auroc")), num(m.get("auprc")), num(m.get("brier"), 4),
+                num(m.get("calibration_slope"), 2), num(m.get("calibration_intercept"), 2))
+
+    rows.append(row("all", "", result["overall"]))
+    for label, groups in result["subgroups"].items():
+        rows += [row(label, g["value"], g) for g in groups]
+    _table(rows)
+    lo, hi = result["overall"]["auroc_ci"]
+    click.echo(f"AUROC 95% interval {lo:.3f}-{hi:.3f}")
+    for t in result["overall"]["top"]:
+        click.echo(f"top {100 * t['share']:g}%: sensitivity {t['sensitivity']:.3f}, PPV {t['ppv']:.3f}")
+
+
 # Commands register here; a command defined in another module is added the same way.
 cli.add_command(synth)
 cli.add_command(validate)
 cli.add_command(pseudonymise)
 cli.add_command(link)
+cli.add_command(train)
+cli.add_command(stratify)
 cli.add_command(evaluate)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from linkcare.disclosure import Disclosure
 from linkcare.errors import ConfigError, ProblemList
 from linkcare.io.toml_tables import (
     KeyProblems,
@@ -30,6 +31,7 @@ from linkcare.io.toml_tables import (
     show_value,
     type_name,
 )
+from linkcare.risk.config import RiskSettings, check_disclosure, check_risk
 from linkcare.sources.kinds import DEFAULT_KIND, KIND_NAMES, default_events, required_events
 
 CONFIG_VERSION = 1
@@ -39,7 +41,7 @@ METHODS = ("exact", "jaro_winkler", "levenshtein", "date", "numeric", "dice")
 DATE_PARTS = ("year", "month", "day")
 DEFAULT_THRESHOLD = 0.95
 
-_TOP_KEYS = ("version", "reference_date", "sources", "linkage")
+_TOP_KEYS = ("version", "reference_date", "sources", "linkage", "risk", "disclosure")
 _SOURCE_KEYS = ("name", "path", "format", "id", "kind", "delimiter", "fields", "events")
 _FIELD_KEYS = ("column", "format", "part", "values")
 _LINKAGE_KEYS = ("link_type", "threshold", "deterministic", "blocking", "comparisons", "model", "labels",
@@ -138,6 +140,8 @@ class Config:
     reference_date: dt.date
     sources: tuple[Source, ...]
     linkage: Linkage
+    risk: RiskSettings = field(default_factory=RiskSettings)
+    disclosure: Disclosure = field(default_factory=Disclosure)
 
 
 @dataclass(frozen=True)
@@ -182,11 +186,14 @@ def check_config(config_path: str | Path) -> ConfigCheck:
     mapped = {name for d in drafts for name in d.field_names}
     names = [d.source.name for d in drafts if d.source is not None]
     linkage = _check_linkage(data.get("linkage"), len(drafts), mapped, problems, base, names)
+    kinds = {d.source.name: d.source.kind for d in drafts if d.source is not None}
+    risk = check_risk(data.get("risk"), base, kinds, mapped, problems)
+    disclosure = check_disclosure(data.get("disclosure"), problems)
 
     sources = tuple(d.source for d in drafts if d.source is not None)
     config = None
     if not problems.items and version is not None and reference_date is not None:
-        config = Config(path.resolve(), version, reference_date, sources, linkage)
+        config = Config(path.resolve(), version, reference_date, sources, linkage, risk, disclosure)
     return ConfigCheck(path, config, sources, tuple(problems.items))
 
 

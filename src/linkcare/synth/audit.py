@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from linkcare.synth.extracts import SOURCE_NAMES, SOURCES, Site
+from linkcare.synth.site import AREAS_FILE
 
 NHS_COLUMN = {
     "gp_registrations": "Pseudo_NHS_Number", "apc": "Pseudo_NHS_Number", "ae": "Pseudo_NHS_Number",
@@ -27,7 +28,7 @@ def load_site(folder: Path) -> Site:
     extracts = {name: pl.read_csv(folder / f"{name}.csv", infer_schema_length=0, try_parse_dates=False)
                 for name in SOURCES}
     return Site(extracts, pl.read_parquet(folder / "truth" / "records.parquet"),
-                pl.read_parquet(folder / "truth" / "persons.parquet"))
+                pl.read_parquet(folder / "truth" / "persons.parquet"), pl.read_csv(folder / AREAS_FILE))
 
 
 def recorded_identifiers(site: Site, name: str) -> pl.DataFrame:

@@ -53,6 +53,7 @@ class Site:
     extracts: dict[str, pl.DataFrame]
     truth_records: pl.DataFrame
     truth_persons: pl.DataFrame
+    areas: pl.DataFrame  # the public lookup of each area's deprivation decile (not personal data)
 
 
 def _dates(days: np.ndarray | pl.Series, ref: date) -> pl.Series:
@@ -287,7 +288,9 @@ def build_site(rng: np.random.Generator, pop: Population, health: Health, sim: S
         "care_status": sim.care_status,
     }).with_columns(pl.col("risk").fill_nan(None),
                     pl.when(pl.col("alive_at_reference")).then(pl.col("outcome")).alias("outcome"))
-    return Site(extracts, truth_records, truth_persons)
+    # Like the English Indices of Deprivation by LSOA: every area of the site with its decile.
+    areas = pl.DataFrame({"LSOA11CD": pop.area_codes, "IMD_Decile": pop.area_decile.astype(np.int64)}).sort("LSOA11CD")
+    return Site(extracts, truth_records, truth_persons, areas)
 
 
 def _diagnoses(rng: np.random.Generator, pop: Population, health: Health, who: np.ndarray, day: np.ndarray,

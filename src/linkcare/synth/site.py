@@ -20,6 +20,7 @@ from linkcare.synth.options import SynthOptions
 from linkcare.synth.population import make_population
 
 log = get_logger("synth")
+AREAS_FILE = "areas.csv"
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ def site_config(reference_date: str, prefix: str = "") -> str:
                  'blocking = [["nhs"], ["la_id"], ["birth_year", "birth_month", "area"]]\n')
     for field, method, extra in _SITE_COMPARISONS:
         parts.append(f'[[linkage.comparisons]]\nfield = "{field}"\nmethod = "{method}"\n{extra}')
+    parts.append("[risk]\n# The deprivation decile of each LSOA (1 = most deprived), a public lookup.\n"
+                 f'deprivation = {{ path = "{prefix}{AREAS_FILE}", area = "LSOA11CD", decile = "IMD_Decile" }}\n')
     return "\n".join(parts)
 
 
@@ -105,6 +108,7 @@ def write_site(out: Path, options: SynthOptions, *, overwrite: bool = False) -> 
     with atomic_dir(out) as tmp:
         for name in SOURCES:
             site.extracts[name].write_csv(tmp / f"{name}.csv")
+        site.areas.write_csv(tmp / AREAS_FILE)
         (tmp / "truth").mkdir()
         site.truth_records.write_parquet(tmp / "truth" / "records.parquet")
         site.truth_persons.write_parquet(tmp / "truth" / "persons.parquet")

@@ -1,0 +1,190 @@
+"""Benchmark `linkcare train` and `linkcare stratify` against the truth of synthetic sites (issue 4).
+
+For each size (100,000 and 1,000,000 people by default), with a site from `linkcare synth --seed 11`:
+
+  1. `linkcare link`, then `linkcare train` (as of the reference date minus 365 days) and
+     `linkcare stratify` at the reference date, each in its own child process.
+  2. The scored people are matched to the truth through their spine record (truth/records.parquet)
+     and scored against the outcome in truth/persons.parquet: whether each had an emergency
+     admission in the 365 days after the reference date, simulated after the extracts end.
+  3. The oracle AUROC is the AUROC of the true risk (truth/persons.parquet `risk`, the exact
+     probability the simulation used) against the same outcomes of the same people.
+  4. The same train and stratify run on a cohort built from the truth instead of from `link`
+     (every record given its true person, events written by linkcare's own cohort builder):
+     the difference in AUROC is what linkage errors cost.
+  5. The gain from social care is train's own figure: the AUROC on its later period of the same
+     model fitted with and without the social-care features.
+
+Targets: AUROC within 0.03 of the oracle; calibration slope 0.9-1.1 and intercept within +-0.1;
+AUROC lost to linkage at most 0.005; at 1,000,000 people, stratify under 120 s.
+
+Time is wall clock around each child; peak memory is the child's maximum resident set size
+(os.wait4). Results: a table on standard output and OUT/risk.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from measure import HOW_MEASURED, ChildRun, run_child
+
+from linkcare.cohort import write_events
+from linkcare.config import load_config
+from linkcare.risk.metrics import auroc, calibration, risk_metrics
+
+SEED = 11
+TARGETS = {"auroc_gap": 0.03, "slope": (0.9, 1.1), "intercept": 0.1, "linkage_loss": 0.005, "stratify_1m": 120.0}
+
+
+def _run(cmd: list[str], log: Path, what: str) -> ChildRun:
+    print(f"  {what}: {' '.join(cmd[3:])}", flush=True)
+    run = run_child([sys.executable, "-m", "linkcare", *cmd], log=log)
+    if not run.ok:
+        raise SystemExit(f"{what} failed (exit {run.exit_code}); see {log}:\n{run.tail()}")
+    print(f"    {run.seconds:.1f} s, peak {run.peak_mib:,.0f} MiB", flush=True)
+    return run
+
+
+def site(out: Path, people: int) -> Path:
+    """Return a synthetic site of `people` (generated unless already there)."""
+    folder = out / f"site_{people}_s{SEED}"
+    if not (folder / "areas.csv").exists():
+        if folder.exists():
+            shutil.rmtree(folder)
+        _run(["-q", "synth", str(folder), "--people", str(people), "--seed", str(SEED)], out / "synth.log", "synth")
+    return folder
+
+
+def truth_cohort(site_dir: Path, out: Path) -> Path:
+    """Write a cohort dataset whose people are the true people: events and persons as `link` writes them."""
+    config = load_config(site_dir / "site.toml")
+    truth = pl.read_parquet(site_dir / "truth" / "records.parquet")
+    index = truth.select("source", "record_id", pl.format("T{}", pl.col("person")).alias("person_id"))
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    write_events(config, index, out / "events.parquet")
+    persons = pl.read_parquet(site_dir / "truth" / "persons.parquet")
+    persons.select(pl.format("T{}", pl.col("person")).alias("person_id"),
+                   pl.col("birth_year").cast(pl.String), pl.col("birth_month").cast(pl.String),
+                   pl.col("sex").cast(pl.String).str.to_lowercase(),
+                   pl.col("lsoa").str.to_lowercase().alias("area")).write_parquet(out / "persons.parquet")
+    return out
+
+
+def score_against_truth(risk_dir: Path, site_dir: Path) -> dict[str, Any]:
+    """Return metrics of risk.parquet against the true outcomes, and the oracle AUROC on the same people."""
+    risk = pl.read_parquet(risk_dir / "risk.parquet").select("record_id", "risk")
+    spine = pl.read_parquet(site_dir / "truth" / "records.parquet").filter(pl.col("source") == "gp")
+    persons = pl.read_parquet(site_dir / "truth" / "persons.parquet").select(
+        "person", pl.col("risk").alias("true_risk"), "outcome", "alive_at_reference")
+    joined = risk.join(spine, on="record_id").join(persons, on="person").filter(pl.col("alive_at_reference"))
+    y = joined["outcome"].to_numpy().astype(bool)
+    p = joined["risk"].to_numpy()
+    metrics = risk_metrics(y, p, seed=SEED)
+    oracle = auroc(y, joined["true_risk"].to_numpy())
+    slope, intercept = calibration(y, joined["true_risk"].to_numpy())
+    return {"people_scored": risk.height, "people_matched": joined.height, "metrics": metrics,
+            "oracle_auroc": oracle, "oracle_calibration": [slope, intercept],
+            "people_alive_at_reference": int(persons["alive_at_reference"].sum())}
+
+
+def run_size(out: Path, people: int) -> dict[str, Any]:
+    print(f"\n[{people:,} people]", flush=True)
+    work = out / "risk" / f"p{people}"
+    work.mkdir(parents=True, exist_ok=True)
+    site_dir = site(out / "risk", people)
+    config = str(site_dir / "site.toml")
+    runs: dict[str, ChildRun] = {}
+    runs["link"] = _run(["-q", "link", config, "--out", str(work / "cohort")], work / "link.log", "link")
+    result: dict[str, Any] = {"people": people, "site": str(site_dir)}
+    for variant, cohort in (("linked", work / "cohort"), ("truth", None)):
+        if cohort is None:
+            cohort = truth_cohort(site_dir, work / "truth_cohort")
+        model, risk = work / f"model_{variant}", work / f"risk_{variant}"
+        runs[f"train_{variant}"] = _run(["-q", "train", config, "--cohort", str(cohort), "--out", str(model)],
+                                        work / f"train_{variant}.log", f"train ({variant})")
+        runs[f"stratify_{variant}"] = _run(["-q", "stratify", config, "--cohort", str(cohort), "--model", str(model),
+                                            "--out", str(risk)], work / f"stratify_{variant}.log",
+                                           f"stratify ({variant})")
+        scored = score_against_truth(risk, site_dir)
+        trained = json.loads((model / "metrics.json").read_text())
+        scored["train_metrics"] = {k: {m: v[m] for m in ("auroc", "auprc", "brier", "calibration_slope",
+                                                           "calibration_intercept")}
+                                   for k, v in trained["models"].items()}
+        scored["social_care"] = trained["social_care"]
+        scored["lookback_days"] = trained["lookback_days"]
+        result[variant] = scored
+    result["runs"] = {k: {"seconds": round(r.seconds, 2), "peak_mib": round(r.peak_mib, 1)} for k, r in runs.items()}
+    return result
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
+    linked, truth = r["linked"], r["truth"]
+    m = linked["metrics"]
+    gap = linked["oracle_auroc"] - m["auroc"]
+    loss = truth["metrics"]["auroc"] - m["auroc"]
+    lo, hi = TARGETS["slope"]
+    rows = [
+        ("AUROC within 0.03 of the oracle", gap, f"<= {TARGETS['auroc_gap']}", gap <= TARGETS["auroc_gap"]),
+        ("calibration slope 0.9-1.1", m["calibration_slope"], f"{lo}-{hi}", lo <= m["calibration_slope"] <= hi),
+        ("calibration intercept within 0.1", m["calibration_intercept"], "+-0.1",
+         abs(m["calibration_intercept"]) <= TARGETS["intercept"]),
+        ("AUROC lost to linkage errors", loss, f"<= {TARGETS['linkage_loss']}", loss <= TARGETS["linkage_loss"]),
+    ]
+    if r["people"] >= 1_000_000:
+        s = r["runs"]["stratify_linked"]["seconds"]
+        rows.append(("stratify seconds at 1,000,000", s, f"< {TARGETS['stratify_1m']:.0f}", s < TARGETS["stratify_1m"]))
+    return rows
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    print("\n" + "=" * 100 + "\nlinkcare train and stratify against the truth\n")
+    for r in results:
+        print(f"[{r['people']:,} people] site {r['site']}")
+        print("  cohort  model scores  AUROC (95% CI)        oracle  AUPRC  Brier   slope  intercept  "
+              "SC gain  look-back")
+        for variant in ("linked", "truth"):
+            v = r[variant]
+            m = v["metrics"]
+            print(f"  {variant:7s} {'default':12s}  {m['auroc']:.4f} ({m['auroc_ci'][0]:.4f}-{m['auroc_ci'][1]:.4f})"
+                  f"  {v['oracle_auroc']:.4f}  {m['auprc']:.3f}  {m['brier']:.4f}  {m['calibration_slope']:.3f}  "
+                  f"{m['calibration_intercept']:+.3f}     {v['social_care']['auroc_gain']:+.4f}  {v['lookback_days']}")
+        print("  train's evaluation on its later period (linked cohort), each model:")
+        for kind, t in r["linked"]["train_metrics"].items():
+            print(f"    {kind:18s} AUROC {t['auroc']:.4f}  AUPRC {t['auprc']:.3f}  Brier {t['brier']:.4f}  "
+                  f"slope {t['calibration_slope']:.3f}  intercept {t['calibration_intercept']:+.3f}")
+        runs = r["runs"].items()
+        print("  runs:", ", ".join(f"{k} {v['seconds']:.1f} s / {v['peak_mib']:,.0f} MiB" for k, v in runs))
+        for name, value, target, ok in targets(r):
+            print(f"  target: {name:40s} {value:9.4f} vs {target:10s} {'met' if ok else 'MISSED'}")
+        print()
+    print("How the numbers were obtained:\n  - " + HOW_MEASURED)
+    print("  - AUROC, calibration slope (b in logit P = a + b logit p) and intercept (a with the slope fixed at 1) "
+          "are computed by linkcare.risk.metrics on the people stratify scored at the reference date who are alive "
+          "then, matched to the truth through their GP record, against the simulated outcome of the next 365 days.")
+    print("  - oracle AUROC: the true risk of the same people against the same outcomes.")
+    print("  - AUROC lost to linkage: the same train + stratify on a cohort whose people are the truth's, minus the "
+          "linked cohort's AUROC.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench_out"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    args = parser.parse_args()
+    results = [run_size(args.out, n) for n in args.sizes]
+    report(results)
+    path = args.out / "risk.json"
+    path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"\nWrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""The `[risk]` and `[disclosure]` tables of a site config: how to build features, which model to
+score with, how to tier people and how to publish counts. Checked with the rest of the config,
+every problem collected (see linkcare.config)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from linkcare.disclosure import Disclosure
+from linkcare.io.toml_tables import KeyProblems, expect_choice, expect_text, is_number, key_path, type_name
+
+RISK_MODELS = ("gradient_boosting", "logistic")
+DEMOGRAPHIC_FIELDS = ("birth_year", "birth_month", "sex", "area")
+_RISK_KEYS = ("horizon_days", "lookback_days", "spine", "model", "seed", "tiers", "deprivation", "fields")
+_TIER_KEYS = ("name", "share")
+_DEPRIVATION_KEYS = ("path", "area", "decile", "format", "delimiter")
+_DISCLOSURE_KEYS = ("threshold", "rounding")
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A band of the risk pyramid: `share` of the scored people, counted from the top."""
+
+    name: str
+    share: float
+
+
+# The NHS risk pyramid: top 0.5% case management, next 4.5% high risk, next 15% moderate, the rest low.
+DEFAULT_TIERS = (Tier("case management", 0.005), Tier("high risk", 0.045), Tier("moderate risk", 0.15),
+                 Tier("low risk", 0.8))
+
+
+@dataclass(frozen=True)
+class DeprivationLookup:
+    """A public lookup of area code to deprivation decile (1 = most deprived), such as the English
+    Indices of Deprivation by LSOA."""
+
+    path: Path
+    area: str
+    decile: str
+    format: str = "csv"
+    delimiter: str = ","
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    """How risk is modelled and published."""
+
+    horizon_days: int = 365
+    lookback_days: tuple[int, ...] = (90, 365, 730)
+    spine: str | None = None  # the gp_registrations source; None = the only one there is
+    model: str = "gradient_boosting"
+    seed: int = 0
+    tiers: tuple[Tier, ...] = DEFAULT_TIERS
+    deprivation: DeprivationLookup | None = None
+    #: demographic role -> the linkage field (a column of persons.parquet) that holds it
+    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({f: f for f in DEMOGRAPHIC_FIELDS}),
+                                      hash=False)
+
+
+def _positive_int(value: Any, key: str, example: str, p: KeyProblems) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    p.add(key, f"must be a whole number above 0, e.g. {example}")
+    return None
+
+
+def check_risk(value: Any, base: Path, source_kinds: Mapping[str, str], mapped: set[str],
+               p: KeyProblems) -> RiskSettings:
+    """Return the `[risk]` settings, recording every problem in `p`."""
+    if value is None:
+        return RiskSettings()
+    if not isinstance(value, dict):
+        p.add("risk", f"must be a table, not {type_name(value)}; write it as [risk]")
+        return RiskSettings()
+    p.unknown_keys(value, _RISK_KEYS, "risk")
+    out: dict[str, Any] = {}
+    if "horizon_days" in value:
+        horizon = _positive_int(value["horizon_days"], "risk.horizon_days", "horizon_days = 365", p)
+        if horizon is not None:
+            out["horizon_days"] = horizon
+    if "lookback_days" in value:
+        windows = value["lookback_days"]
+        if (isinstance(windows, list) and windows
+                and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in windows)
+                and windows == sorted(set(windows))):
+            out["lookback_days"] = tuple(windows)
+        else:
+            p.add("risk.lookback_days", "must be an increasing array of whole numbers of days, "
+                  "e.g. lookback_days = [90, 365, 730]")
+    if "spine" in value:
+        spine = expect_text(value["spine"], "risk.spine", 'spine = "gp"', p)
+        if spine is not None and source_kinds.get(spine) != "gp_registrations":
+            names = [n for n, k in source_kinds.items() if k == "gp_registrations"]
+            p.add("risk.spine", f"{spine!r} is not a source of kind gp_registrations; "
+                  f"name one of: {', '.join(names) or '(none: add a gp_registrations source)'}")
+        elif spine is not None:
+            out["spine"] = spine
+    if "model" in value:
+        out["model"] = expect_choice(value["model"], "risk.model", RISK_MODELS, "risk model", p) or RiskSettings.model
+    if "seed" in value:
+        seed = value["seed"]
+        if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
+            out["seed"] = seed
+        else:
+            p.add("risk.seed", "must be a whole number of 0 or more, e.g. seed = 0")
+    if "tiers" in value:
+        tiers = _check_tiers(value["tiers"], p)
+        if tiers is not None:
+            out["tiers"] = tiers
+    if "deprivation" in value:
+        out["deprivation"] = _check_deprivation(value["deprivation"], base, p)
+    if "fields" in value:
+        fields = _check_fields(value["fields"], mapped, p)
+        if fields is not None:
+            out["fields"] = fields
+    return RiskSettings(**out)
+
+
+def _check_tiers(value: Any, p: KeyProblems) -> tuple[Tier, ...] | None:
+    example = '[[risk.tiers]] tables, e.g. name = "case management", share = 0.005'
+    if not isinstance(value, list) or not value or not all(isinstance(t, dict) for t in value):
+        p.add("risk.tiers", f"must be an array of tables, highest risk first: {example}")
+        return None
+    tiers: list[Tier] = []
+    ok = True
+    for i, t in enumerate(value):
+        where = f"risk.tiers[{i}]"
+        p.unknown_keys(t, _TIER_KEYS, where)
+        name = expect_text(t.get("name"), f"{where}.name", 'name = "high risk"', p) if "name" in t else None
+        if "name" not in t:
+            p.missing(where, "name", 'name = "high risk"')
+        last = i == len(value) - 1
+        share = t.get("share")
+        if share is None and last:
+            share = 1.0 - sum(x.share for x in tiers)  # the last tier takes everyone left
+        elif not (is_number(share) and 0 < share <= 1):
+            p.add(f"{where}.share", "must be a number above 0 and at most 1, the share of people in this tier; "
+                  "e.g. share = 0.045 (only the last tier may leave it out and take the rest)")
+            ok = False
+            continue
+        if name is None:
+            ok = False
+            continue
+        tiers.append(Tier(name, float(share)))
+    names = [t.name for t in tiers]
+    if len(set(names)) < len(names):
+        p.add("risk.tiers", "names a tier twice; give each tier its own name")
+        ok = False
+    total = sum(t.share for t in tiers)
+    if ok and abs(total - 1.0) > 1e-9:
+        p.add("risk.tiers", f"shares add up to {total:g}, not 1; adjust them or leave out the last tier's share")
+        ok = False
+    if ok and tiers and tiers[-1].share <= 0:
+        p.add("risk.tiers", "the shares before the last tier already add up to 1; make them smaller")
+        ok = False
+    return tuple(tiers) if ok else None
+
+
+def _check_deprivation(value: Any, base: Path, p: KeyProblems) -> DeprivationLookup | None:
+    example = 'deprivation = { path = "imd_by_lsoa.csv", area = "LSOA11CD", decile = "IMD_Decile" }'
+    if not isinstance(value, dict):
+        p.add("risk.deprivation", f"must be a table, e.g. {example}")
+        return None
+    p.unknown_keys(value, _DEPRIVATION_KEYS, "risk.deprivation")
+    got: dict[str, str] = {}
+    for key in ("path", "area", "decile"):
+        if key not in value:
+            p.missing("risk.deprivation", key, example)
+            continue
+        text = expect_text(value[key], f"risk.deprivation.{key}", example, p)
+        if text is not None:
+            got[key] = text
+    if len(got) < 3:
+        return None
+    path = (base / got["path"]).resolve()
+    fmt = value.get("format") or {".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower())
+    if fmt not in ("csv", "parquet"):
+        p.add("risk.deprivation.format", 'must be "csv" or "parquet" (or give the path a .csv or .parquet extension)')
+        return None
+    delimiter = value.get("delimiter", ",")
+    if not (isinstance(delimiter, str) and len(delimiter) == 1):
+        p.add("risk.deprivation.delimiter", 'must be one character, e.g. "," or "\\t"')
+        return None
+    return DeprivationLookup(path, got["area"], got["decile"], fmt, delimiter)
+
+
+def _check_fields(value: Any, mapped: set[str], p: KeyProblems) -> Mapping[str, str] | None:
+    example = 'fields = { birth_year = "yob", sex = "gender" }'
+    if not isinstance(value, dict):
+        p.add("risk.fields", f"must be a table of role = linkage field, e.g. {example}")
+        return None
+    out = {f: f for f in DEMOGRAPHIC_FIELDS}
+    ok = True
+    for role, name in value.items():
+        key = key_path("risk.fields", role)
+        if role not in DEMOGRAPHIC_FIELDS:
+            p.add(key, f"unknown role; roles are: {', '.join(DEMOGRAPHIC_FIELDS)}")
+            ok = False
+        elif not isinstance(name, str) or name not in mapped:
+            p.add(key, f"must name a field that a source maps; fields are: {', '.join(sorted(mapped))}")
+            ok = False
+        else:
+            out[role] = name
+    return MappingProxyType(out) if ok else None
+
+
+def check_disclosure(value: Any, p: KeyProblems) -> Disclosure:
+    """Return the `[disclosure]` settings: counts below `threshold` are shown as "<threshold", others
+    rounded to the nearest `rounding`."""
+    if value is None:
+        return Disclosure()
+    if not isinstance(value, dict):
+        p.add("disclosure", f"must be a table, not {type_name(value)}; write it as [disclosure]")
+        return Disclosure()
+    p.unknown_keys(value, _DISCLOSURE_KEYS, "disclosure")
+    out: dict[str, int] = {}
+    for key, example in (("threshold", "threshold = 8"), ("rounding", "rounding = 5")):
+        if key not in value:
+            continue
+        v = value[key]
+        if isinstance(v, int) and not isinstance(v, bool) and v >= (0 if key == "threshold" else 1):
+            out[key] = v
+        else:
+            low = "0 or more" if key == "threshold" else "1 or more"
+            p.add(f"disclosure.{key}", f"must be a whole number of {low}, e.g. {example}")
+    return Disclosure(**out)
+
+
+__all__ = ["DEFAULT_TIERS", "RISK_MODELS", "DeprivationLookup", "RiskSettings", "Tier", "check_disclosure",
+           "check_risk"]

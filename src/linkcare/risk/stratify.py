@@ -1,0 +1,164 @@
+"""`linkcare stratify`: score, tier and explain every living registered person, and write one
+worklist per GP practice keyed by the spine's pseudonymised identifiers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from linkcare import __version__
+from linkcare.config import Config, config_hash
+from linkcare.errors import ConfigError
+from linkcare.io.atomic import atomic_dir
+from linkcare.log import get_logger
+from linkcare.risk.config import Tier
+from linkcare.risk.features import build_features, open_cohort, spine_source
+from linkcare.risk.model import RiskModel
+from linkcare.risk.train import fit_and_write, load_model, sha256
+
+log = get_logger("risk")
+TOP_FACTORS = 3
+SCORE_CHUNK = 200_000
+
+
+@dataclass(frozen=True)
+class StratifySummary:
+    """What `linkcare stratify` did; holds no record values."""
+
+    out: Path
+    index_date: dt.date
+    people: int
+    model: str
+    trained_here: bool
+    tiers: list[dict[str, Any]]
+    practices: int
+    seconds: float
+    peak_mib: float
+
+
+def assign_tiers(risk: np.ndarray, tiers: tuple[Tier, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Return (percentile, tier index) per person: people ranked by descending risk (ties in input
+    order), the first `share` of them in the first tier and so on. The percentile is the share of
+    people ranked below, from 0 to 100 (99.5 and above is the top 0.5%)."""
+    n = risk.size
+    order = np.argsort(-risk, kind="stable")
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    cuts = np.round(np.cumsum([t.share for t in tiers]) * n).astype(np.int64)
+    cuts[-1] = n
+    tier = np.searchsorted(cuts, position, side="right")
+    percentile = 100.0 * (n - 1 - position) / max(n, 1)
+    return percentile, tier
+
+
+def score(model: RiskModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (risk, top factor indices, their contributions) per row, a chunk at a time.
+
+    Factors are ranked by how much they raise the person's risk (largest contribution first).
+    """
+    n = x.shape[0]
+    k = min(TOP_FACTORS, len(model.factors))
+    risk = np.empty(n)
+    top = np.empty((n, k), dtype=np.int64)
+    top_value = np.empty((n, k))
+    for lo in range(0, n, SCORE_CHUNK):
+        hi = min(lo + SCORE_CHUNK, n)
+        base, parts = model.explain(x[lo:hi])
+        risk[lo:hi] = 1.0 / (1.0 + np.exp(-(base + parts.sum(axis=1))))
+        order = np.argsort(-parts, axis=1, kind="stable")[:, :k]
+        top[lo:hi] = order
+        top_value[lo:hi] = np.take_along_axis(parts, order, axis=1)
+    return risk, top, top_value
+
+
+def _safe_name(practice: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", practice) or "unknown"
+
+
+def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None = None,
+             as_of: dt.date | None = None) -> StratifySummary:
+    """Score everyone living at the index date and write risk.parquet and the worklists into `out`,
+    whole or not at all; without `model_dir`, train on the same cohort first."""
+    started = time.perf_counter()
+    index = as_of or config.reference_date
+    cohort = open_cohort(cohort_dir)
+    spine = spine_source(config)
+    with atomic_dir(Path(out)) as tmp:
+        if model_dir is None:
+            log.info("no --model given: training on this cohort first (written to %s)", Path(out) / "model")
+            (tmp / "model").mkdir()
+            fit_and_write(config, cohort_dir, tmp / "model")
+            model = load_model(tmp / "model", config.risk.model)
+        else:
+            model = load_model(model_dir, config.risk.model)
+        features = build_features(config, cohort, index, model.windows)
+        frame = features.frame
+        missing = [f.name for f in model.features if f.name not in frame.columns]
+        if missing:
+            raise ConfigError(f"{model_dir}: the model uses features this config cannot build "
+                              f"({', '.join(missing[:3])}); retrain it with this config")
+        x = features.matrix(model.names)
+        risk, top, top_value = score(model, x)
+        percentile, tier = assign_tiers(risk, config.risk.tiers)
+        names = np.array(model.factors, dtype=object)
+        tier_names = np.array([t.name for t in config.risk.tiers], dtype=object)
+        columns: dict[str, Any] = {
+            "person_id": frame["person_id"], "record_id": frame["record_id"], "practice": frame["practice"],
+            "risk": risk, "percentile": np.round(percentile, 3),
+            "tier": pl.Series(tier_names[tier].tolist(), dtype=pl.String),
+            "tier_rank": (tier + 1).astype(np.int32)}
+        for j in range(top.shape[1]):
+            columns[f"factor_{j + 1}"] = pl.Series(names[top[:, j]].tolist(), dtype=pl.String)
+            columns[f"contribution_{j + 1}"] = top_value[:, j]
+        for group in ("age_band", "sex", "ethnic_group", "deprivation_quintile"):
+            columns[group] = frame[group]
+        table = pl.DataFrame(columns).sort(["risk", "person_id"], descending=[True, False])
+        table.write_parquet(tmp / "risk.parquet")
+        practices = _write_worklists(table, tmp / "worklists", spine, config)
+        tiers = (table.group_by("tier", "tier_rank").agg(pl.len().alias("people"), pl.col("risk").min().alias("from"),
+                                                          pl.col("risk").max().alias("to")).sort("tier_rank"))
+        manifest = {
+            "linkcare_version": __version__, "command": "stratify", "index_date": index.isoformat(),
+            "config": {"path": config.path.name, "sha256": config_hash(config.path)},
+            "cohort": {"folder": Path(cohort_dir).name, "events_sha256": sha256(Path(cohort_dir) / "events.parquet")},
+            "model": {"kind": model.kind, "folder": "model" if model_dir is None else Path(model_dir).name,
+                      "trained_here": model_dir is None, "fitted": model.fitted},
+            "people": table.height, "practices": practices,
+            "tiers": [{"tier": r["tier"], "people": config.disclosure.value(r["people"])} for r in tiers.to_dicts()],
+            "outputs": {"risk.parquet": sha256(tmp / "risk.parquet")},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    tier_rows = [{"tier": r["tier"], "people": r["people"], "risk_from": r["from"], "risk_to": r["to"]}
+                 for r in tiers.to_dicts()]
+    return StratifySummary(Path(out), index, table.height, model.kind, model_dir is None, tier_rows, practices,
+                           time.perf_counter() - started, peak)
+
+
+def _write_worklists(table: pl.DataFrame, folder: Path, spine: str, config: Config) -> int:
+    """Write one CSV per practice, highest risk first; return how many were written."""
+    folder.mkdir()
+    id_column = next(s.id for s in config.sources if s.name == spine)
+    lists = table.with_columns(pl.col("practice").fill_null("unknown")).select(
+        "practice", pl.col("record_id").alias(id_column), pl.col("risk").round(4), pl.col("percentile").round(1),
+        "tier", *[c for c in table.columns if c.startswith(("factor_", "contribution_"))])
+    lists = lists.with_columns(pl.col(c).round(3) for c in lists.columns if c.startswith("contribution_"))
+    count = 0
+    for (practice,), part in lists.group_by("practice", maintain_order=True):
+        name = _safe_name(str(practice))
+        ranked = part.drop("practice").with_row_index("rank", offset=1)
+        ranked.write_csv(folder / f"{name}.csv")
+        count += 1
+    return count
+
+
+__all__ = ["StratifySummary", "assign_tiers", "score", "stratify"]
