@@ -979,3 +979,26 @@ def test_sorted_neighbourhood_window_must_be_odd(tmp_path: Path, runner) -> None
     assert result.exit_code == 2
     assert (f"Error: {path}: linkage.sorted_neighbourhood[0].window: must be an odd whole number of 3 or more, "
             "e.g. window = 5") in result.output
+
+
+def test_weighted_mode_takes_the_heaviest_value_and_the_smallest_on_ties() -> None:
+    from linkcare.cohort import _weighted_mode
+
+    cluster = np.array([0, 0, 0, 1, 1, 2, 3])
+    code = np.array([2, 1, 2, 3, 0, -1, 5])
+    weight = np.array([1, 3, 1, 2, 2, 9, 1])
+    # cluster 0: code 1 weighs 3 against code 2's 2; cluster 1: a tie, the smaller code wins;
+    # cluster 2 has only a missing value; cluster 4 has no node at all.
+    assert _weighted_mode(cluster, code, weight, 5).tolist() == [1, 0, -1, 5, -1]
+
+
+def test_pairs_within_blocks_are_every_pair_once() -> None:
+    from linkcare.linkage.blocking import _pairs_within_blocks
+
+    block = np.array([0, 0, 0, 1, 2, 2, 5, 5, 5, 5])
+    node = np.array([9, 3, 7, 1, 4, 8, 0, 2, 5, 6])
+    left, right = _pairs_within_blocks(node, block)
+    got = sorted(zip(left.tolist(), right.tolist(), strict=True))
+    expected = sorted((min(a, b), max(a, b)) for i, a in enumerate(node) for j, b in enumerate(node)
+                      if i < j and block[i] == block[j])
+    assert got == expected and len(got) == 3 + 0 + 1 + 6

@@ -11,7 +11,7 @@ import polars as pl
 from linkcare.config import Config, Source
 from linkcare.linkage.cluster import person_ids
 from linkcare.linkage.pipeline import Linked
-from linkcare.linkage.prepare import scan_source
+from linkcare.linkage.prepare import dense_codes, scan_source
 from linkcare.sources.kinds import match_columns
 
 EMERGENCY_METHODS = ("21", "22", "23", "24", "25", "2A", "2B", "2C", "2D", "28")
@@ -64,23 +64,51 @@ def person_index(linked: Linked, per_node: pl.DataFrame) -> pl.DataFrame:
     return index.select(columns).sort(["source", "record_id"])
 
 
+def _weighted_mode(cluster: np.ndarray, code: np.ndarray, weight: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Return per cluster the code with the largest total weight (ties: the smallest code), -1 if none."""
+    ok = code >= 0
+    n_codes = int(code.max()) + 1 if ok.any() else 1
+    keys, inverse = np.unique(cluster[ok] * n_codes + code[ok], return_inverse=True)
+    total = np.bincount(inverse.ravel(), weights=weight[ok].astype(np.float64))
+    out = np.full(n_clusters, -1, dtype=np.int64)
+    if keys.size == 0:
+        return out
+    # keys are sorted by cluster, then code: per cluster, the first code with the largest total.
+    owner, value = keys // n_codes, keys % n_codes
+    bounds = np.r_[0, np.nonzero(np.diff(owner))[0] + 1]
+    best = np.repeat(np.maximum.reduceat(total, bounds), np.diff(np.r_[bounds, owner.size]))
+    at_best = np.nonzero(total == best)[0]
+    first = at_best[np.r_[True, owner[at_best][1:] != owner[at_best][:-1]]]
+    out[owner[first]] = value[first]
+    return out
+
+
 def persons(linked: Linked, per_node: pl.DataFrame) -> pl.DataFrame:
     """Return one row per person: records per source and each linkage field's most common value
-    over the person's records."""
+    over the person's records (ties: the smallest value)."""
     nodes = linked.nodes
-    values = nodes.frame.join(per_node.select("node", "person_id"), on="node")
-    sources = sorted(values["source"].unique().to_list())
-    out = values.group_by("person_id").agg(
-        pl.col("records").sum().cast(pl.Int64).alias("records"),
-        *[pl.col("records").filter(pl.col("source") == s).sum().cast(pl.Int64).alias(f"records_{s}")
-          for s in sources])
+    cluster = linked.node_person
+    n_clusters = int(cluster.max()) + 1 if cluster.size else 0
+    records = nodes.frame["records"].to_numpy()
+    source = nodes.frame["source"]
+    ids = per_node.select("cluster", "person_id").unique("cluster").sort("cluster")
+    data: dict[str, object] = {
+        "person_id": ids["person_id"],
+        "records": np.bincount(cluster, weights=records, minlength=n_clusters).astype(np.int64),
+    }
+    for s in sorted(source.unique().to_list()):
+        mine = (source == s).to_numpy()
+        data[f"records_{s}"] = np.bincount(cluster[mine], weights=records[mine], minlength=n_clusters).astype(np.int64)
     for name in nodes.fields:
-        mode = (values.filter(pl.col(name).is_not_null()).group_by("person_id", name)
-                .agg(pl.col("records").sum().alias("n"))
-                .sort(["person_id", "n", name], descending=[False, True, False])
-                .group_by("person_id", maintain_order=True).first().select("person_id", name))
-        out = out.join(mode, on="person_id", how="left")
-    return out.sort("person_id")
+        if name in linked.codes:  # ranks among the sorted distinct values, as the link stage coded them
+            code, values = linked.codes[name], nodes.frame[name].drop_nulls().unique().sort()
+        else:
+            code, distinct = dense_codes(nodes.frame[name])
+            values = pl.Series(name, distinct, dtype=nodes.frame[name].dtype)
+        mode = _weighted_mode(cluster, code, records, n_clusters)
+        data[name] = pl.Series(name, [None] * n_clusters, dtype=values.dtype) if values.len() == 0 else (
+            values.gather(np.maximum(mode, 0)).scatter(np.nonzero(mode < 0)[0], None))
+    return pl.DataFrame(data).sort("person_id")
 
 
 def _source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:

@@ -201,13 +201,33 @@ def _block_ranges(plan: BlockPlan, chunk_pairs: int) -> Iterator[tuple[int, int]
         yield int(starts[a]), int(starts[b])
 
 
+def _pairs_within_blocks(node: np.ndarray, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return every pair (smaller node, larger node) of rows sharing a block, rows sorted by block.
+
+    Row i pairs with each later row of its block: counts[i] partners, laid out without forming the
+    (block size)^2 grid that a self-join would build and then halve.
+    """
+    n = node.size
+    if n < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.r_[0, np.nonzero(np.diff(block))[0] + 1]
+    ends = np.r_[starts[1:], n]
+    end_of_row = np.repeat(ends, ends - starts)
+    counts = end_of_row - np.arange(n) - 1
+    total = int(counts.sum())
+    first = np.repeat(np.arange(n), counts)
+    # The k-th partner of row i is row i + 1 + k: k counts up from 0 within each run of `first`.
+    offset = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    a, b = node[first], node[first + 1 + offset]
+    return np.minimum(a, b), np.maximum(a, b)
+
+
 def pairs_polars(plan: BlockPlan, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """Return every pair (left < right) of nodes sharing a block, among rows [lo, hi) of a plan
     (for a sorted-neighbourhood pass: sharing a block with ranks at most window // 2 apart)."""
-    part = pl.DataFrame({"node": plan.node[lo:hi], "block": plan.block[lo:hi]})
     if not plan.window:
-        joined = part.join(part, on="block", suffix="_r").filter(pl.col("node") < pl.col("node_r"))
-        return joined["node"].to_numpy(), joined["node_r"].to_numpy()
+        return _pairs_within_blocks(plan.node[lo:hi], plan.block[lo:hi])
+    part = pl.DataFrame({"node": plan.node[lo:hi], "block": plan.block[lo:hi]})
     assert plan.rank is not None
     part = part.with_columns(pl.Series("rank", plan.rank[lo:hi]))
     lefts, rights = [], []

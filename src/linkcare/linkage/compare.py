@@ -22,6 +22,12 @@ from linkcare.config import Comparison
 MISSING = 0
 #: Above this many distinct values a field's value pairs are compared without de-duplication.
 DISTINCT_PAIRS_MIN_REPEAT = 20_000
+#: Methods for which two identical values are always at the first level (other methods can find an
+#: identical value unreadable, which is the missing level).
+SIMILARITY_METHODS = ("jaro_winkler", "levenshtein")
+#: Threads rapidfuzz may use per call (-1: one per core). Worker processes that already split the
+#: pairs between the cores set it to 1, so that processes and threads do not compete.
+THREADS = -1
 
 
 def n_levels(comparison: Comparison) -> int:
@@ -68,9 +74,17 @@ def _take(parsed: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndar
     return {k: v[index] for k, v in parsed.items()}
 
 
-def _first_level(better: np.ndarray, n_cuts: int, offset: int = 1) -> np.ndarray:
-    """Return the first cut-off each pair meets (offset-based level), or the disagree level."""
-    return np.where(better.any(axis=1), better.argmax(axis=1) + offset, n_cuts + offset)
+def _level_at_most(value: np.ndarray, cuts: np.ndarray, offset: int = 1) -> np.ndarray:
+    """Return the first level whose cut-off (increasing, best first) the value is at or below,
+    counting from `offset`; past the last cut-off, the disagree level."""
+    return (np.searchsorted(cuts, value, side="left") + offset).astype(np.int8)
+
+
+def _level_at_least(score: np.ndarray, cuts: np.ndarray, offset: int = 1) -> np.ndarray:
+    """Return the first level whose cut-off (decreasing, best first) the score reaches, counting
+    from `offset`; below the last cut-off, the disagree level."""
+    ascending = cuts[::-1] - 1e-9
+    return (cuts.size - np.searchsorted(ascending, score, side="right") + offset).astype(np.int8)
 
 
 def _levels(comparison: Comparison, x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> np.ndarray:
@@ -82,21 +96,21 @@ def _levels(comparison: Comparison, x: dict[str, np.ndarray], y: dict[str, np.nd
     if method == "date":
         same = x["day"] == y["day"]
         swapped = (~same) & (x["year"] == y["year"]) & (x["month"] == y["dom"]) & (x["dom"] == y["month"])
-        within = _first_level(np.abs(x["day"] - y["day"])[:, None] <= lv[None, :], lv.size, 3)
+        within = _level_at_most(np.abs(x["day"] - y["day"]), lv, 3)
         return np.where(x["bad"] | y["bad"], MISSING, np.where(same, 1, np.where(swapped, 2, within)))
     if method == "numeric":
         diff = np.abs(x["num"] - y["num"])
-        better = diff[:, None] <= lv[None, :]
-        return np.where(x["bad"] | y["bad"], MISSING, _first_level(better, lv.size))
+        return np.where(x["bad"] | y["bad"], MISSING, _level_at_most(diff, lv))
     a, b = x["text"].tolist(), y["text"].tolist()
     if method == "jaro_winkler":
         # The cut-off lets rapidfuzz stop early on pairs below the lowest level (they score 0).
-        score = cpdist(a, b, scorer=JaroWinkler.normalized_similarity, workers=-1, score_cutoff=float(lv.min()) - 1e-9)
-        return _first_level(score[:, None] >= lv[None, :] - 1e-9, lv.size)
+        score = cpdist(a, b, scorer=JaroWinkler.normalized_similarity, workers=THREADS,
+                       score_cutoff=float(lv.min()) - 1e-9)
+        return _level_at_least(score, lv)
     if method == "levenshtein":
-        dist = cpdist(a, b, scorer=Levenshtein.distance, dtype=np.int32, workers=-1, score_cutoff=int(lv.max()))
-        return _first_level(dist[:, None] <= lv[None, :], lv.size)
-    return _first_level(_dice(x["text"], y["text"])[:, None] >= lv[None, :] - 1e-9, lv.size)
+        dist = cpdist(a, b, scorer=Levenshtein.distance, dtype=np.int32, workers=THREADS, score_cutoff=int(lv.max()))
+        return _level_at_most(dist, lv)
+    return _level_at_least(_dice(x["text"], y["text"]), lv)
 
 
 def _bits(value: str) -> np.ndarray:
@@ -183,8 +197,13 @@ def compare_field(data: FieldData, left: np.ndarray, right: np.ndarray) -> np.nd
     lo, hi = np.minimum(cl[present], cr[present]), np.maximum(cl[present], cr[present])
     if data.values.size > DISTINCT_PAIRS_MIN_REPEAT:
         # Many distinct values (names, addresses): value pairs rarely repeat, so sorting them out
-        # would cost more than it saves; compare every pair.
-        out[present] = _levels(data.comparison, _take(data.parsed, lo), _take(data.parsed, hi))
+        # would cost more than it saves; compare every pair. Identical strings are the best level
+        # without asking the comparator (a blocking pass on the field makes every pair identical).
+        levels = np.ones(lo.size, dtype=np.int8)
+        differ = lo != hi if data.comparison.method in SIMILARITY_METHODS else np.ones(lo.size, dtype=bool)
+        if differ.any():
+            levels[differ] = _levels(data.comparison, _take(data.parsed, lo[differ]), _take(data.parsed, hi[differ]))
+        out[present] = levels
         return out
     key = lo * (data.values.size + 1) + hi
     unique, inverse = np.unique(key, return_inverse=True)

@@ -72,6 +72,8 @@ class Linked:
     pass_pairs: list[dict[str, int | str]]
     rows: dict[str, int]
     stages: StageLog
+    #: per field, the rank of each node's value among the sorted distinct values (-1 if missing)
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _total_pairs(src: np.ndarray, link_type: str, records: np.ndarray) -> float:
@@ -230,7 +232,7 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
         pairs = _pairs_frame(nodes, comparisons, left[k], right[k], patterns.decode(pattern[k]),
                              scored.kept_weight, scored.kept_probability, scored.kept_accepted)
     return Linked(nodes, person, stage, node_probability, pairs, model, pass_pairs,
-                  dict(_rows(nodes)), stages)
+                  dict(_rows(nodes)), stages, codes)
 
 
 @dataclass
@@ -329,6 +331,12 @@ def _rows(nodes: Nodes) -> dict[str, int]:
 _POOL_FIELDS: list[FieldData] = []
 
 
+def _one_thread() -> None:
+    from linkcare.linkage import compare
+
+    compare.THREADS = 1
+
+
 def _compare_in_worker(args: tuple[np.ndarray, np.ndarray, PatternCodec]) -> np.ndarray:
     left, right, codec = args
     return codec.encode(compare_pairs(_POOL_FIELDS, left, right))
@@ -352,7 +360,8 @@ class _ComparePool:
         if self.indexer == "polars" and self.workers > 1 and "fork" in mp.get_all_start_methods():
             global _POOL_FIELDS
             _POOL_FIELDS = self.fields
-            self.executor = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"))
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"),
+                                                initializer=_one_thread)
         return self
 
     def __exit__(self, *exc: object) -> None:
