@@ -516,7 +516,7 @@ RISK_RULES = [
     ('[risk]\nfields = { birth_year = "yob" }', "risk.fields.birth_year: must name a field that a source maps; "
      "fields are: area, birth_year, nhs, sex"),
     ("[disclosure]\nthreshold = -1", "disclosure.threshold: must be a whole number of 0 or more, e.g. threshold = 8"),
-    ("[disclosure]\nrounding = 0", "disclosure.rounding: must be a whole number of 1 or more, e.g. rounding = 5"),
+    ("[disclosure]\nrounding = 0", "disclosure.rounding: must be a whole number above 0, e.g. rounding = 5"),
 ]
 
 

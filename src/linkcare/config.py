@@ -24,6 +24,7 @@ from linkcare.io.toml_tables import (
     did_you_mean,
     expect_choice,
     expect_text,
+    expect_whole,
     is_number,
     key_path,
     read_bytes,
@@ -465,11 +466,8 @@ def _check_events(
 def _check_positive_int(value: dict[str, Any], name: str, default: int, p: KeyProblems) -> int:
     if name not in value:
         return default
-    v = value[name]
-    if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-        return v
-    p.add(f"linkage.{name}", f"must be a whole number above 0, e.g. {name} = {default}")
-    return default
+    checked = expect_whole(value[name], f"linkage.{name}", 1, f"{name} = {default}", p)
+    return default if checked is None else checked
 
 
 def _check_linkage_options(value: dict[str, Any], base: Path, source_names: list[str],
@@ -489,11 +487,9 @@ def _check_linkage_options(value: dict[str, Any], base: Path, source_names: list
     out["max_pairs"] = _check_positive_int(value, "max_pairs", Linkage.max_pairs, p)
     out["chunk_pairs"] = _check_positive_int(value, "chunk_pairs", Linkage.chunk_pairs, p)
     if "seed" in value:
-        seed = value["seed"]
-        if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
+        seed = expect_whole(value["seed"], "linkage.seed", 0, "seed = 0", p)
+        if seed is not None:
             out["seed"] = seed
-        else:
-            p.add("linkage.seed", "must be a whole number of 0 or more, e.g. seed = 0")
     if "pairs_min_probability" in value:
         v = value["pairs_min_probability"]
         if is_number(v) and 0 <= v < 1:

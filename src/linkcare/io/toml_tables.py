@@ -131,6 +131,15 @@ def expect_text(value: Any, key: str, example: str, p: KeyProblems) -> str | Non
     return None
 
 
+def expect_whole(value: Any, key: str, minimum: int, example: str, p: KeyProblems) -> int | None:
+    """Return the value if it is a whole number of at least `minimum`, else record a problem and return None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+        return value
+    rule = "above 0" if minimum == 1 else f"of {minimum} or more"
+    p.add(key, f"must be a whole number {rule}, e.g. {example}")
+    return None
+
+
 def expect_choice(
     value: Any, key: str, choices: Sequence[str], what: str, p: KeyProblems
 ) -> str | None:
@@ -146,6 +155,7 @@ __all__ = [
     "did_you_mean",
     "expect_choice",
     "expect_text",
+    "expect_whole",
     "is_number",
     "key_path",
     "read_bytes",

@@ -11,7 +11,15 @@ from types import MappingProxyType
 from typing import Any
 
 from linkcare.disclosure import Disclosure
-from linkcare.io.toml_tables import KeyProblems, expect_choice, expect_text, is_number, key_path, type_name
+from linkcare.io.toml_tables import (
+    KeyProblems,
+    expect_choice,
+    expect_text,
+    expect_whole,
+    is_number,
+    key_path,
+    type_name,
+)
 
 RISK_MODELS = ("gradient_boosting", "logistic")
 DEMOGRAPHIC_FIELDS = ("birth_year", "birth_month", "sex", "area")
@@ -62,13 +70,6 @@ class RiskSettings:
                                       hash=False)
 
 
-def _positive_int(value: Any, key: str, example: str, p: KeyProblems) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    p.add(key, f"must be a whole number above 0, e.g. {example}")
-    return None
-
-
 def check_risk(value: Any, base: Path, source_kinds: Mapping[str, str], mapped: set[str],
                p: KeyProblems) -> RiskSettings:
     """Return the `[risk]` settings, recording every problem in `p`."""
@@ -80,7 +81,7 @@ def check_risk(value: Any, base: Path, source_kinds: Mapping[str, str], mapped: 
     p.unknown_keys(value, _RISK_KEYS, "risk")
     out: dict[str, Any] = {}
     if "horizon_days" in value:
-        horizon = _positive_int(value["horizon_days"], "risk.horizon_days", "horizon_days = 365", p)
+        horizon = expect_whole(value["horizon_days"], "risk.horizon_days", 1, "horizon_days = 365", p)
         if horizon is not None:
             out["horizon_days"] = horizon
     if "lookback_days" in value:
@@ -103,11 +104,9 @@ def check_risk(value: Any, base: Path, source_kinds: Mapping[str, str], mapped: 
     if "model" in value:
         out["model"] = expect_choice(value["model"], "risk.model", RISK_MODELS, "risk model", p) or RiskSettings.model
     if "seed" in value:
-        seed = value["seed"]
-        if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
+        seed = expect_whole(value["seed"], "risk.seed", 0, "seed = 0", p)
+        if seed is not None:
             out["seed"] = seed
-        else:
-            p.add("risk.seed", "must be a whole number of 0 or more, e.g. seed = 0")
     if "tiers" in value:
         tiers = _check_tiers(value["tiers"], p)
         if tiers is not None:
@@ -219,15 +218,11 @@ def check_disclosure(value: Any, p: KeyProblems) -> Disclosure:
         return Disclosure()
     p.unknown_keys(value, _DISCLOSURE_KEYS, "disclosure")
     out: dict[str, int] = {}
-    for key, example in (("threshold", "threshold = 8"), ("rounding", "rounding = 5")):
-        if key not in value:
-            continue
-        v = value[key]
-        if isinstance(v, int) and not isinstance(v, bool) and v >= (0 if key == "threshold" else 1):
-            out[key] = v
-        else:
-            low = "0 or more" if key == "threshold" else "1 or more"
-            p.add(f"disclosure.{key}", f"must be a whole number of {low}, e.g. {example}")
+    for key, minimum, example in (("threshold", 0, "threshold = 8"), ("rounding", 1, "rounding = 5")):
+        if key in value:
+            checked = expect_whole(value[key], f"disclosure.{key}", minimum, example, p)
+            if checked is not None:
+                out[key] = checked
     return Disclosure(**out)
 
 
