@@ -458,12 +458,31 @@ def test_match_model_weights_and_json_round_trip(tmp_path: Path) -> None:
                                            model.weights[0][2] + model.weights[1][3]])
     np.testing.assert_allclose(model.pattern_weights(levels), expected)
     model.save(tmp_path / "model.json")
+    write_link_manifest(tmp_path / "model.json")
     loaded = MatchModel.load(tmp_path / "model.json", MODEL_COMPARISONS)
     assert loaded.intercept == model.intercept
     for a, b in zip(loaded.weights, model.weights, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert loaded.m is not None and loaded.u is not None and model.u is not None
     np.testing.assert_array_equal(loaded.u[1], model.u[1])
+
+
+def write_link_manifest(model_path: Path) -> None:
+    """Write the manifest.json that `linkcare link` writes beside a model, with the model's checksum."""
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    (model_path.parent / "manifest.json").write_text(json.dumps({"model": {"sha256": digest}}))
+
+
+def test_match_model_load_refuses_a_model_without_its_manifest_or_changed_since(tmp_path: Path) -> None:
+    small_model().save(tmp_path / "model.json")
+    with pytest.raises(ConfigError, match="no manifest.json of `linkcare link` beside it lists this model"):
+        MatchModel.load(tmp_path / "model.json", MODEL_COMPARISONS)
+    write_link_manifest(tmp_path / "model.json")
+    data = json.loads((tmp_path / "model.json").read_text())
+    data["intercept"] += 1.0
+    (tmp_path / "model.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="its checksum does not match"):
+        MatchModel.load(tmp_path / "model.json", MODEL_COMPARISONS)
 
 
 @pytest.mark.parametrize(("content", "message"), [

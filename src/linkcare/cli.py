@@ -2,7 +2,8 @@
 
 Each command parses its options, calls one library function and prints a short summary. The
 group turns linkcare's own exceptions into `Error: ...` lines and exit codes (0 success, 1 the
-data or the run failed, 2 the command line or config is wrong) without a traceback.
+data or the run failed, 2 the command line or config is wrong, 3 the output is locked by another
+run) without a traceback.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class LinkcareGroup(click.Group):
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Link pseudonymised health and social care extracts, and stratify risk.
 
-    Exit codes: 0 success; 1 the data or the run failed; 2 the command line or config is wrong.
+    Exit codes: 0 success; 1 the data or the run failed; 2 the command line, config or a model is
+    wrong; 3 another run is writing the same output.
     """
     if verbose and quiet:
         raise click.UsageError("use -v or -q, not both")

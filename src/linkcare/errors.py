@@ -9,6 +9,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_DATA = 1
 EXIT_USAGE = 2
+EXIT_LOCKED = 3  # another run is writing the same output
 
 
 class LinkcareError(Exception):

@@ -238,5 +238,24 @@ class MatchModel:
             weights.append(w)
         m = [np.asarray(f["m"]) for f in data["fields"]] if all("m" in f for f in data["fields"]) else None
         u = [np.asarray(f["u"]) for f in data["fields"]] if all("u" in f for f in data["fields"]) else None
-        return cls(list(comparisons), float(data["intercept"]), weights, m, u, str(data.get("trained_by")),
-                   dict(data.get("training", {})))
+        model = cls(list(comparisons), float(data["intercept"]), weights, m, u, str(data.get("trained_by")),
+                    dict(data.get("training", {})))
+        _check_written_by_link(Path(path))
+        return model
+
+
+def _check_written_by_link(path: Path) -> None:
+    """Refuse a model file unless the manifest.json beside it (written with it by `linkcare link`)
+    holds its SHA-256: a model changed or made elsewhere is not loaded."""
+    import hashlib
+
+    manifest_path = path.parent / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        expected = manifest["model"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path}: no manifest.json of `linkcare link` beside it lists this model; reuse the "
+                          "model.json of a link output folder, as written") from None
+    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        raise ConfigError(f"{path}: its checksum does not match {manifest_path}; the file was changed after "
+                          "`linkcare link` wrote it, so it is refused; retrain without --model") from None

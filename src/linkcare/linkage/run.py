@@ -14,7 +14,7 @@ import polars as pl
 
 from linkcare import __version__, cohort
 from linkcare.config import Config, config_hash, load_config
-from linkcare.io.atomic import atomic_dir
+from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.linkage.pipeline import link
 from linkcare.log import get_logger
 
@@ -48,7 +48,13 @@ def file_sha256(path: Path) -> str:
 
 
 def run_link(config_path: Path, out: Path, model_path: Path | None = None, key: bytes | None = None) -> LinkSummary:
-    """Link the config's sources into people and write the cohort dataset into `out`."""
+    """Link the config's sources into people and write the cohort dataset into `out`, holding the
+    output's lock so that no other run writes it meanwhile."""
+    with output_lock(Path(out)):
+        return _run_link(config_path, out, model_path, key)
+
+
+def _run_link(config_path: Path, out: Path, model_path: Path | None, key: bytes | None) -> LinkSummary:
     started = time.perf_counter()
     config: Config = load_config(config_path)
     linked = link(config, model_path)

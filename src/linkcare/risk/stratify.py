@@ -18,7 +18,7 @@ import polars as pl
 from linkcare import __version__
 from linkcare.config import Config, config_hash
 from linkcare.errors import ConfigError
-from linkcare.io.atomic import atomic_dir
+from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.log import get_logger
 from linkcare.risk.config import Tier
 from linkcare.risk.features import build_features, open_cohort, spine_source
@@ -92,7 +92,7 @@ def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None
     index = as_of or config.reference_date
     cohort = open_cohort(cohort_dir)
     spine = spine_source(config)
-    with atomic_dir(Path(out)) as tmp:
+    with output_lock(Path(out)), atomic_dir(Path(out)) as tmp:
         if model_dir is None:
             log.info("no --model given: training on this cohort first (written to %s)", Path(out) / "model")
             (tmp / "model").mkdir()
@@ -100,6 +100,7 @@ def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None
             model = load_model(tmp / "model", config.risk.model)
         else:
             model = load_model(model_dir, config.risk.model)
+        log.info("building features as of %s…", index)
         features = build_features(config, cohort, index, model.windows)
         frame = features.frame
         missing = [f.name for f in model.features if f.name not in frame.columns]
@@ -107,6 +108,7 @@ def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None
             raise ConfigError(f"{model_dir}: the model uses features this config cannot build "
                               f"({', '.join(missing[:3])}); retrain it with this config")
         x = features.matrix(model.names)
+        log.info("scoring and explaining %s people…", f"{x.shape[0]:,}")
         risk, top, top_value = score(model, x)
         percentile, tier = assign_tiers(risk, config.risk.tiers)
         names = np.array(model.factors, dtype=object)
@@ -122,6 +124,7 @@ def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None
         for group in ("age_band", "sex", "ethnic_group", "deprivation_quintile"):
             columns[group] = frame[group]
         table = pl.DataFrame(columns).sort(["risk", "person_id"], descending=[True, False])
+        log.info("writing risk.parquet and the worklists…")
         table.write_parquet(tmp / "risk.parquet")
         practices = _write_worklists(table, tmp / "worklists", spine, config)
         tiers = (table.group_by("tier", "tier_rank").agg(pl.len().alias("people"), pl.col("risk").min().alias("from"),

@@ -24,7 +24,7 @@ from linkcare import __version__
 from linkcare.config import Config, config_hash
 from linkcare.disclosure import Disclosure
 from linkcare.errors import ConfigError, DataError
-from linkcare.io.atomic import atomic_dir
+from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.log import get_logger
 from linkcare.risk.features import (
     GROUPS,
@@ -102,7 +102,7 @@ def train_models(config: Config, cohort_dir: Path, out: Path, as_of: dt.date | N
     """Fit both risk models, evaluate them on the later period, and write them with their metrics
     and model card into `out`, whole or not at all."""
     started = time.perf_counter()
-    with atomic_dir(Path(out)) as tmp:
+    with output_lock(Path(out)), atomic_dir(Path(out)) as tmp:
         result = fit_and_write(config, cohort_dir, tmp, as_of, horizon)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return TrainResult(Path(out), result.fit_index, result.test_index, result.horizon_days, result.windows,
