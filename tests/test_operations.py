@@ -189,3 +189,76 @@ def test_no_log_message_or_report_holds_a_value_from_a_record(small_site: Path, 
     assert len(values) > 10_000
     leaked = sorted(v for v in values if v in everything)
     assert leaked == [], f"{len(leaked)} record value(s) in logs or reports"
+
+
+# --- bad input: one clear line, the documented exit code, the previous output untouched ------------------
+
+def _break(site: Path, case: str) -> None:
+    gp = site / "gp_registrations.csv"
+    text = gp.read_bytes()
+    header = text.split(b"\n", 1)[0]
+    if case == "missing file":
+        gp.unlink()
+    elif case == "empty file":
+        gp.write_bytes(b"")
+    elif case == "header without rows":
+        gp.write_bytes(header + b"\n")
+    elif case == "mapped column absent":
+        gp.write_bytes(text.replace(b"Birth_Year", b"BirthYear", 1))
+    elif case == "wrong delimiter":
+        gp.write_bytes(text.replace(b",", b";"))
+    elif case == "not UTF-8":
+        gp.write_bytes(text + b"P9,\xff\xfe,1950,1,M,E01,A1,2001-01-01,A,\n")
+    elif case == "truncated last line":
+        gp.write_bytes(text[:-20])
+    elif case == "repeated record ids":
+        lines = text.split(b"\n")
+        gp.write_bytes(b"\n".join([lines[0], lines[1], lines[1], lines[2], *lines[3:]]))
+    else:
+        config = site / "site.toml"
+        old, new = CONFIG_BREAKS[case]
+        config.write_text(config.read_text().replace(old, new, 1))
+
+
+CONFIG_BREAKS = {
+    "unknown config key": ("threshold = 0.95", "threshold = 0.95\nthreshhold = 1"),
+    "threshold outside (0, 1)": ("threshold = 0.95", "threshold = 1.5"),
+    "unknown comparison method": ('method = "exact"', 'method = "soundex"'),
+    "blocking field no source provides": ('["la_id"]', '["postcode"]'),
+}
+
+
+BAD_INPUTS = [
+    ("missing file", 1, "gp_registrations.csv: file not found; check the source's path (relative to the config)"),
+    ("empty file", 1, "gp_registrations.csv: is empty (0 bytes); the extract needs at least a header row"),
+    ("header without rows", 1, "gp_registrations.csv: has a header but no rows; the extract is empty: export it again"),
+    ("mapped column absent", 1, "fields.birth_year: column 'Birth_Year' not found in"),
+    ("wrong delimiter", 1, "the header has one column but looks delimited by ';'; the delimiter seems wrong"),
+    ("not UTF-8", 1, "gp_registrations.csv: 1 line(s) are not UTF-8 text (the first is line 1502); re-export"),
+    ("truncated last line", 1, "the last line is cut short (7 of 10 columns, no line end); the file looks truncated: "
+     "1 row affected"),
+    ("repeated record ids", 1, "gp_registrations.csv: column Patient_ID: 1 row(s) repeat a record id already used"),
+    ("unknown config key", 2, "site.toml: linkage.threshhold: unknown key; did you mean 'threshold'?"),
+    ("threshold outside (0, 1)", 2, "site.toml: linkage.threshold: 1.5 is not strictly between 0 and 1"),
+    ("unknown comparison method", 2, "site.toml: linkage.comparisons[0].method: 'soundex' is not a comparison method"),
+    ("blocking field no source provides", 2, "site.toml: linkage.blocking[1][0]: no source maps field 'postcode'"),
+]
+
+
+@pytest.mark.parametrize(("case", "code", "message"), BAD_INPUTS, ids=[c for c, _, _ in BAD_INPUTS])
+def test_bad_input_gets_one_clear_error_and_leaves_the_previous_output(small_site: Path, linked_once: Path,
+                                                                       tmp_path: Path, case: str, code: int,
+                                                                       message: str) -> None:
+    site = tmp_path / "site"
+    os.system(f"cp -a '{small_site}' '{site}'")
+    out = tmp_path / "cohort"
+    os.system(f"cp -a '{linked_once}' '{out}'")
+    before = _digests(out)
+    _break(site, case)
+    result = CliRunner().invoke(cli, ["-q", "link", str(site / "site.toml"), "--out", str(out)])
+    assert result.exit_code == code, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert "Traceback" not in result.output
+    assert _digests(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -89,4 +89,33 @@ def _parquet_columns(path: Path) -> list[str]:
                         'check the file, or set format = "csv" if it is CSV') from None
 
 
-__all__ = ["MAX_HEADER_BYTES", "read_header"]
+def check_last_line(path: Path, delimiter: str, n_columns: int) -> None:
+    """Raise DataError if a CSV file ends in a line that is cut short: no line end, and fewer
+    fields than the header (a transfer or export that stopped part-way)."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - (1 << 16)))
+        tail = fh.read()
+    if not tail or tail.endswith(b"\n"):
+        return
+    last = tail.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
+    fields = next(csv.reader([last], delimiter=delimiter, strict=False), [])
+    if len(fields) < n_columns:
+        raise DataError(f"{path}: the last line is cut short ({len(fields)} of {n_columns} columns, no line end); "
+                        "the file looks truncated: 1 row affected; export it again")
+
+
+def count_non_utf8_lines(path: Path) -> tuple[int, int]:
+    """Return how many lines of a file are not UTF-8, and the number of the first (from 1; 0 if none)."""
+    bad, first = 0, 0
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                bad += 1
+                first = first or number
+    return bad, first
+
+
+__all__ = ["MAX_HEADER_BYTES", "check_last_line", "count_non_utf8_lines", "read_header"]

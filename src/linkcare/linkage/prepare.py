@@ -14,16 +14,24 @@ import numpy as np
 import polars as pl
 
 from linkcare.config import Config, FieldSpec, Source
-from linkcare.errors import DataError
-from linkcare.io.extracts import read_header
+from linkcare.errors import DataError, ProblemList
+from linkcare.io.extracts import check_last_line, count_non_utf8_lines, read_header
 
 
 def scan_source(source: Source) -> pl.LazyFrame:
-    """Return a lazy frame over a source's extract with every column read as a string."""
-    read_header(source)  # clear errors for missing, empty, mis-delimited or non-UTF-8 files
+    """Return a lazy frame over a source's extract with every column read as a string, after
+    checking the file: clear errors for a missing, empty, mis-delimited, non-UTF-8 or truncated
+    file, and for every mapped column its header lacks."""
+    from linkcare.validate import check_columns
+
+    header = read_header(source)
+    missing, _ = check_columns(source, header)
+    if missing:
+        raise ProblemList(list(missing))
     if source.format == "parquet":
         lf = pl.scan_parquet(source.path)
         return lf.with_columns(pl.all().cast(pl.String))
+    check_last_line(source.path, source.delimiter, len(header))
     return pl.scan_csv(source.path, separator=source.delimiter, infer_schema=False, encoding="utf8")
 
 
@@ -58,6 +66,17 @@ def field_expr(spec: FieldSpec, method: str | None = None) -> pl.Expr:
     return pl.when(text.str.contains(r"^\d+$")).then(text.str.replace(r"^0+(\d)", "$1")).otherwise(text)
 
 
+def _unreadable(source: Source, exc: Exception) -> DataError:
+    """Return the error for an extract polars could not read: bad bytes counted by line, else the kind."""
+    if source.format == "csv":
+        bad, first = count_non_utf8_lines(source.path)
+        if bad:
+            return DataError(f"{source.path}: {bad} line(s) are not UTF-8 text (the first is line {first}); "
+                             "re-export the extract as UTF-8")
+    return DataError(f"{source.path}: cannot be read as {source.format} ({type(exc).__name__}); "
+                     "check that every row has the header's columns")
+
+
 @dataclass(frozen=True)
 class Records:
     """Standardised linkage fields of every record of every source."""
@@ -87,10 +106,10 @@ def read_records(config: Config) -> Records:
                          else pl.lit(None, pl.String).alias(name))
         try:
             frame = lf.select(exprs).collect()
-        except pl.exceptions.ColumnNotFoundError:
-            raise DataError(f"{source.path}: a mapped column is missing; run `linkcare validate` for details") from None
         except pl.exceptions.ComputeError as exc:
-            raise DataError(f"{source.path}: cannot be read as {source.format} ({type(exc).__name__})") from None
+            raise _unreadable(source, exc) from None
+        if frame.height == 0:
+            raise DataError(f"{source.path}: has a header but no rows; the extract is empty: export it again")
         missing_ids = frame["record_id"].null_count()
         if missing_ids:
             raise DataError(f"{source.path}: column {source.id}: {missing_ids} row(s) have no record id")
