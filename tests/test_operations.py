@@ -262,3 +262,24 @@ def test_bad_input_gets_one_clear_error_and_leaves_the_previous_output(small_sit
     assert "Traceback" not in result.output
     assert _digests(out) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_extracts_pseudonymised_with_different_keys_are_caught(small_site: Path, linked_once: Path,
+                                                               tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    os.system(f"cp -a '{small_site}' '{site}'")
+    out = tmp_path / "cohort"
+    os.system(f"cp -a '{linked_once}' '{out}'")
+    before = _digests(out)
+    # The hospital extract's tokens made with another key: the same people, none of the same tokens.
+    apc = pl.read_csv(site / "apc.csv", infer_schema=False)
+    apc = apc.with_columns(pl.col("Pseudo_NHS_Number").map_elements(
+        lambda t: hashlib.sha256(b"another key" + t.encode()).hexdigest()[:32], return_dtype=pl.String))
+    apc.write_csv(site / "apc.csv")
+    result = CliRunner().invoke(cli, ["-q", "link", str(site / "site.toml"), "--out", str(out)])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("Error: sources 'ae' and 'apc' share 0.0% of their nhs tokens while")
+    assert "probably pseudonymised with different keys" in errors[0]
+    assert _digests(out) == before

@@ -32,7 +32,7 @@ from linkcare.linkage.blocking import (
 from linkcare.linkage.cluster import components, one_to_one
 from linkcare.linkage.compare import FieldData, compare_pairs, compare_pairs_recordlinkage, field_data, n_levels
 from linkcare.linkage.model import MatchModel, PatternCodec, PatternCounts
-from linkcare.linkage.prepare import Nodes, read_records, reduce_records
+from linkcare.linkage.prepare import Nodes, check_pseudonymisation_keys, read_records, reduce_records
 from linkcare.linkage.train import Sessions, estimate_u, fit_fellegi_sunter, fit_recordlinkage
 from linkcare.log import get_logger
 
@@ -116,6 +116,7 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
         records = read_records(config)
     with stages.stage("reduce to distinct identifiers"):
         nodes = reduce_records(records)
+        check_pseudonymisation_keys(nodes)
         codes = encode_fields(nodes.frame, nodes.fields)
         src = source_codes(nodes.frame)
         log.info("%s records reduce to %s distinct identifier tuples", f"{records.frame.height:,}", f"{nodes.n:,}")

@@ -155,6 +155,43 @@ def reduce_records(records: Records) -> Nodes:
     return Nodes(grouped.drop("record_ids"), record_node, records.fields)
 
 
+#: Two sources whose NHS tokens overlap less than this while their other identifiers overlap more than
+#: KEY_CHECK_DEMOGRAPHIC_OVERLAP were almost surely pseudonymised with different keys.
+KEY_CHECK_TOKEN_OVERLAP = 0.05
+KEY_CHECK_DEMOGRAPHIC_OVERLAP = 0.5
+KEY_CHECK_MIN_TOKENS = 100
+
+
+def check_pseudonymisation_keys(nodes: Nodes, token: str = "nhs") -> None:
+    """Raise DataError if two sources share almost no NHS tokens while the other identifiers they both
+    hold overlap heavily: their extracts were probably pseudonymised with different keys."""
+    if token not in nodes.fields:
+        return
+    parts = nodes.frame.partition_by("source", as_dict=True)
+    by_source = {str(key[0]): part for key, part in sorted(parts.items(), key=lambda kv: str(kv[0][0]))}
+    tokens = {s: part[token].drop_nulls().unique() for s, part in by_source.items()}
+    held = {s: [f for f in nodes.fields if f != token and part[f].null_count() < part.height]
+            for s, part in by_source.items()}
+    names = list(by_source)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            smaller = min(tokens[a].len(), tokens[b].len())
+            shared = [f for f in held[a] if f in held[b]]
+            if smaller < KEY_CHECK_MIN_TOKENS or len(shared) < 2:
+                continue
+            token_overlap = int(tokens[b].is_in(tokens[a].implode()).sum()) / smaller
+            if token_overlap >= KEY_CHECK_TOKEN_OVERLAP:
+                continue
+            demo_a = by_source[a].select(shared).drop_nulls().unique()
+            demo_b = by_source[b].select(shared).drop_nulls().unique()
+            demo_overlap = demo_b.join(demo_a, on=shared, how="semi").height / max(min(demo_a.height, demo_b.height), 1)
+            if demo_overlap > KEY_CHECK_DEMOGRAPHIC_OVERLAP:
+                raise DataError(
+                    f"sources {a!r} and {b!r} share {token_overlap:.1%} of their {token} tokens while "
+                    f"{demo_overlap:.0%} of their {', '.join(shared)} combinations match: the extracts were "
+                    "probably pseudonymised with different keys; pseudonymise both with the same key")
+
+
 def dense_codes(values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """Return a code per row (the rank of its value among the sorted distinct values; -1 where
     missing) and the distinct values themselves."""
