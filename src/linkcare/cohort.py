@@ -11,7 +11,7 @@ import polars as pl
 from linkcare.config import Config, Source
 from linkcare.linkage.cluster import person_ids
 from linkcare.linkage.pipeline import Linked
-from linkcare.linkage.prepare import dense_codes, scan_source
+from linkcare.linkage.prepare import scan_source
 from linkcare.sources.kinds import match_columns
 
 EMERGENCY_METHODS = ("21", "22", "23", "24", "25", "2A", "2B", "2C", "2D", "28")
@@ -100,12 +100,9 @@ def persons(linked: Linked, per_node: pl.DataFrame) -> pl.DataFrame:
         mine = (source == s).to_numpy()
         data[f"records_{s}"] = np.bincount(cluster[mine], weights=records[mine], minlength=n_clusters).astype(np.int64)
     for name in nodes.fields:
-        if name in linked.codes:  # ranks among the sorted distinct values, as the link stage coded them
-            code, values = linked.codes[name], nodes.frame[name].drop_nulls().unique().sort()
-        else:
-            code, distinct = dense_codes(nodes.frame[name])
-            values = pl.Series(name, distinct, dtype=nodes.frame[name].dtype)
-        mode = _weighted_mode(cluster, code, records, n_clusters)
+        # The link stage's codes are ranks among the sorted distinct values, so these are their values.
+        values = nodes.frame[name].drop_nulls().unique().sort()
+        mode = _weighted_mode(cluster, linked.codes[name], records, n_clusters)
         data[name] = pl.Series(name, [None] * n_clusters, dtype=values.dtype) if values.len() == 0 else (
             values.gather(np.maximum(mode, 0)).scatter(np.nonzero(mode < 0)[0], None))
     return pl.DataFrame(data).sort("person_id")

@@ -21,6 +21,7 @@ import numpy as np
 from linkcare import __version__
 from linkcare.config import Comparison
 from linkcare.errors import ConfigError
+from linkcare.io.checksum import check_written_by
 from linkcare.linkage.compare import level_names, n_levels
 
 MODEL_FORMAT = "linkcare-linkage-model"
@@ -218,7 +219,8 @@ class MatchModel:
     def load(cls, path: Path, comparisons: list[Comparison]) -> MatchModel:
         """Return a saved model, refusing one that does not fit the config's comparisons."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            raw = Path(path).read_bytes()
+            data = json.loads(raw.decode("utf-8"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the model ({exc.strerror})") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -240,22 +242,12 @@ class MatchModel:
         u = [np.asarray(f["u"]) for f in data["fields"]] if all("u" in f for f in data["fields"]) else None
         model = cls(list(comparisons), float(data["intercept"]), weights, m, u, str(data.get("trained_by")),
                     dict(data.get("training", {})))
-        _check_written_by_link(Path(path))
+        # Only a model written by `linkcare link` is used: the manifest beside it holds its checksum.
+        manifest_path = Path(path).parent / "manifest.json"
+        try:
+            expected = json.loads(manifest_path.read_text(encoding="utf-8"))["model"]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"{path}: no manifest.json of `linkcare link` beside it lists this model; reuse the "
+                              "model.json of a link output folder, as written") from None
+        check_written_by(Path(path), raw, expected, manifest_path, "link", "retrain without --model")
         return model
-
-
-def _check_written_by_link(path: Path) -> None:
-    """Refuse a model file unless the manifest.json beside it (written with it by `linkcare link`)
-    holds its SHA-256: a model changed or made elsewhere is not loaded."""
-    import hashlib
-
-    manifest_path = path.parent / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        expected = manifest["model"]["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(f"{path}: no manifest.json of `linkcare link` beside it lists this model; reuse the "
-                          "model.json of a link output folder, as written") from None
-    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
-        raise ConfigError(f"{path}: its checksum does not match {manifest_path}; the file was changed after "
-                          "`linkcare link` wrote it, so it is refused; retrain without --model") from None

@@ -72,8 +72,7 @@ class Linked:
     pass_pairs: list[dict[str, int | str]]
     rows: dict[str, int]
     stages: StageLog
-    #: per field, the rank of each node's value among the sorted distinct values (-1 if missing)
-    codes: dict[str, np.ndarray] = field(default_factory=dict)
+    codes: dict[str, np.ndarray]  # per field, the rank of each node's value among its sorted values (-1 missing)
 
 
 def _total_pairs(src: np.ndarray, link_type: str, records: np.ndarray) -> float:

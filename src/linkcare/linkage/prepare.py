@@ -16,14 +16,13 @@ import polars as pl
 from linkcare.config import Config, FieldSpec, Source
 from linkcare.errors import DataError, ProblemList
 from linkcare.io.extracts import check_last_line, count_non_utf8_lines, read_header
+from linkcare.validate import check_columns
 
 
 def scan_source(source: Source) -> pl.LazyFrame:
     """Return a lazy frame over a source's extract with every column read as a string, after
     checking the file: clear errors for a missing, empty, mis-delimited, non-UTF-8 or truncated
     file, and for every mapped column its header lacks."""
-    from linkcare.validate import check_columns
-
     header = read_header(source)
     missing, _ = check_columns(source, header)
     if missing:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import resource
 import time
@@ -15,6 +14,7 @@ import polars as pl
 from linkcare import __version__, cohort
 from linkcare.config import Config, config_hash, load_config
 from linkcare.io.atomic import atomic_dir, output_lock
+from linkcare.io.checksum import file_sha256
 from linkcare.linkage.pipeline import link
 from linkcare.log import get_logger
 
@@ -36,15 +36,6 @@ class LinkSummary:
     model: str
     seconds: float
     peak_mib: float
-
-
-def file_sha256(path: Path) -> str:
-    """Return the SHA-256 of a file, read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_link(config_path: Path, out: Path, model_path: Path | None = None, key: bytes | None = None) -> LinkSummary:

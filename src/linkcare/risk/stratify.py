@@ -19,11 +19,12 @@ from linkcare import __version__
 from linkcare.config import Config, config_hash
 from linkcare.errors import ConfigError
 from linkcare.io.atomic import atomic_dir, output_lock
+from linkcare.io.checksum import file_sha256
 from linkcare.log import get_logger
 from linkcare.risk.config import Tier
 from linkcare.risk.features import build_features, open_cohort, spine_source
 from linkcare.risk.model import RiskModel
-from linkcare.risk.train import fit_and_write, load_model, sha256
+from linkcare.risk.train import fit_and_write, load_model
 
 log = get_logger("risk")
 TOP_FACTORS = 3
@@ -132,12 +133,13 @@ def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None
         manifest = {
             "linkcare_version": __version__, "command": "stratify", "index_date": index.isoformat(),
             "config": {"path": config.path.name, "sha256": config_hash(config.path)},
-            "cohort": {"folder": Path(cohort_dir).name, "events_sha256": sha256(Path(cohort_dir) / "events.parquet")},
+            "cohort": {"folder": Path(cohort_dir).name,
+                       "events_sha256": file_sha256(Path(cohort_dir) / "events.parquet")},
             "model": {"kind": model.kind, "folder": "model" if model_dir is None else Path(model_dir).name,
                       "trained_here": model_dir is None, "fitted": model.fitted},
             "people": table.height, "practices": practices,
             "tiers": [{"tier": r["tier"], "people": config.disclosure.value(r["people"])} for r in tiers.to_dicts()],
-            "outputs": {"risk.parquet": sha256(tmp / "risk.parquet")},
+            "outputs": {"risk.parquet": file_sha256(tmp / "risk.parquet")},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

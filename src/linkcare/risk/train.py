@@ -8,8 +8,8 @@ than the fitting period, as it will be when the model scores people at the refer
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import hashlib
 import json
 import resource
 import time
@@ -25,7 +25,9 @@ from linkcare.config import Config, config_hash
 from linkcare.disclosure import Disclosure
 from linkcare.errors import ConfigError, DataError
 from linkcare.io.atomic import atomic_dir, output_lock
+from linkcare.io.checksum import check_written_by, file_sha256
 from linkcare.log import get_logger
+from linkcare.risk.card import model_card
 from linkcare.risk.features import (
     GROUPS,
     FeatureSet,
@@ -57,11 +59,6 @@ class TrainResult:
     metrics: dict[str, Any]
     seconds: float
     peak_mib: float
-
-
-def sha256(path: Path) -> str:
-    """Return the SHA-256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _dates(config: Config, as_of: dt.date | None, horizon: int | None) -> tuple[dt.date, dt.date, int]:
@@ -101,12 +98,9 @@ def train_models(config: Config, cohort_dir: Path, out: Path, as_of: dt.date | N
                  horizon: int | None = None) -> TrainResult:
     """Fit both risk models, evaluate them on the later period, and write them with their metrics
     and model card into `out`, whole or not at all."""
-    started = time.perf_counter()
     with output_lock(Path(out)), atomic_dir(Path(out)) as tmp:
         result = fit_and_write(config, cohort_dir, tmp, as_of, horizon)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return TrainResult(Path(out), result.fit_index, result.test_index, result.horizon_days, result.windows,
-                       result.default_model, result.metrics, time.perf_counter() - started, peak)
+    return dataclasses.replace(result, out=Path(out))
 
 
 def fit_and_write(config: Config, cohort_dir: Path, folder: Path, as_of: dt.date | None = None,
@@ -179,16 +173,14 @@ def fit_and_write(config: Config, cohort_dir: Path, folder: Path, as_of: dt.date
     for kind, model in models.items():
         (folder / f"{kind}.json").write_text(json.dumps(model.to_json()) + "\n", encoding="utf-8")
     (folder / "metrics.json").write_text(json.dumps(published, indent=2) + "\n", encoding="utf-8")
-    from linkcare.risk.card import model_card
-
     (folder / "model_card.md").write_text(model_card(config, published, models[default]), encoding="utf-8")
     manifest = {
         "linkcare_version": __version__, "command": "train",
         "config": {"path": config.path.name, "sha256": config_hash(config.path)},
         "cohort": {"folder": Path(cohort_dir).name,
-                   "events_sha256": sha256(Path(cohort_dir) / "events.parquet")},
+                   "events_sha256": file_sha256(Path(cohort_dir) / "events.parquet")},
         "default_model": default,
-        "models": {kind: {"file": f"{kind}.json", "sha256": sha256(folder / f"{kind}.json")} for kind in models},
+        "models": {kind: {"file": f"{kind}.json", "sha256": file_sha256(folder / f"{kind}.json")} for kind in models},
         "feature_groups": list(GROUPS),
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -220,9 +212,7 @@ def load_model(folder: Path, kind: str | None = None) -> RiskModel:
         raw = path.read_bytes()
     except OSError:
         raise ConfigError(f"{path}: cannot be read; retrain with `linkcare train`") from None
-    if hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
-        raise ConfigError(f"{path}: its checksum does not match {manifest_path.name}; the file was changed after "
-                          "`linkcare train` wrote it, so it is refused; retrain")
+    check_written_by(path, raw, entry.get("sha256"), manifest_path, "train", "retrain")
     try:
         return RiskModel.from_json(json.loads(raw.decode("utf-8")))
     except (UnicodeDecodeError, json.JSONDecodeError):
