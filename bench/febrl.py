@@ -97,7 +97,9 @@ def febrl_config(a_name: str, b_name: str, blocking: tuple[tuple[str, ...], ...]
     """Return a linkcare config (TOML text) linking two FEBRL-style CSV files that sit beside it."""
     def source(name: str, path: str) -> str:
         fields = "\n".join(
-            f'{f} = {{ column = "{f}", format = "%Y%m%d" }}' if f == "date_of_birth" else f'{f} = "{f}"'
+            # FEBRL's corrupted dates are typos in a right record: missing values, not rejected rows
+            f'{f} = {{ column = "{f}", format = "%Y%m%d", invalid = "missing" }}' if f == "date_of_birth"
+            else f'{f} = "{f}"'
             for f in FIELDS)
         return (f'[[sources]]\nname = "{name}"\npath = "{path}"\nid = "rec_id"\nkind = "other"\n'
                 f"[sources.fields]\n{fields}\n")

@@ -279,12 +279,12 @@ def test_link_only_needs_two_sources(site: Path) -> None:
     ("where", "typo", "message"),
     [
         ('version = 1', 'version = 1\nrefrence = 1', "refrence: unknown key; did you mean "
-         "'reference_date'? allowed keys: version, reference_date, sources, linkage, risk, disclosure"),
+         "'reference_date'? allowed keys: version, reference_date, sources, linkage, risk, disclosure, validation"),
         ('id = "Patient_ID"', 'idd = "Patient_ID"\nid = "Patient_ID"', "sources[0].idd: unknown "
          "key; did you mean 'id'? allowed keys: name, path, format, id, kind, delimiter, fields, "
          "events"),
         ('part = "year"', 'part = "year", colum = "x"', "sources[1].fields.birth_year.colum: "
-         "unknown key; did you mean 'column'? allowed keys: column, format, part, values"),
+         "unknown key; did you mean 'column'? allowed keys: column, format, part, values, pattern, invalid"),
         ("threshold = 0.9", "threshold = 0.9\nthresold = 0.8", "linkage.thresold: unknown key; "
          "did you mean 'threshold'? allowed keys: link_type, threshold, deterministic, "
          "blocking, comparisons, model, labels, max_pairs, one_to_one, indexer, seed, chunk_pairs, "
@@ -293,7 +293,7 @@ def test_link_only_needs_two_sources(site: Path) -> None:
          "term_freq: unknown key; did you mean 'term_frequency'? allowed keys: field, method, "
          "levels, term_frequency"),
         ('version = 1', 'version = 1\nzzz = 1', "zzz: unknown key; allowed keys: version, "
-         "reference_date, sources, linkage, risk, disclosure"),
+         "reference_date, sources, linkage, risk, disclosure, validation"),
     ],
 )
 def test_unknown_key_suggests_the_closest(site: Path, where: str, typo: str, message: str) -> None:

@@ -181,22 +181,29 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
               help="Reuse a model.json from an earlier run instead of training a new one.")
 @click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Secret key for person IDs (default: linkcare's fixed key).")
-def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None) -> None:
+@click.option("--previous", "previous", type=click.Path(path_type=Path, file_okay=False),
+              help="Output folder of an earlier run: people keep its person IDs (see lineage.parquet). "
+                   "May be the same folder as --out.")
+@click.option("--strict", is_flag=True, help="Stop if any row fails the row checks, instead of setting "
+                                               "it aside in rejects/.")
+def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None, previous: Path | None,
+         strict: bool) -> None:
     """Link every source in CONFIG into people and write the cohort dataset to --out.
 
     Writes person_index.parquet, persons.parquet, events.parquet, pairs.parquet, model.json and
-    manifest.json, all at once or not at all, and prints records and linked share per source,
+    manifest.json (with --previous, lineage.parquet; with rejected rows, rejects/<source>.parquet),
+    all at once or not at all, and prints records, rejected rows and linked share per source,
     pairs per blocking pass, and time and peak memory per stage.
     """
-    from linkcare.linkage.run import run_link
+    from linkcare.linkage.run import LinkOptions, run_link
     from linkcare.pseudonymise import read_key
 
     key = read_key(key_file=key_file) if key_file is not None else None
-    summary = run_link(config, out, model_path, key)
-    rows: list[tuple[str, ...]] = [("source", "records", "linked", "deterministic", "probabilistic")]
+    summary = run_link(config, out, LinkOptions(model_path, key, previous, strict))
+    rows: list[tuple[str, ...]] = [("source", "records", "rejected", "linked", "deterministic", "probabilistic")]
     for s in summary.sources:
-        rows.append((str(s["source"]), f"{s['records']:,}", f"{s['linked_share']:.1%}", f"{s['deterministic']:,}",
-                     f"{s['probabilistic']:,}"))
+        rows.append((str(s["source"]), f"{s['records']:,}", f"{s['rejected']:,}", f"{s['linked_share']:.1%}",
+                     f"{s['deterministic']:,}", f"{s['probabilistic']:,}"))
     _table(rows)
     click.echo()
     rows = [("candidate pass", "pairs", "new pairs")]
@@ -209,6 +216,9 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
     click.echo()
     click.echo(f"{summary.persons:,} people; {summary.pairs_accepted:,} of {summary.pairs_scored:,} scored pairs "
                f"accepted; model: {summary.model}; {summary.seconds:.1f} s, peak {summary.peak_mib:.0f} MiB")
+    if summary.lineage is not None:
+        changes = ", ".join(f"{summary.lineage.get(c, 0):,} {c}" for c in ("kept", "new", "merged", "split", "gone"))
+        click.echo(f"person IDs carried over from --previous: {changes} (see lineage.parquet)")
     click.echo(f"Cohort dataset written to {summary.out}")
 
 

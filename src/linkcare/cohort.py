@@ -10,8 +10,10 @@ import polars as pl
 
 from linkcare.config import Config, Source
 from linkcare.linkage.cluster import person_ids
+from linkcare.linkage.lineage import carry_over
 from linkcare.linkage.pipeline import Linked
 from linkcare.linkage.prepare import scan_source
+from linkcare.linkage.rejects import parse_date
 from linkcare.sources.kinds import match_columns
 
 EMERGENCY_METHODS = ("21", "22", "23", "24", "25", "2A", "2B", "2C", "2D", "28")
@@ -28,16 +30,13 @@ EVENT_COLUMNS: dict[str, pl.DataType] = {
 DATE_KEYS = {"start_date", "end_date", "registration_date", "death_date"}
 
 
-def parse_date(expr: pl.Expr) -> pl.Expr:
-    """Return dates read as YYYY-MM-DD or YYYYMMDD (anything else is null)."""
-    s = expr.cast(pl.String).str.strip_chars()
-    return s.str.to_date("%Y-%m-%d", strict=False).fill_null(s.str.to_date("%Y%m%d", strict=False))
+def node_persons(linked: Linked, key: bytes,
+                 previous: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Return per node its person_id, stage and probability (work done per node, not per record),
+    and, given a previous run's person index, the lineage table (else None).
 
-
-def node_persons(linked: Linked, key: bytes) -> pl.DataFrame:
-    """Return per node its person_id, stage and probability (work done per node, not per record).
-
-    The person ID is a keyed hash of the person's smallest source/record key.
+    The person ID is a keyed hash of the person's smallest source/record key; with a previous run,
+    people carry their IDs over as linkcare.linkage.lineage describes.
     """
     nodes = linked.nodes
     per_node = pl.DataFrame({
@@ -46,13 +45,19 @@ def node_persons(linked: Linked, key: bytes) -> pl.DataFrame:
         "anchor": nodes.frame.select(pl.concat_str([pl.col("source"), pl.lit("/"), pl.col("first_id")])).to_series(),
     })
     anchors = per_node.group_by("cluster").agg(pl.col("anchor").min()).sort("cluster")
-    anchors = anchors.with_columns(person_ids(anchors["anchor"], key))
-    per_node = per_node.join(anchors.select("cluster", "person_id"), on="cluster", how="left").drop("anchor")
+    lineage = None
+    if previous is None:
+        ids = anchors.with_columns(person_ids(anchors["anchor"], key)).select("cluster", "person_id")
+    else:
+        records = nodes.record_node.join(per_node.select("node", "cluster"), on="node", how="left")
+        ids, lineage = carry_over(records.select("source", "record_id", "cluster"), anchors, previous, key)
+    per_node = per_node.join(ids, on="cluster", how="left").drop("anchor").sort("node")
     if "nhs" in nodes.fields:
         per_node = per_node.with_columns(has_nhs=nodes.frame["nhs"].is_not_null())
-    return per_node.with_columns(
+    per_node = per_node.with_columns(
         pl.when(pl.col("match_stage") == "unlinked").then(None).otherwise(pl.col("match_probability"))
         .alias("match_probability"))
+    return per_node, lineage
 
 
 def person_index(linked: Linked, per_node: pl.DataFrame) -> pl.DataFrame:
@@ -151,7 +156,7 @@ def _source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:
         frame = frame.with_columns(pl.concat_str([pl.lit("social_care_"), etype]).alias("event_type"))
     frame = frame.with_columns(pl.lit(source.name).alias("source"))
     ids = index.filter(pl.col("source") == source.name).select("record_id", "person_id")
-    frame = frame.join(ids, on="record_id", how="left")
+    frame = frame.join(ids, on="record_id", how="inner")  # rejected rows have no person
     return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
                          for c, t in EVENT_COLUMNS.items()])
 

@@ -27,6 +27,7 @@ from linkcare.io.toml_tables import (
     expect_whole,
     is_number,
     key_path,
+    open_table,
     read_bytes,
     read_toml,
     show_value,
@@ -42,9 +43,11 @@ METHODS = ("exact", "jaro_winkler", "levenshtein", "date", "numeric", "dice")
 DATE_PARTS = ("year", "month", "day")
 DEFAULT_THRESHOLD = 0.95
 
-_TOP_KEYS = ("version", "reference_date", "sources", "linkage", "risk", "disclosure")
+_TOP_KEYS = ("version", "reference_date", "sources", "linkage", "risk", "disclosure", "validation")
 _SOURCE_KEYS = ("name", "path", "format", "id", "kind", "delimiter", "fields", "events")
-_FIELD_KEYS = ("column", "format", "part", "values")
+_FIELD_KEYS = ("column", "format", "part", "values", "pattern", "invalid")
+INVALID_ACTIONS = ("reject", "missing")
+_VALIDATION_KEYS = ("max_reject_share", "min_birth_year")
 _LINKAGE_KEYS = ("link_type", "threshold", "deterministic", "blocking", "comparisons", "model", "labels",
                  "max_pairs", "one_to_one", "indexer", "seed", "chunk_pairs", "pairs_min_probability",
                  "sorted_neighbourhood")
@@ -74,6 +77,21 @@ class FieldSpec:
     format: str | None = None
     part: str | None = None
     values: Mapping[str, str] | None = field(default=None, hash=False)
+    #: A regular expression every non-empty value must match (after trimming spaces).
+    pattern: str | None = None
+    #: What a value failing the row checks does to its row: "reject" it (to the rejects file), or
+    #: keep the row and treat the value as "missing".
+    invalid: str = "reject"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Row checks: how many rows may be rejected before a run fails, and which birth years are real."""
+
+    #: A source with more than this share of its rows rejected stops the run.
+    max_reject_share: float = 0.01
+    #: Birth years before this (or after the reference date's year) are out of range.
+    min_birth_year: int = 1900
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,7 @@ class Config:
     linkage: Linkage
     risk: RiskSettings = field(default_factory=RiskSettings)
     disclosure: Disclosure = field(default_factory=Disclosure)
+    validation: Validation = field(default_factory=Validation)
 
 
 @dataclass(frozen=True)
@@ -190,11 +209,12 @@ def check_config(config_path: str | Path) -> ConfigCheck:
     kinds = {d.source.name: d.source.kind for d in drafts if d.source is not None}
     risk = check_risk(data.get("risk"), base, kinds, mapped, problems)
     disclosure = check_disclosure(data.get("disclosure"), problems)
+    validation = _check_validation(data.get("validation"), problems)
 
     sources = tuple(d.source for d in drafts if d.source is not None)
     config = None
     if not problems.items and version is not None and reference_date is not None:
-        config = Config(path.resolve(), version, reference_date, sources, linkage, risk, disclosure)
+        config = Config(path.resolve(), version, reference_date, sources, linkage, risk, disclosure, validation)
     return ConfigCheck(path, config, sources, tuple(problems.items))
 
 
@@ -390,9 +410,46 @@ def _check_field_spec(spec: Any, key: str, p: KeyProblems) -> FieldSpec | None:
     values = None
     if "values" in spec:
         values = _check_values(spec["values"], f"{key}.values", p)
+    pattern = None
+    if "pattern" in spec:
+        pattern = _check_pattern(spec["pattern"], f"{key}.pattern", p)
+    invalid = "reject"
+    if "invalid" in spec:
+        invalid = expect_choice(spec["invalid"], f"{key}.invalid", INVALID_ACTIONS, "choice", p) or invalid
     if len(p.items) > n_before or column is None:
         return None
-    return FieldSpec(column, fmt, part, values)
+    return FieldSpec(column, fmt, part, values, pattern, invalid)
+
+
+def _check_pattern(value: Any, key: str, p: KeyProblems) -> str | None:
+    example = 'e.g. pattern = "^[0-9a-f]{32}$"'
+    if not isinstance(value, str) or not value:
+        p.add(key, f"must be a regular expression; {example}")
+        return None
+    try:
+        re.compile(value)
+    except re.error as exc:
+        p.add(key, f"is not a valid regular expression ({exc.msg}); {example}")
+        return None
+    return value
+
+
+def _check_validation(value: Any, p: KeyProblems) -> Validation:
+    value = open_table(value, "validation", _VALIDATION_KEYS, p)
+    if value is None:
+        return Validation()
+    out: dict[str, Any] = {}
+    if "max_reject_share" in value:
+        v = value["max_reject_share"]
+        if is_number(v) and 0 <= v <= 1:
+            out["max_reject_share"] = float(v)
+        else:
+            p.add("validation.max_reject_share", "must be a number from 0 to 1, e.g. max_reject_share = 0.01")
+    if "min_birth_year" in value:
+        year = expect_whole(value["min_birth_year"], "validation.min_birth_year", 1, "min_birth_year = 1900", p)
+        if year is not None:
+            out["min_birth_year"] = year
+    return Validation(**out)
 
 
 def _check_date_format(value: Any, key: str, p: KeyProblems) -> str | None:
@@ -512,12 +569,9 @@ def _check_linkage_options(value: dict[str, Any], base: Path, source_names: list
 
 def _check_linkage(value: Any, n_sources: int, mapped: set[str], p: KeyProblems,
                    base: Path | None = None, source_names: list[str] | None = None) -> Linkage:
+    value = open_table(value, "linkage", _LINKAGE_KEYS, p)
     if value is None:
         return Linkage()
-    if not isinstance(value, dict):
-        p.add("linkage", f"must be a table, not {type_name(value)}; write it as [linkage]")
-        return Linkage()
-    p.unknown_keys(value, _LINKAGE_KEYS, "linkage")
     link_type: str | None = Linkage.link_type
     if "link_type" in value:
         key = "linkage.link_type"
@@ -680,6 +734,7 @@ __all__ = [
     "FieldSpec",
     "Linkage",
     "Source",
+    "Validation",
     "check_config",
     "config_hash",
     "load_config",

@@ -150,12 +150,25 @@ def expect_choice(
     return None
 
 
+def open_table(value: Any, name: str, allowed: Sequence[str], p: KeyProblems) -> dict[str, Any] | None:
+    """Return a top-level `[name]` table with its unknown keys recorded, or None if it is absent or
+    not a table (recorded as a problem): the caller then uses its defaults."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        p.add(name, f"must be a table, not {type_name(value)}; write it as [{name}]")
+        return None
+    p.unknown_keys(value, allowed, name)
+    return value
+
+
 __all__ = [
     "KeyProblems",
     "did_you_mean",
     "expect_choice",
     "expect_text",
     "expect_whole",
+    "open_table",
     "is_number",
     "key_path",
     "read_bytes",

@@ -58,9 +58,21 @@ def pairwise_score(frame: pl.DataFrame, focus: pl.Expr | None = None) -> Pairwis
     return PairwiseScore(n, pred, true, both, precision, recall, f1)
 
 
+def _rejected_records(out_dir: Path) -> pl.DataFrame:
+    """Return the rows `link` rejected, each as a person of its own: a rejected record was linked
+    to no one, so the pairs it belongs to count as missed."""
+    frames = [pl.read_parquet(path, columns=["record_id"]).select(
+        pl.lit(path.stem).alias("source"), pl.col("record_id").cast(pl.String),
+        pl.concat_str([pl.lit(f"rejected/{path.stem}/"), pl.col("record_id")]).alias("person_id"))
+        for path in sorted((out_dir / "rejects").glob("*.parquet"))]
+    schema = {"source": pl.String, "record_id": pl.String, "person_id": pl.String}
+    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+
 def evaluate_links(out_dir: Path, truth_path: Path) -> dict[str, PairwiseScore]:
     """Return pairwise scores of a `linkcare link` output against a truth file, overall and for
-    records with and without an NHS token (pairs involving at least one such record)."""
+    records with and without an NHS token (pairs involving at least one such record). Rejected
+    rows count as records linked to no one."""
     index_path = Path(out_dir) / "person_index.parquet"
     try:
         index = pl.read_parquet(index_path)
@@ -72,6 +84,7 @@ def evaluate_links(out_dir: Path, truth_path: Path) -> dict[str, PairwiseScore]:
     except (OSError, pl.exceptions.PolarsError):
         raise DataError(f"{truth_path}: cannot be read as a truth file "
                         "with columns source, record_id, person") from None
+    index = pl.concat([index, _rejected_records(Path(out_dir))], how="diagonal_relaxed")
     joined = index.join(truth, on=["source", "record_id"], how="inner")
     unmatched = index.height - joined.height
     if unmatched:

@@ -33,6 +33,7 @@ from linkcare.linkage.cluster import components, one_to_one
 from linkcare.linkage.compare import FieldData, compare_pairs, compare_pairs_recordlinkage, field_data, n_levels
 from linkcare.linkage.model import MatchModel, PatternCodec, PatternCounts
 from linkcare.linkage.prepare import Nodes, check_pseudonymisation_keys, read_records, reduce_records
+from linkcare.linkage.rejects import SourceRejects
 from linkcare.linkage.train import Sessions, estimate_u, fit_fellegi_sunter, fit_recordlinkage
 from linkcare.log import get_logger
 
@@ -73,6 +74,7 @@ class Linked:
     rows: dict[str, int]
     stages: StageLog
     codes: dict[str, np.ndarray]  # per field, the rank of each node's value among its sorted values (-1 missing)
+    rejects: dict[str, SourceRejects] = field(default_factory=dict)  # per source, rows the row checks set aside
 
 
 def _total_pairs(src: np.ndarray, link_type: str, records: np.ndarray) -> float:
@@ -100,8 +102,9 @@ def _node_labels(config: Config, nodes: Nodes) -> np.ndarray:
     return per_node
 
 
-def link(config: Config, model_path: Path | None = None) -> Linked:
-    """Run the linkage pipeline on a site and return its decisions."""
+def link(config: Config, model_path: Path | None = None, strict: bool = False) -> Linked:
+    """Run the linkage pipeline on a site and return its decisions; with `strict`, any row that
+    fails the row checks stops the run."""
     lk = config.linkage
     stages = StageLog()
     rng = np.random.default_rng(lk.seed)
@@ -112,13 +115,15 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
     reused = MatchModel.load(model_path, comparisons) if model_path is not None else None
 
     with stages.stage("read and standardise"):
-        records = read_records(config)
+        records = read_records(config, strict)
+        rejects = records.rejects
     with stages.stage("reduce to distinct identifiers"):
         nodes = reduce_records(records)
         check_pseudonymisation_keys(nodes)
         codes = encode_fields(nodes.frame, nodes.fields)
         src = source_codes(nodes.frame)
         log.info("%s records reduce to %s distinct identifier tuples", f"{records.frame.height:,}", f"{nodes.n:,}")
+    records_rows = records.rows
     del records
 
     with stages.stage("deterministic rules"):
@@ -232,7 +237,7 @@ def link(config: Config, model_path: Path | None = None) -> Linked:
         pairs = _pairs_frame(nodes, comparisons, left[k], right[k], patterns.decode(pattern[k]),
                              scored.kept_weight, scored.kept_probability, scored.kept_accepted)
     return Linked(nodes, person, stage, node_probability, pairs, model, pass_pairs,
-                  dict(_rows(nodes)), stages, codes)
+                  records_rows, stages, codes, rejects)
 
 
 @dataclass
@@ -321,11 +326,6 @@ def _owner_among_candidates(codes: dict[str, np.ndarray], blocking: tuple[tuple[
         share = float((((hits[ref] & mask) > 0) * weight).sum() / weight.sum()) if weight.sum() else 0.0
         out[(src == s_) & (available == mask)] = share
     return out
-
-
-def _rows(nodes: Nodes) -> dict[str, int]:
-    counts = nodes.frame.group_by("source").agg(pl.col("records").sum()).sort("source")
-    return dict(zip(counts["source"].to_list(), [int(x) for x in counts["records"].to_list()], strict=True))
 
 
 _POOL_FIELDS: list[FieldData] = []

@@ -8,7 +8,8 @@ Empty strings are missing values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -16,8 +17,19 @@ import polars as pl
 from linkcare.config import Config, FieldSpec, Source
 from linkcare.errors import DataError, ProblemList
 from linkcare.io.extracts import check_last_line, count_non_utf8_lines, read_header
+from linkcare.linkage.rejects import (
+    SourceRejects,
+    apply_checks,
+    check_flags,
+    describe,
+    enforce_limits,
+    field_date,
+    row_checks,
+)
+from linkcare.log import get_logger
 from linkcare.validate import check_columns
 
+log = get_logger("link")
 
 def scan_source(source: Source) -> pl.LazyFrame:
     """Return a lazy frame over a source's extract with every column read as a string, after
@@ -34,13 +46,6 @@ def scan_source(source: Source) -> pl.LazyFrame:
     return pl.scan_csv(source.path, separator=source.delimiter, infer_schema=False, encoding="utf8")
 
 
-def _date_expr(raw: pl.Expr, fmt: str) -> pl.Expr:
-    # A format without a day (MYDOB's "%m%Y") is read as the first of the month.
-    if "%d" not in fmt and "%j" not in fmt:
-        return pl.concat_str([raw, pl.lit("01")]).str.to_date(fmt + "%d", strict=False)
-    return raw.str.to_date(fmt, strict=False)
-
-
 def field_expr(spec: FieldSpec, method: str | None = None) -> pl.Expr:
     """Return the expression giving a field's standardised string value from its column."""
     raw = pl.col(spec.column).cast(pl.String).str.strip_chars()
@@ -48,7 +53,7 @@ def field_expr(spec: FieldSpec, method: str | None = None) -> pl.Expr:
     if spec.values:
         raw = raw.replace(dict(spec.values))
     if spec.format:
-        parsed = _date_expr(raw, spec.format)
+        parsed = field_date(raw, spec.format)
         if spec.part == "year":
             return parsed.dt.year().cast(pl.String)
         if spec.part == "month":
@@ -78,11 +83,12 @@ def _unreadable(source: Source, exc: Exception) -> DataError:
 
 @dataclass(frozen=True)
 class Records:
-    """Standardised linkage fields of every record of every source."""
+    """Standardised linkage fields of every record of every source that passed the row checks."""
 
     frame: pl.DataFrame  # source, record_id, one String column per field
     fields: tuple[str, ...]
-    rows: dict[str, int]
+    rows: dict[str, int]  # rows read per source, rejected ones included
+    rejects: dict[str, SourceRejects] = field(default_factory=dict)
 
 
 def standardised_records(config: Config) -> pl.DataFrame:
@@ -90,21 +96,26 @@ def standardised_records(config: Config) -> pl.DataFrame:
     return read_records(config).frame
 
 
-def read_records(config: Config) -> Records:
-    """Return the standardised records of every source in the config."""
+def read_records(config: Config, strict: bool = False, today: dt.date | None = None) -> Records:
+    """Return the standardised records of every source in the config, rows failing the row checks
+    set aside as rejects; raise DataError if a source rejects too many (any, if `strict`)."""
     fields = tuple(sorted({f for s in config.sources for f in s.fields}))
     methods = {c.field: c.method for c in config.linkage.comparisons}
+    today = today or dt.date.today()
     frames = []
     rows: dict[str, int] = {}
+    rejects: dict[str, SourceRejects] = {}
     for source in config.sources:
-        lf = scan_source(source)
-        exprs = [pl.lit(source.name).alias("source"), pl.col(source.id).cast(pl.String).alias("record_id")]
+        lf = scan_source(source).with_row_index("row", offset=1)
+        checks = row_checks(source, lf.collect_schema().names(), config, today)
+        exprs = [pl.col("row"), pl.lit(source.name).alias("source"),
+                 pl.col(source.id).cast(pl.String).alias("record_id")]
         for name in fields:
             spec = source.fields.get(name)
             exprs.append(field_expr(spec, methods.get(name)).alias(name) if spec is not None
                          else pl.lit(None, pl.String).alias(name))
         try:
-            frame = lf.select(exprs).collect()
+            frame = lf.select(exprs + check_flags(checks)).collect()
         except pl.exceptions.ComputeError as exc:
             raise _unreadable(source, exc) from None
         if frame.height == 0:
@@ -116,9 +127,18 @@ def read_records(config: Config) -> Records:
         if duplicated:
             raise DataError(f"{source.path}: column {source.id}: {duplicated} row(s) repeat a record id "
                             "already used in this file; record ids must be unique")
-        rows[source.name] = frame.height
-        frames.append(frame)
-    return Records(pl.concat(frames), fields, rows)
+        frame, found = apply_checks(frame, checks)
+        enforce_limits(source, found, config.validation.max_reject_share, strict)
+        rejected, blanked = describe(found)
+        if rejected:
+            log.warning("source %s: %s row(s) rejected (see rejects/%s.parquet): %s",
+                        source.name, f"{found.n:,}", source.name, rejected)
+        if blanked:
+            log.warning("source %s: values kept as missing (invalid = \"missing\"): %s", source.name, blanked)
+        rows[source.name] = found.rows
+        rejects[source.name] = found
+        frames.append(frame.drop("row"))
+    return Records(pl.concat(frames), fields, rows, rejects)
 
 
 @dataclass(frozen=True)

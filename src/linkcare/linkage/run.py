@@ -15,6 +15,7 @@ from linkcare import __version__, cohort
 from linkcare.config import Config, config_hash, load_config
 from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.io.checksum import file_sha256
+from linkcare.linkage.lineage import read_previous
 from linkcare.linkage.pipeline import link
 from linkcare.log import get_logger
 
@@ -36,23 +37,50 @@ class LinkSummary:
     model: str
     seconds: float
     peak_mib: float
+    #: people per lineage change (kept, new, merged, split, gone) when IDs were carried over
+    lineage: dict[str, int] | None = None
 
 
-def run_link(config_path: Path, out: Path, model_path: Path | None = None, key: bytes | None = None) -> LinkSummary:
+@dataclass(frozen=True)
+class LinkOptions:
+    """How `linkcare link` runs, beyond the config."""
+
+    model_path: Path | None = None
+    key: bytes | None = None
+    previous: Path | None = None  # an earlier run's output folder to carry person IDs over from
+    strict: bool = False  # any row failing the row checks stops the run
+
+
+def run_link(config_path: Path, out: Path, options: LinkOptions | None = None) -> LinkSummary:
     """Link the config's sources into people and write the cohort dataset into `out`, holding the
     output's lock so that no other run writes it meanwhile."""
     with output_lock(Path(out)):
-        return _run_link(config_path, out, model_path, key)
+        return _run_link(config_path, out, options or LinkOptions())
 
 
-def _run_link(config_path: Path, out: Path, model_path: Path | None, key: bytes | None) -> LinkSummary:
+def _run_link(config_path: Path, out: Path, options: LinkOptions) -> LinkSummary:
     started = time.perf_counter()
     config: Config = load_config(config_path)
-    linked = link(config, model_path)
+    model_path = options.model_path
+    if options.previous is not None:
+        read_previous(options.previous, check_only=True)  # a wrong folder fails before any work
+    linked = link(config, model_path, options.strict)
     stages = linked.stages
     accepted = int(linked.pairs["accepted"].sum()) if linked.pairs.height else 0
+    lineage_counts = None
     with stages.stage("build and write the cohort"), atomic_dir(Path(out)) as tmp:
-        per_node = cohort.node_persons(linked, key or DEFAULT_PERSON_KEY)
+        previous = read_previous(options.previous) if options.previous is not None else None
+        per_node, lineage = cohort.node_persons(linked, options.key or DEFAULT_PERSON_KEY, previous)
+        del previous
+        if lineage is not None:
+            lineage.write_parquet(tmp / "lineage.parquet")
+            lineage_counts = {c: int(n) for c, n in lineage.group_by("change").len().sort("change").iter_rows()}
+        rejected = {name: found.n for name, found in linked.rejects.items()}
+        if any(rejected.values()):
+            (tmp / "rejects").mkdir(mode=0o700)
+            for name, found in linked.rejects.items():
+                if found.n:
+                    found.frame.write_parquet(tmp / "rejects" / f"{name}.parquet")
         index = cohort.person_index(linked, per_node)
         index.write_parquet(tmp / "person_index.parquet")
         people = cohort.persons(linked, per_node)
@@ -67,15 +95,19 @@ def _run_link(config_path: Path, out: Path, model_path: Path | None, key: bytes 
             (pl.col("match_stage") == "deterministic").sum().alias("deterministic"),
             (pl.col("match_stage") == "probabilistic").sum().alias("probabilistic"),
         ).sort("source")
-        sources = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-                   for row in linked_share.to_dicts()]
+        sources = [{**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()},
+                    "records": linked.rows.get(row["source"], row["records"]),
+                    "rejected": rejected.get(row["source"], 0)} for row in linked_share.to_dicts()]
         manifest = {
             "linkcare_version": __version__,
             "command": "link",
             "config": {"path": config.path.name, "sha256": config_hash(config.path)},
             "reference_date": config.reference_date.isoformat(),
             "inputs": [{"source": s.name, "file": s.path.name, "sha256": file_sha256(s.path),
-                        "rows": linked.rows.get(s.name, 0)} for s in config.sources],
+                        "rows": linked.rows.get(s.name, 0), "rejected": rejected.get(s.name, 0)}
+                       for s in config.sources],
+            "previous": None if lineage_counts is None else {
+                "folder": Path(options.previous or "").name, "lineage": lineage_counts},
             "model": {"trained_by": linked.model.trained_by, "reused_from": model_path.name if model_path else None,
                       "sha256": file_sha256(tmp / "model.json")},
             "outputs": {name: file_sha256(tmp / name) for name in
@@ -91,6 +123,6 @@ def _run_link(config_path: Path, out: Path, model_path: Path | None, key: bytes 
         log.info("peak memory of a compare worker (forked, sharing the main process's pages): %.0f MiB", workers)
     return LinkSummary(Path(out), sources, linked.pass_pairs, stages.stages, n_people,
                        int(linked.pairs.height), accepted, linked.model.trained_by,
-                       time.perf_counter() - started, peak)
+                       time.perf_counter() - started, peak, lineage_counts)
 
 

@@ -18,7 +18,7 @@ from linkcare.io.toml_tables import (
     expect_whole,
     is_number,
     key_path,
-    type_name,
+    open_table,
 )
 
 RISK_MODELS = ("gradient_boosting", "logistic")
@@ -73,12 +73,9 @@ class RiskSettings:
 def check_risk(value: Any, base: Path, source_kinds: Mapping[str, str], mapped: set[str],
                p: KeyProblems) -> RiskSettings:
     """Return the `[risk]` settings, recording every problem in `p`."""
+    value = open_table(value, "risk", _RISK_KEYS, p)
     if value is None:
         return RiskSettings()
-    if not isinstance(value, dict):
-        p.add("risk", f"must be a table, not {type_name(value)}; write it as [risk]")
-        return RiskSettings()
-    p.unknown_keys(value, _RISK_KEYS, "risk")
     out: dict[str, Any] = {}
     if "horizon_days" in value:
         horizon = expect_whole(value["horizon_days"], "risk.horizon_days", 1, "horizon_days = 365", p)
@@ -211,12 +208,9 @@ def _check_fields(value: Any, mapped: set[str], p: KeyProblems) -> Mapping[str, 
 def check_disclosure(value: Any, p: KeyProblems) -> Disclosure:
     """Return the `[disclosure]` settings: counts below `threshold` are shown as "<threshold", others
     rounded to the nearest `rounding`."""
+    value = open_table(value, "disclosure", _DISCLOSURE_KEYS, p)
     if value is None:
         return Disclosure()
-    if not isinstance(value, dict):
-        p.add("disclosure", f"must be a table, not {type_name(value)}; write it as [disclosure]")
-        return Disclosure()
-    p.unknown_keys(value, _DISCLOSURE_KEYS, "disclosure")
     out: dict[str, int] = {}
     for key, minimum, example in (("threshold", 0, "threshold = 8"), ("rounding", 1, "rounding = 5")):
         if key in value:

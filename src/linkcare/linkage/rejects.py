@@ -1,0 +1,196 @@
+"""Row checks: the rows of an extract that cannot be trusted, with the reason, never a value.
+
+A row fails when a value that is present is wrong: a date that does not parse or lies in the
+future, a birth year out of range, an NHS token that is not a well-formed token, or a value that
+does not match its field's `pattern`. Empty values are missing, not wrong. A failing row is
+rejected (written to `rejects/<source>.parquet` by `link` and left out of the cohort) unless its
+field says `invalid = "missing"`, in which case the row is kept and the value treated as missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+
+from linkcare.config import Config, FieldSpec, Source
+from linkcare.errors import DataError
+from linkcare.sources.kinds import match_columns
+
+#: A pseudonymised NHS token, unless the field gives its own pattern: one run of 16 to 128
+#: letters, digits or base64/url-safe symbols. A 10-digit NHS number is not a token.
+DEFAULT_TOKEN_PATTERN = r"^[0-9A-Za-z+/=_-]{16,128}$"
+TOKEN_FIELD = "nhs"
+#: Event dates that record something that has happened, so cannot lie after today; end dates
+#: may be planned.
+PAST_EVENT_DATES = ("start_date", "registration_date", "death_date")
+EVENT_DATES = (*PAST_EVENT_DATES, "end_date")
+
+
+def parse_date(expr: pl.Expr) -> pl.Expr:
+    """Return dates read as YYYY-MM-DD or YYYYMMDD (anything else is null)."""
+    s = expr.cast(pl.String).str.strip_chars()
+    return s.str.to_date("%Y-%m-%d", strict=False).fill_null(s.str.to_date("%Y%m%d", strict=False))
+
+
+def field_date(raw: pl.Expr, fmt: str) -> pl.Expr:
+    """Return a field's raw value parsed with its date format; a format without a day (MYDOB's
+    "%m%Y") is read as the first of the month."""
+    if "%d" not in fmt and "%j" not in fmt:
+        return pl.concat_str([raw, pl.lit("01")]).str.to_date(fmt + "%d", strict=False)
+    return raw.str.to_date(fmt, strict=False)
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """One check on one column: where it fails, why, and which fields lose the value if kept."""
+
+    column: str
+    key: str  # the config key that maps the column, e.g. fields.birth_year or events.start_date
+    fails: pl.Expr  # true on rows where a present value is wrong
+    reason: str  # says what is wrong, never what the value is
+    reject: bool  # False: keep the row and treat the value as missing
+    fields: tuple[str, ...] = ()  # linkage fields read from the column
+
+
+def _present(column: str) -> tuple[pl.Expr, pl.Expr]:
+    raw = pl.col(column).cast(pl.String).str.strip_chars()
+    return raw, raw.is_not_null() & (raw != "")
+
+
+def _is_birth(name: str) -> bool:
+    return name == "birth_year" or "birth" in name or name.startswith("dob")
+
+
+def row_checks(source: Source, header: list[str], config: Config, today: dt.date) -> list[RowCheck]:
+    """Return the checks every row of a source must pass, one per column and kind of fault."""
+    checks: dict[tuple[str, str], RowCheck] = {}
+    first_year, last_year = config.validation.min_birth_year, config.reference_date.year
+    years = f"birth year before {first_year} or after {last_year}"
+
+    def add(column: str, key: str, fails: pl.Expr, reason: str, spec: FieldSpec | None, name: str | None) -> None:
+        found = checks.get((column, reason))
+        if found is not None:  # one column mapped to several fields (MYDOB's year and month)
+            keys = found.key if key in found.key.split(", ") else f"{found.key}, {key}"
+            checks[(column, reason)] = RowCheck(column, keys, found.fails, reason,
+                                                found.reject or spec is None or spec.invalid == "reject",
+                                                found.fields + ((name,) if name else ()))
+            return
+        reject = spec is None or spec.invalid == "reject"
+        checks[(column, reason)] = RowCheck(column, key, fails, reason, reject, (name,) if name else ())
+
+    for name, spec in sorted(source.fields.items()):
+        raw, present = _present(spec.column)
+        key = f"fields.{name}"
+        if spec.values:
+            raw = raw.replace(dict(spec.values))
+        if spec.format:
+            parsed = field_date(raw, spec.format)
+            add(spec.column, key, present & parsed.is_null(), f"not a date in the format {spec.format}", spec, name)
+            add(spec.column, key, parsed > today, "a date after today", spec, name)
+            if _is_birth(name):
+                year = parsed.dt.year()
+                add(spec.column, key, (year < first_year) | (year > last_year), years, spec, name)
+        elif name == "birth_year":
+            year = raw.cast(pl.Int64, strict=False)
+            add(spec.column, key, present & year.is_null(), "birth year is not a whole number", spec, name)
+            add(spec.column, key, (year < first_year) | (year > last_year), years, spec, name)
+        pattern = spec.pattern or (DEFAULT_TOKEN_PATTERN if name == TOKEN_FIELD else None)
+        if pattern is not None:
+            what = "not a well-formed pseudonymised token" if name == TOKEN_FIELD and not spec.pattern \
+                else "does not match the field's pattern"
+            add(spec.column, key, present & ~raw.str.contains(pattern), what, spec, name)
+    for key in EVENT_DATES:
+        configured = source.events.get(key)
+        if not isinstance(configured, str):
+            continue
+        columns = match_columns(configured, header)
+        if not columns:
+            continue
+        raw, present = _present(columns[0])
+        parsed = parse_date(raw)
+        add(columns[0], f"events.{key}", present & parsed.is_null(), "not a date (YYYY-MM-DD or YYYYMMDD)",
+            None, None)
+        if key in PAST_EVENT_DATES:
+            add(columns[0], f"events.{key}", parsed > today, "a date after today", None, None)
+    return list(checks.values())
+
+
+def check_flags(checks: list[RowCheck]) -> list[pl.Expr]:
+    """Return one boolean column per check (`_fails_<i>`), false where the value is missing."""
+    return [c.fails.fill_null(False).alias(f"_fails_{i}") for i, c in enumerate(checks)]
+
+
+@dataclass(frozen=True)
+class SourceRejects:
+    """What the row checks found in one source."""
+
+    frame: pl.DataFrame  # row (from 1, the header is row 0), record_id, reason
+    counts: list[tuple[RowCheck, int, int]]  # check, rows failing it, first failing row
+    rows: int
+
+    @property
+    def n(self) -> int:
+        return self.frame.height
+
+
+def apply_checks(frame: pl.DataFrame, checks: list[RowCheck]) -> tuple[pl.DataFrame, SourceRejects]:
+    """Return the kept rows (values failing a keep-as-missing check made missing) and the rejects.
+
+    `frame` holds `row`, `record_id`, the field columns and the `_fails_<i>` flags of check_flags.
+    """
+    flags = [f"_fails_{i}" for i in range(len(checks))]
+    counts: list[tuple[RowCheck, int, int]] = []
+    if flags:
+        summary = frame.select(
+            *[pl.col(f).sum().alias(f"n{i}") for i, f in enumerate(flags)],
+            *[pl.col("row").filter(pl.col(f)).min().alias(f"r{i}") for i, f in enumerate(flags)])
+        for i, check in enumerate(checks):
+            n = int(summary[f"n{i}"][0])
+            if n:
+                counts.append((check, n, int(summary[f"r{i}"][0])))
+    rejecting = [f for f, c in zip(flags, checks, strict=True) if c.reject]
+    rejected = pl.any_horizontal(rejecting) if rejecting else pl.lit(False)
+    reason = pl.concat_str([pl.when(pl.col(f)).then(pl.lit(f"{c.column}: {c.reason}"))
+                            for f, c in zip(flags, checks, strict=True) if c.reject] or [pl.lit(None, pl.String)],
+                           separator="; ", ignore_nulls=True)
+    rejects = frame.filter(rejected).select(pl.col("row").cast(pl.Int64), "record_id", reason.alias("reason"))
+    kept = frame.filter(~rejected)
+    for flag, check in zip(flags, checks, strict=True):
+        if not check.reject and check.fields:
+            kept = kept.with_columns([pl.when(pl.col(flag)).then(None).otherwise(pl.col(f)).alias(f)
+                                      for f in check.fields if f in kept.columns])
+    return kept.drop(flags), SourceRejects(rejects.sort("row"), counts, frame.height)
+
+
+def _detail(counts: list[tuple[RowCheck, int, int]], rejecting: bool) -> str:
+    return "; ".join(f"column {c.column} ({c.key}): {n:,} row(s) {c.reason}, the first at row {first}"
+                     for c, n, first in counts if c.reject == rejecting)
+
+
+def enforce_limits(source: Source, found: SourceRejects, max_share: float, strict: bool) -> None:
+    """Raise DataError if a source's rejects are fatal: any under --strict, or more than the share."""
+    if not found.n:
+        return
+    share = found.n / max(found.rows, 1)
+    if strict:
+        why, fix = "and --strict makes any reject fatal", "run without --strict to set the rows aside"
+    elif share > max_share:
+        why = f"above [validation] max_reject_share = {max_share:g}"
+        fix = "raise max_reject_share if so many bad rows are expected"
+    else:
+        return
+    if any(c.fields for c, _, _ in found.counts if c.reject):
+        fix += ', or set invalid = "missing" on a field whose value may be wrong while its row is right'
+    raise DataError(f"{source.path}: {found.n:,} of {found.rows:,} row(s) ({share:.1%}) fail the row checks, {why}: "
+                    f"{_detail(found.counts, True)}; fix the extract, or {fix}")
+
+
+def describe(found: SourceRejects) -> tuple[str, str]:
+    """Return the log lines for rejected rows and for values kept as missing (empty if none)."""
+    return _detail(found.counts, True), _detail(found.counts, False)
+
+
+__all__ = ["DEFAULT_TOKEN_PATTERN", "RowCheck", "SourceRejects", "apply_checks", "check_flags", "describe",
+           "enforce_limits", "field_date", "parse_date", "row_checks"]
