@@ -242,6 +242,7 @@ ROW_BREAKS = {
 CONFIG_BREAKS = {
     "unknown config key": ("threshold = 0.95", "threshold = 0.95\nthreshhold = 1"),
     "threshold outside (0, 1)": ("threshold = 0.95", "threshold = 1.5"),
+    "config value of the wrong type": ("threshold = 0.95", 'threshold = 0.95\nmax_pairs = "many"'),
     "unknown comparison method": ('method = "exact"', 'method = "soundex"'),
     "blocking field no source provides": ('["la_id"]', '["postcode"]'),
 }
@@ -268,6 +269,7 @@ BAD_INPUTS = [
      "pseudonymised token, the first at row 10"),
     ("unknown config key", 2, "site.toml: linkage.threshhold: unknown key; did you mean 'threshold'?"),
     ("threshold outside (0, 1)", 2, "site.toml: linkage.threshold: 1.5 is not strictly between 0 and 1"),
+    ("config value of the wrong type", 2, "site.toml: linkage.max_pairs: must be a whole number"),
     ("unknown comparison method", 2, "site.toml: linkage.comparisons[0].method: 'soundex' is not a comparison method"),
     ("blocking field no source provides", 2, "site.toml: linkage.blocking[1][0]: no source maps field 'postcode'"),
 ]
