@@ -1,0 +1,1 @@
+"""Self-contained HTML reports: one file, inline CSS and SVG plots, nothing loaded from anywhere."""
