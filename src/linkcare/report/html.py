@@ -36,7 +36,7 @@ figcaption{color:#425563;font-size:.9em}
 nav a{margin-right:1em;color:#005eb8}
 """
 
-_PLOT_RC = {"svg.fonttype": "none", "svg.hashsalt": "linkcare", "font.size": 10,
+_PLOT_RC: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "linkcare", "font.size": 10,
             "axes.spines.top": False, "axes.spines.right": False}
 
 
