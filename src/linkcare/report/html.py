@@ -12,7 +12,7 @@ import io
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from linkcare import __version__
 from linkcare.disclosure import Disclosure
@@ -47,7 +47,7 @@ def new_figure(width: float = 7.0, height: float = 3.6, ncols: int = 1) -> tuple
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    with matplotlib.rc_context(_PLOT_RC):
+    with matplotlib.rc_context(cast(Any, _PLOT_RC)):
         fig, ax = plt.subplots(1, ncols, figsize=(width, height), layout="constrained")
     return fig, ax
 
@@ -62,7 +62,7 @@ def svg(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
-    with matplotlib.rc_context(_PLOT_RC):
+    with matplotlib.rc_context(cast(Any, _PLOT_RC)):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     plt.close(fig)
     text = buf.getvalue()
