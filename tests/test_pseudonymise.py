@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 import hmac
 import re
@@ -220,14 +222,19 @@ def test_cli_prints_counts_and_never_the_key(
     monkeypatch.setenv("LC_TEST_KEY", KEY)
     result = CliRunner().invoke(cli, ["-vv", "pseudonymise", *ARGS, *key_args])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == [
-        "rows: 5",
-        "NHS numbers invalid (blanked): 1",
-        "NHS numbers missing: 1",
-        "dates of birth not understood (blanked): 1",
-        "postcodes malformed (blanked): 1",
-        "wrote out.csv",
+    assert [line.split() for line in result.stdout.splitlines()] == [
+        ["rows", "count"],
+        ["read", "5"],
+        ["NHS", "numbers", "invalid", "(blanked)", "1"],
+        ["NHS", "numbers", "missing", "1"],
+        ["dates", "of", "birth", "not", "understood", "(blanked)", "1"],
+        ["postcodes", "malformed", "(blanked)", "1"],
+        ["wrote", "out.csv"],
     ]
+    as_json = CliRunner().invoke(cli, ["-q", "pseudonymise", *ARGS, *key_args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == {"command": "pseudonymise", "output": "out.csv", "rows": 5, "nhs_invalid": 1,
+                                          "nhs_missing": 1, "dob_unparsed": 1, "postcode_unparsed": 1}
     output = (extract / "out.csv").read_bytes()
     for secret in (KEY, KEY[:16], KEY.encode().hex()):
         assert secret not in result.stdout

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
-from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +19,7 @@ import click
 from linkcare import __version__
 from linkcare.errors import EXIT_DATA, LinkcareError, ProblemList
 from linkcare.log import configure_logging, get_logger
+from linkcare.summary import json_option, print_json, print_table
 from linkcare.synth.cli import synth
 
 log = get_logger("cli")
@@ -89,7 +89,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 @click.command()
 @click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
-def validate(config: Path) -> None:
+@json_option
+def validate(config: Path, as_json: bool) -> None:
     """Check CONFIG and every extract it names; list every problem at once.
 
     Reads only each extract's header (CSV) or schema (Parquet), so it is quick on any size of
@@ -99,6 +100,12 @@ def validate(config: Path) -> None:
 
     report = validate_site(config)
     base = report.config.path.parent
+    if as_json:
+        print_json("validate", {"config": str(config), "valid": True, "notes": list(report.notes), "sources": [
+            {"name": s.name, "kind": s.kind, "columns": s.n_columns, "fields": list(s.fields),
+             "path": str(s.path.relative_to(base) if s.path.is_relative_to(base) else s.path)}
+            for s in report.sources]})
+        return
     rows = [("source", "kind", "columns", "fields", "path")]
     for s in report.sources:
         shown = s.path.relative_to(base) if s.path.is_relative_to(base) else s.path
@@ -125,6 +132,7 @@ def validate(config: Path) -> None:
 @click.option("--dob-column", help="Column of dates of birth to cut to year and month.")
 @click.option("--postcode-column", help="Column of postcodes to cut to their district.")
 @click.option("--dob-format", help='strftime format of the dates of birth, e.g. "%d/%m/%Y".')
+@json_option
 def pseudonymise(
     input_path: Path,
     output_path: Path,
@@ -135,6 +143,7 @@ def pseudonymise(
     dob_column: str | None,
     postcode_column: str | None,
     dob_format: str | None,
+    as_json: bool,
 ) -> None:
     """Pseudonymise INPUT (CSV or Parquet) into OUTPUT, for a data controller.
 
@@ -154,23 +163,19 @@ def pseudonymise(
     key = read_key(key_file, key_env)
     log.info("pseudonymising %s into %s", input_path, output_path)
     report = pseudonymise_file(input_path, output_path, spec, key)
-    click.echo(f"rows: {report.rows}")
+    if as_json:
+        print_json("pseudonymise", {"output": str(output_path), **dataclasses.asdict(report)})
+        return
+    rows: list[tuple[str, ...]] = [("rows", "count"), ("read", f"{report.rows:,}")]
     if spec.nhs is not None:
-        click.echo(f"NHS numbers invalid (blanked): {report.nhs_invalid}")
-        click.echo(f"NHS numbers missing: {report.nhs_missing}")
+        rows += [("NHS numbers invalid (blanked)", f"{report.nhs_invalid:,}"),
+                 ("NHS numbers missing", f"{report.nhs_missing:,}")]
     if spec.dob is not None:
-        click.echo(f"dates of birth not understood (blanked): {report.dob_unparsed}")
+        rows.append(("dates of birth not understood (blanked)", f"{report.dob_unparsed:,}"))
     if spec.postcode is not None:
-        click.echo(f"postcodes malformed (blanked): {report.postcode_unparsed}")
+        rows.append(("postcodes malformed (blanked)", f"{report.postcode_unparsed:,}"))
+    print_table(rows)
     click.echo(f"wrote {output_path}")
-
-
-def _table(rows: Sequence[Sequence[str]]) -> None:
-    """Print rows as a plain aligned table (first row is the header)."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = zip(row, widths, strict=True)
-        click.echo("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(cells)))
 
 
 @click.command()
@@ -186,8 +191,9 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
                    "May be the same folder as --out.")
 @click.option("--strict", is_flag=True, help="Stop if any row fails the row checks, instead of setting "
                                                "it aside in rejects/.")
+@json_option
 def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None, previous: Path | None,
-         strict: bool) -> None:
+         strict: bool, as_json: bool) -> None:
     """Link every source in CONFIG into people and write the cohort dataset to --out.
 
     Writes person_index.parquet, persons.parquet, events.parquet, pairs.parquet, model.json and
@@ -200,19 +206,22 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
 
     key = read_key(key_file=key_file) if key_file is not None else None
     summary = run_link(config, out, LinkOptions(model_path, key, previous, strict))
+    if as_json:
+        print_json("link", summary)
+        return
     rows: list[tuple[str, ...]] = [("source", "records", "rejected", "linked", "deterministic", "probabilistic")]
     for s in summary.sources:
         rows.append((str(s["source"]), f"{s['records']:,}", f"{s['rejected']:,}", f"{s['linked_share']:.1%}",
                      f"{s['deterministic']:,}", f"{s['probabilistic']:,}"))
-    _table(rows)
+    print_table(rows)
     click.echo()
     rows = [("candidate pass", "pairs", "new pairs")]
     rows += [(str(p["blocking"]), f"{p['pairs']:,}", f"{p['new_pairs']:,}") for p in summary.passes]
-    _table(rows)
+    print_table(rows)
     click.echo()
     rows = [("stage", "seconds", "peak MiB")]
     rows += [(str(st["stage"]), f"{st['seconds']:.1f}", f"{st['peak_mib']:.0f}") for st in summary.stages]
-    _table(rows)
+    print_table(rows)
     click.echo()
     click.echo(f"{summary.persons:,} people; {summary.pairs_accepted:,} of {summary.pairs_scored:,} scored pairs "
                f"accepted; model: {summary.model}; {summary.seconds:.1f} s, peak {summary.peak_mib:.0f} MiB")
@@ -241,7 +250,8 @@ def _index_date(value: str | None, option: str) -> date | None:
               help="Index date of the evaluation period (default: the config's reference_date minus the horizon).")
 @click.option("--horizon", type=click.IntRange(min=1), help="Days after the index date in which an emergency "
               "admission is the outcome (default: risk.horizon_days, 365).")
-def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int | None) -> None:
+@json_option
+def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int | None, as_json: bool) -> None:
     """Fit the emergency-admission risk models on a cohort and evaluate them on a later period.
 
     The models are fitted on the people living at the index date minus the horizon and evaluated on
@@ -253,6 +263,9 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
     from linkcare.risk.train import train_models
 
     result = train_models(load_config(config), cohort, out, _index_date(as_of, "--as-of"), horizon)
+    if as_json:
+        print_json("train", result)
+        return
     m = result.metrics
     click.echo(f"fitted as of {result.fit_index}, evaluated as of {result.test_index} "
                f"(horizon {result.horizon_days} days, look-back {', '.join(map(str, result.windows))} days)")
@@ -262,7 +275,7 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
         rows.append((kind + mark, f"{v['auroc']:.3f}", f"{v['auroc_ci'][0]:.3f}-{v['auroc_ci'][1]:.3f}",
                      f"{v['auprc']:.3f}", f"{v['brier']:.4f}", f"{v['calibration_slope']:.2f}",
                      f"{v['calibration_intercept']:.2f}"))
-    _table(rows)
+    print_table(rows)
     sc = m["social_care"]
     click.echo(f"social-care features: AUROC {sc['auroc_with']:.3f} with, {sc['auroc_without']:.3f} without "
                f"(gain {sc['auroc_gain']:+.3f})")
@@ -279,7 +292,9 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder for risk.parquet and worklists/; replaced whole only on success.")
 @click.option("--as-of", "as_of", metavar="DATE", help="Index date to score at (default: the reference_date).")
-def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_of: str | None) -> None:
+@json_option
+def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_of: str | None,
+             as_json: bool) -> None:
     """Score every living registered person's risk of an emergency admission, tier and explain it.
 
     Writes risk.parquet (person_id, calibrated risk, percentile, tier, the top three factors and
@@ -290,12 +305,15 @@ def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_o
     from linkcare.risk.stratify import stratify as run_stratify
 
     summary = run_stratify(load_config(config), cohort, out, model_dir, _index_date(as_of, "--as-of"))
+    if as_json:
+        print_json("stratify", summary)
+        return
     if summary.trained_here:
         click.echo(f"no --model given: trained on this cohort first (model in {summary.out / 'model'})")
     click.echo(f"scored {summary.people:,} people as of {summary.index_date} with the {summary.model} model")
     rows: list[tuple[str, ...]] = [("tier", "people", "risk from", "risk to")]
     rows += [(t["tier"], f"{t['people']:,}", f"{t['risk_from']:.3f}", f"{t['risk_to']:.3f}") for t in summary.tiers]
-    _table(rows)
+    print_table(rows)
     click.echo(f"{summary.seconds:.1f} s, peak {summary.peak_mib:.0f} MiB")
     click.echo(f"Risk scores in {summary.out / 'risk.parquet'}; worklists for {summary.practices:,} practice(s) "
                f"in {summary.out / 'worklists'}")
@@ -328,7 +346,7 @@ def evaluate_links_command(out_dir: Path, truth: Path, as_json: bool) -> None:
         return
     rows: list[tuple[str, ...]] = [("records", "n", "precision", "recall", "F1")]
     rows += [(k, f"{v.records:,}", f"{v.precision:.4f}", f"{v.recall:.4f}", f"{v.f1:.4f}") for k, v in scores.items()]
-    _table(rows)
+    print_table(rows)
 
 
 @evaluate.command("risk")
@@ -368,7 +386,7 @@ def evaluate_risk_command(risk_dir: Path, outcomes: Path, config: Path | None, a
     rows.append(row("all", "", result["overall"]))
     for label, groups in result["subgroups"].items():
         rows += [row(label, g["value"], g) for g in groups]
-    _table(rows)
+    print_table(rows)
     lo, hi = result["overall"]["auroc_ci"]
     click.echo(f"AUROC 95% interval {lo:.3f}-{hi:.3f}")
     for t in result["overall"]["top"]:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
 
 LOGGER_NAME = "linkcare"
+#: Under cron (no terminal), a long stage logs a progress line at most this often, and at its end.
+PROGRESS_EVERY_SECONDS = 30.0
+_terminal: dict[str, Any] = {"console": None}  # the rich console when logging to a terminal without -q
 
 
 def get_logger(name: str | None = None) -> logging.Logger:
@@ -26,12 +32,16 @@ def configure_logging(verbosity: int = 0, *, stream: TextIO | None = None) -> No
     for old in list(logger.handlers):
         logger.removeHandler(old)
     handler: logging.Handler
+    _terminal["console"] = None
     if getattr(out, "isatty", lambda: False)():
         from rich.console import Console
         from rich.logging import RichHandler
 
+        console = Console(file=out)
+        if verbosity >= 0:
+            _terminal["console"] = console  # progress bars share the console, so log lines print above them
         handler = RichHandler(
-            console=Console(file=out), show_path=False, markup=False, rich_tracebacks=False
+            console=console, show_path=False, markup=False, rich_tracebacks=False
         )
         handler.setFormatter(logging.Formatter("%(message)s", datefmt="%H:%M:%S"))
     else:
@@ -42,3 +52,45 @@ def configure_logging(verbosity: int = 0, *, stream: TextIO | None = None) -> No
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+@contextmanager
+def progress(description: str, total: int, unit: str) -> Iterator[Callable[[int], None]]:
+    """Yield a function that advances a long stage by a number of `unit`s out of `total`.
+
+    On a terminal (and without -q) it draws a rich progress bar with counts and elapsed time;
+    elsewhere (cron, pipes) it logs a plain line, `compare: 1,200,000 of 4,000,000 pairs (30%),
+    12 s`, at most every PROGRESS_EVERY_SECONDS and when the stage ends. Counts only, never values.
+    """
+    console = _terminal["console"]
+    if console is not None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+                   TaskProgressColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(description, total=max(total, 1))
+            yield lambda n: bar.advance(task, n)
+        return
+    logger = get_logger("progress")
+    started = last = time.monotonic()
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done, last
+        done += n
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY_SECONDS or done >= total:
+            share = f" ({done / total:.0%})" if total else ""
+            logger.info("%s: %s of %s %s%s, %.0f s", description, f"{done:,}", f"{total:,}", unit, share,
+                        now - started)
+            last = now
+
+    yield advance

@@ -35,7 +35,7 @@ from linkcare.linkage.model import MatchModel, PatternCodec, PatternCounts
 from linkcare.linkage.prepare import Nodes, check_pseudonymisation_keys, read_records, reduce_records
 from linkcare.linkage.rejects import SourceRejects
 from linkcare.linkage.train import Sessions, estimate_u, fit_fellegi_sunter, fit_recordlinkage
-from linkcare.log import get_logger
+from linkcare.log import get_logger, progress
 
 log = get_logger("link")
 TRAIN_PAIRS_PER_PASS = 1_000_000
@@ -152,7 +152,9 @@ def link(config: Config, model_path: Path | None = None, strict: bool = False) -
     kept_left, kept_right, kept_codes = [], [], []
     pass_pairs: list[dict[str, int | str]] = []
     new_per_pass = np.zeros(len(plans), dtype=np.int64)
-    with stages.stage("compare"), _ComparePool(fields, indexer, nodes, comparisons) as pool:
+    total_pairs = sum(plan.pairs for plan in plans)
+    with (stages.stage("compare"), _ComparePool(fields, indexer, nodes, comparisons) as pool,
+          progress("compare", total_pairs, "pairs") as advance):
         def tasks() -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
             # Random draws happen here, in order, so the result does not depend on the workers.
             for i, left, right, new in candidate_pairs(plans, codes, src, lk.link_type, lk.chunk_pairs, indexer):
@@ -163,6 +165,7 @@ def link(config: Config, model_path: Path | None = None, strict: bool = False) -
                 yield i, left, right, sampled, needed, sampled | needed
 
         for (i, left, right, sampled, needed, todo), code in pool.map(tasks()):
+            advance(int(left.size))
             # Node pairs stand for records × records record pairs: the model is one of record pairs.
             record_pairs = (records_per_node[left] * records_per_node[right]).astype(np.float64)
             sessions.counts[i].add_codes(code[sampled[todo]], record_pairs[sampled])

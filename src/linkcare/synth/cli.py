@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from linkcare.pseudonymise import read_key
+from linkcare.summary import json_option, print_json, print_table
 from linkcare.synth.options import ErrorRates, SynthOptions
 from linkcare.synth.site import write_site
 
@@ -50,9 +51,10 @@ _RATE_HELP = {
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Pseudonymisation key for the NHS tokens (default: a key derived from the seed).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@json_option
 @_rate_options
 def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file: Path | None,
-          overwrite: bool, **rates: float) -> None:
+          overwrite: bool, as_json: bool, **rates: float) -> None:
     """Write a realistic synthetic site into OUT.
 
     OUT gets five pseudonymised extracts (gp_registrations, apc, ae, outpatients, social_care as
@@ -64,8 +66,9 @@ def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file:
     options = SynthOptions(people=people, seed=seed, reference_date=reference_date.date(),
                            errors=ErrorRates(**rates), key=key)
     summary = write_site(out, options, overwrite=overwrite)
-    click.echo(f"Wrote a synthetic site of {summary.people:,} people to {summary.out} "
-               f"in {summary.seconds:.1f} s")
-    for name, rows in summary.rows.items():
-        click.echo(f"  {name + '.csv':24s} {rows:>12,} rows")
-    click.echo("  site.toml (config), synth.json (options), truth/ (keep apart: for evaluation only)")
+    if as_json:
+        print_json("synth", summary)
+        return
+    print_table([("extract", "rows"), *[(name + ".csv", f"{rows:,}") for name, rows in summary.rows.items()]])
+    click.echo(f"Wrote a synthetic site of {summary.people:,} people to {summary.out} in {summary.seconds:.1f} s: "
+               "the extracts, site.toml (config), synth.json (options), truth/ (keep apart: for evaluation only)")
