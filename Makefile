@@ -30,9 +30,11 @@ demo: $(VENV)/.installed
 		--out out/sample-risk
 	@echo
 	@echo "The cohort dataset of the bundled sample site is in out/sample-cohort/"
-	@echo "(person_index, persons, events and pairs as Parquet, model.json, manifest.json)."
-	@echo "The risk models and their model card are in out/sample-model/;"
-	@echo "risk scores are in out/sample-risk/risk.parquet and the worklists in out/sample-risk/worklists/."
+	@echo "(person_index, persons, events and pairs as Parquet, model.json, manifest.json, rejects/);"
+	@echo "open out/sample-cohort/link_report.html in a browser to see how well it linked."
+	@echo "The risk models, their model card and risk_report.html are in out/sample-model/;"
+	@echo "risk scores are in out/sample-risk/risk.parquet, the worklists in out/sample-risk/worklists/"
+	@echo "and the risk report in out/sample-risk/risk_report.html."
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

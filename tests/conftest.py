@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from linkcare.cli import cli
 from linkcare.synth import SynthOptions, write_site
 
 REFERENCE_DATE = date(2026, 3, 31)
@@ -46,3 +47,33 @@ def small_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("small_site") / "site"
     write_site(out, SynthOptions(people=1_500, seed=5, reference_date=REFERENCE_DATE))
     return out
+
+
+@pytest.fixture(scope="session")
+def trained(small_site: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The small site linked and trained once: (config, cohort, model folder). Copy before changing."""
+    root = tmp_path_factory.mktemp("risk")
+    runner = CliRunner()
+    config = small_site / "site.toml"
+    result = runner.invoke(cli, ["-q", "link", str(config), "--out", str(root / "cohort")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["-q", "train", str(config), "--cohort", str(root / "cohort"),
+                                 "--out", str(root / "model")])
+    assert result.exit_code == 0, result.output
+    return config, root / "cohort", root / "model"
+
+
+def record_values(site: Path) -> set[str]:
+    """Return identifying values taken from a site's extracts (tokens, council IDs, record keys,
+    areas; at least 6 characters), for tests that no log, error or report holds one."""
+    import polars as pl
+
+    values: set[str] = set()
+    for csv in site.glob("*.csv"):
+        if csv.name == "areas.csv":
+            continue
+        frame = pl.read_csv(csv, infer_schema=False)
+        for column in frame.columns:
+            if any(k in column for k in ("NHS", "Pseudo", "LSOA", "_ID", "Ident", "KEY", "Record")):
+                values |= {v for v in frame[column].drop_nulls().unique().to_list() if len(v) >= 6}
+    return values

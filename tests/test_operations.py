@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from conftest import record_values
 from linkcare.cli import cli
 from linkcare.errors import EXIT_LOCKED
 from linkcare.io.atomic import output_lock
@@ -155,19 +156,6 @@ def test_same_inputs_give_byte_identical_outputs(small_site: Path, linked_once: 
     assert _digests(tmp_path / "r1/worklists") == _digests(tmp_path / "r2/worklists")
 
 
-def _record_values(site: Path) -> set[str]:
-    """Return identifying values taken from the site's extracts: tokens, council IDs, record keys, areas."""
-    values: set[str] = set()
-    for csv in site.glob("*.csv"):
-        if csv.name == "areas.csv":
-            continue
-        frame = pl.read_csv(csv, infer_schema=False)
-        for column in frame.columns:
-            if any(k in column for k in ("NHS", "Pseudo", "LSOA", "_ID", "Ident", "KEY", "Record")):
-                values |= {v for v in frame[column].drop_nulls().unique().to_list() if len(v) >= 6}
-    return values
-
-
 def test_no_log_message_or_report_holds_a_value_from_a_record(small_site: Path, tmp_path: Path) -> None:
     config = str(small_site / "site.toml")
     runs = [["link", config, "--out", str(tmp_path / "cohort")],
@@ -182,10 +170,12 @@ def test_no_log_message_or_report_holds_a_value_from_a_record(small_site: Path, 
         assert done.returncode == 0, done.stderr[-2000:]
         text += [done.stdout, done.stderr]
     reports = [tmp_path / "cohort/manifest.json", tmp_path / "cohort/model.json", tmp_path / "model/metrics.json",
-               tmp_path / "model/model_card.md", tmp_path / "model/manifest.json", tmp_path / "risk/manifest.json"]
+               tmp_path / "model/model_card.md", tmp_path / "model/manifest.json", tmp_path / "risk/manifest.json",
+               tmp_path / "cohort/link_report.html", tmp_path / "model/risk_report.html",
+               tmp_path / "model/curves.json", tmp_path / "risk/risk_report.html"]
     text += [p.read_text() for p in reports]
     everything = "\n".join(text)
-    values = _record_values(small_site)
+    values = record_values(small_site)
     assert len(values) > 10_000
     leaked = sorted(v for v in values if v in everything)
     assert leaked == [], f"{len(leaked)} record value(s) in logs or reports"

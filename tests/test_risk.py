@@ -186,24 +186,14 @@ def test_publish_counts_suppresses_small_counts() -> None:
 # --- end to end on the small synthetic site ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(small_site: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """The small site linked and trained: (config, cohort, model folder)."""
-    root = tmp_path_factory.mktemp("risk")
-    runner = CliRunner()
-    config = small_site / "site.toml"
-    result = runner.invoke(cli, ["-q", "link", str(config), "--out", str(root / "cohort")])
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["-q", "train", str(config), "--cohort", str(root / "cohort"),
-                                 "--out", str(root / "model")])
-    assert result.exit_code == 0, result.output
-    return config, root / "cohort", root / "model"
+# `trained` (the small site linked and trained once per session) is in conftest.py.
 
 
 def test_train_writes_models_metrics_and_card(trained: tuple[Path, Path, Path]) -> None:
     _, _, model_dir = trained
     names = sorted(p.name for p in model_dir.iterdir())
-    assert names == ["gradient_boosting.json", "logistic.json", "manifest.json", "metrics.json", "model_card.md"]
+    assert names == ["curves.json", "gradient_boosting.json", "logistic.json", "manifest.json", "metrics.json",
+                     "model_card.md", "risk_report.html"]
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["evaluation"]["index_date"] == "2025-03-31"
     assert metrics["fitting"]["index_date"] == "2024-03-31"
@@ -257,6 +247,9 @@ def test_stratify_without_a_model_trains_first_and_says_so(trained: tuple[Path, 
     assert result.exit_code == 0, result.output
     assert "no --model given: trained on this cohort first" in result.output
     assert (out / "model" / "manifest.json").exists() and (out / "risk.parquet").exists()
+    # Both reports: the model's own (train's) and the scores' one, which draws the model's curves.
+    assert (out / "model" / "risk_report.html").exists()
+    assert 'data-plot="roc"' in (out / "risk_report.html").read_text(encoding="utf-8")
 
 
 def test_a_tampered_model_is_refused(trained: tuple[Path, Path, Path], tmp_path: Path, runner: CliRunner) -> None:

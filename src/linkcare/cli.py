@@ -228,7 +228,7 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
     if summary.lineage is not None:
         changes = ", ".join(f"{summary.lineage.get(c, 0):,} {c}" for c in ("kept", "new", "merged", "split", "gone"))
         click.echo(f"person IDs carried over from --previous: {changes} (see lineage.parquet)")
-    click.echo(f"Cohort dataset written to {summary.out}")
+    click.echo(f"Cohort dataset written to {summary.out}; report in {summary.out / 'link_report.html'}")
 
 
 def _index_date(value: str | None, option: str) -> date | None:
@@ -280,7 +280,7 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
     click.echo(f"social-care features: AUROC {sc['auroc_with']:.3f} with, {sc['auroc_without']:.3f} without "
                f"(gain {sc['auroc_gain']:+.3f})")
     click.echo(f"{result.seconds:.1f} s, peak {result.peak_mib:.0f} MiB")
-    click.echo(f"Models, metrics.json and model_card.md written to {result.out}")
+    click.echo(f"Models, metrics.json, model_card.md and risk_report.html written to {result.out}")
 
 
 @click.command()
@@ -316,7 +316,7 @@ def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_o
     print_table(rows)
     click.echo(f"{summary.seconds:.1f} s, peak {summary.peak_mib:.0f} MiB")
     click.echo(f"Risk scores in {summary.out / 'risk.parquet'}; worklists for {summary.practices:,} practice(s) "
-               f"in {summary.out / 'worklists'}")
+               f"in {summary.out / 'worklists'}; report in {summary.out / 'risk_report.html'}")
 
 
 @click.group()

@@ -7,10 +7,11 @@ import os
 import resource
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,8 @@ class Linked:
     stages: StageLog
     codes: dict[str, np.ndarray]  # per field, the rank of each node's value among its sorted values (-1 missing)
     rejects: dict[str, SourceRejects] = field(default_factory=dict)  # per source, rows the row checks set aside
+    #: scored candidate pairs per match-weight bin of WEIGHT_EDGES (every pair scored, not only those kept)
+    weight_histogram: np.ndarray = field(default_factory=lambda: np.zeros(WEIGHT_EDGES.size - 1, dtype=np.int64))
 
 
 def _total_pairs(src: np.ndarray, link_type: str, records: np.ndarray) -> float:
@@ -240,7 +243,7 @@ def link(config: Config, model_path: Path | None = None, strict: bool = False) -
         pairs = _pairs_frame(nodes, comparisons, left[k], right[k], patterns.decode(pattern[k]),
                              scored.kept_weight, scored.kept_probability, scored.kept_accepted)
     return Linked(nodes, person, stage, node_probability, pairs, model, pass_pairs,
-                  records_rows, stages, codes, rejects)
+                  records_rows, stages, codes, rejects, scored.weight_histogram)
 
 
 @dataclass
@@ -254,29 +257,28 @@ class _Scored:
     kept_accepted: np.ndarray
     orphan: np.ndarray  # indices of pairs touching a node no exact rule could place
     orphan_bf: np.ndarray  # their log2 Bayes factors
+    weight_histogram: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 SCORE_CHUNK = 4_000_000
+#: Fixed match-weight bins, so histograms of runs and chunks add up; weights beyond fall in the end bins.
+WEIGHT_EDGES: np.ndarray = np.arange(-30.0, 30.25, 0.5)
 
 
 def _score(model: MatchModel, fields: list[FieldData], patterns: PatternCodec, left: np.ndarray,
            right: np.ndarray, pattern: np.ndarray, placed: np.ndarray, threshold: float,
            min_probability: float) -> _Scored:
     """Score every candidate pair a chunk at a time, keeping only what the later steps need."""
-    table = None
-    if patterns.space <= 1 << 22:  # one weight per possible pattern, looked up by code
-        table = model.pattern_weights(patterns.decode(np.arange(patterns.space, dtype=np.int64)))
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in _Scored.__dataclass_fields__}
+    table = pattern_table(model, patterns)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in _Scored.__dataclass_fields__ if k != "weight_histogram"}
+    histogram = np.zeros(WEIGHT_EDGES.size - 1, dtype=np.int64)
     for start in range(0, left.size, SCORE_CHUNK):
         stop = min(start + SCORE_CHUNK, left.size)
         code = pattern[start:stop]
-        if table is not None:
-            weight = table[code]
-        else:
-            uniq, inverse = np.unique(code, return_inverse=True)
-            weight = model.pattern_weights(patterns.decode(uniq))[inverse.ravel()]
-        weight = weight + _tf_adjustments(model, fields, patterns, code, left[start:stop], right[start:stop])
-        probability = 1.0 / (1.0 + np.exp2(-weight))
+        weight = match_weights(model, patterns, table, code, partial(_left_frequency, fields, left[start:stop]))
+        probability = match_probabilities(weight)
+        histogram += np.histogram(np.clip(weight, WEIGHT_EDGES[0], WEIGHT_EDGES[-1]), bins=histogram.size,
+                                  range=(WEIGHT_EDGES[0], WEIGHT_EDGES[-1]))[0]
         index = np.arange(start, stop)
         accept = probability >= threshold
         keep = probability >= min_probability
@@ -289,7 +291,36 @@ def _score(model: MatchModel, fields: list[FieldData], patterns: PatternCodec, l
             parts[name].append(value)
     empty = {"accepted": np.int64, "kept": np.int64, "orphan": np.int64, "kept_accepted": bool}
     return _Scored(**{k: (np.concatenate(v) if v else np.zeros(0, dtype=empty.get(k, np.float64)))
-                      for k, v in parts.items()})
+                      for k, v in parts.items()}, weight_histogram=histogram)
+
+
+def pattern_table(model: MatchModel, patterns: PatternCodec) -> np.ndarray | None:
+    """Return the match weight of every possible pattern, by code, when there are few enough."""
+    if patterns.space <= 1 << 22:  # one weight per possible pattern, looked up by code
+        return model.pattern_weights(patterns.decode(np.arange(patterns.space, dtype=np.int64)))
+    return None
+
+
+def match_weights(model: MatchModel, patterns: PatternCodec, table: np.ndarray | None, code: np.ndarray,
+                  frequency: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Return the match weight (log2 odds) of each pair from its pattern's code, with the term-frequency
+    adjustments; `frequency(j, exact)` gives, for the pairs marked `exact`, the share of nodes holding
+    the left node's value of field j. Both engines score every pair through this."""
+    if table is not None:
+        weight = table[code]
+    else:
+        uniq, inverse = np.unique(code, return_inverse=True)
+        weight = model.pattern_weights(patterns.decode(uniq))[inverse.ravel()]
+    return weight + _tf_adjustments(model, patterns, code, frequency)
+
+
+def _left_frequency(fields: list[FieldData], left: np.ndarray, j: int, exact: np.ndarray) -> np.ndarray:
+    return fields[j].frequency[fields[j].code[left[exact]]]
+
+
+def match_probabilities(weight: np.ndarray) -> np.ndarray:
+    """Return the match probability of each match weight (log2 odds)."""
+    return 1.0 / (1.0 + np.exp2(-weight))
 
 
 def _placed_nodes(codes: dict[str, np.ndarray], rules: tuple[tuple[str, ...], ...]) -> np.ndarray:
@@ -397,20 +428,20 @@ def _compare(nodes: Nodes, fields: list[FieldData], comparisons: list, left: np.
     return compare_pairs(fields, left, right)
 
 
-def _tf_adjustments(model: MatchModel, fields: list[FieldData], patterns: PatternCodec, code: np.ndarray,
-                    left: np.ndarray, right: np.ndarray) -> np.ndarray:
+def _tf_adjustments(model: MatchModel, patterns: PatternCodec, code: np.ndarray,
+                    frequency: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
     """Return the term-frequency adjustment of each pair: agreeing on a rare value is stronger
     evidence than the field's average exact agreement, agreeing on a common one weaker."""
-    out = np.zeros(left.size)
+    out = np.zeros(code.size)
     if model.u is None:
         return out
-    for j, data in enumerate(fields):
-        if not data.comparison.term_frequency:
+    for j, comparison in enumerate(model.comparisons):
+        if not comparison.term_frequency:
             continue
         exact = patterns.level(code, j) == 1
         if not exact.any():
             continue
-        freq = np.maximum(data.frequency[data.code[left[exact]]], 1e-12)
+        freq = np.maximum(frequency(j, exact), 1e-12)
         out[exact] = np.log2(model.u[j][1] / freq)
     return out
 

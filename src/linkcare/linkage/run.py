@@ -18,6 +18,7 @@ from linkcare.io.checksum import file_sha256
 from linkcare.linkage.lineage import read_previous
 from linkcare.linkage.pipeline import link
 from linkcare.log import get_logger
+from linkcare.report.link_report import REPORT_NAME, report_persons, write_link_report
 
 log = get_logger("link")
 DEFAULT_PERSON_KEY = b"linkcare-person-id/v1"
@@ -86,6 +87,9 @@ def _run_link(config_path: Path, out: Path, options: LinkOptions) -> LinkSummary
         people = cohort.persons(linked, per_node)
         people.write_parquet(tmp / "persons.parquet")
         n_people = people.height
+        report_started = time.perf_counter()
+        persons_for_report = report_persons(config, people, per_node)  # the report needs them after events
+        report_seconds = time.perf_counter() - report_started
         del people, per_node
         cohort.write_events(config, index, tmp / "events.parquet")
         linked.pairs.write_parquet(tmp / "pairs.parquet")
@@ -98,14 +102,20 @@ def _run_link(config_path: Path, out: Path, options: LinkOptions) -> LinkSummary
         sources = [{**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()},
                     "records": linked.rows.get(row["source"], row["records"]),
                     "rejected": rejected.get(row["source"], 0)} for row in linked_share.to_dicts()]
+        inputs = [{"source": s.name, "file": s.path.name, "sha256": file_sha256(s.path),
+                   "rows": linked.rows.get(s.name, 0), "rejected": rejected.get(s.name, 0)} for s in config.sources]
+        report_started = time.perf_counter()
+        size = write_link_report(tmp / REPORT_NAME, config, linked, persons_for_report, tmp / "events.parquet",
+                                 inputs, n_people)
+        del persons_for_report
+        report_seconds += time.perf_counter() - report_started
+        log.info("wrote %s (%s bytes) in %.1f s", REPORT_NAME, f"{size:,}", report_seconds)
         manifest = {
             "linkcare_version": __version__,
             "command": "link",
             "config": {"path": config.path.name, "sha256": config_hash(config.path)},
             "reference_date": config.reference_date.isoformat(),
-            "inputs": [{"source": s.name, "file": s.path.name, "sha256": file_sha256(s.path),
-                        "rows": linked.rows.get(s.name, 0), "rejected": rejected.get(s.name, 0)}
-                       for s in config.sources],
+            "inputs": inputs,
             "previous": None if lineage_counts is None else {
                 "folder": Path(options.previous or "").name, "lineage": lineage_counts},
             "model": {"trained_by": linked.model.trained_by, "reused_from": model_path.name if model_path else None,

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from linkcare import __version__
@@ -21,14 +20,12 @@ from linkcare.errors import ConfigError
 from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.io.checksum import file_sha256
 from linkcare.log import get_logger
-from linkcare.risk.config import Tier
+from linkcare.report.risk_report import REPORT_NAME, Inputs, write_stratify_report
 from linkcare.risk.features import build_features, open_cohort, spine_source
-from linkcare.risk.model import RiskModel
+from linkcare.risk.scoring import assign_tiers, score, score_table
 from linkcare.risk.train import fit_and_write, load_model
 
 log = get_logger("risk")
-TOP_FACTORS = 3
-SCORE_CHUNK = 200_000
 
 
 @dataclass(frozen=True)
@@ -46,41 +43,6 @@ class StratifySummary:
     peak_mib: float
 
 
-def assign_tiers(risk: np.ndarray, tiers: tuple[Tier, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Return (percentile, tier index) per person: people ranked by descending risk (ties in input
-    order), the first `share` of them in the first tier and so on. The percentile is the share of
-    people ranked below, from 0 to 100 (99.5 and above is the top 0.5%)."""
-    n = risk.size
-    order = np.argsort(-risk, kind="stable")
-    position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n)
-    cuts = np.round(np.cumsum([t.share for t in tiers]) * n).astype(np.int64)
-    cuts[-1] = n
-    tier = np.searchsorted(cuts, position, side="right")
-    percentile = 100.0 * (n - 1 - position) / max(n, 1)
-    return percentile, tier
-
-
-def score(model: RiskModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (risk, top factor indices, their contributions) per row, a chunk at a time.
-
-    Factors are ranked by how much they raise the person's risk (largest contribution first).
-    """
-    n = x.shape[0]
-    k = min(TOP_FACTORS, len(model.factors))
-    risk = np.empty(n)
-    top = np.empty((n, k), dtype=np.int64)
-    top_value = np.empty((n, k))
-    for lo in range(0, n, SCORE_CHUNK):
-        hi = min(lo + SCORE_CHUNK, n)
-        base, parts = model.explain(x[lo:hi])
-        risk[lo:hi] = 1.0 / (1.0 + np.exp(-(base + parts.sum(axis=1))))
-        order = np.argsort(-parts, axis=1, kind="stable")[:, :k]
-        top[lo:hi] = order
-        top_value[lo:hi] = np.take_along_axis(parts, order, axis=1)
-    return risk, top, top_value
-
-
 def _safe_name(practice: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", practice) or "unknown"
 
@@ -93,6 +55,7 @@ def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None
     index = as_of or config.reference_date
     cohort = open_cohort(cohort_dir)
     spine = spine_source(config)
+    inputs = Inputs(config, Path(cohort_dir).name, file_sha256(Path(cohort_dir) / "events.parquet"))
     with output_lock(Path(out)), atomic_dir(Path(out)) as tmp:
         if model_dir is None:
             log.info("no --model given: training on this cohort first (written to %s)", Path(out) / "model")
@@ -110,21 +73,7 @@ def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None
                               f"({', '.join(missing[:3])}); retrain it with this config")
         x = features.matrix(model.names)
         log.info("scoring and explaining %s people…", f"{x.shape[0]:,}")
-        risk, top, top_value = score(model, x)
-        percentile, tier = assign_tiers(risk, config.risk.tiers)
-        names = np.array(model.factors, dtype=object)
-        tier_names = np.array([t.name for t in config.risk.tiers], dtype=object)
-        columns: dict[str, Any] = {
-            "person_id": frame["person_id"], "record_id": frame["record_id"], "practice": frame["practice"],
-            "risk": risk, "percentile": np.round(percentile, 3),
-            "tier": pl.Series(tier_names[tier].tolist(), dtype=pl.String),
-            "tier_rank": (tier + 1).astype(np.int32)}
-        for j in range(top.shape[1]):
-            columns[f"factor_{j + 1}"] = pl.Series(names[top[:, j]].tolist(), dtype=pl.String)
-            columns[f"contribution_{j + 1}"] = top_value[:, j]
-        for group in ("age_band", "sex", "ethnic_group", "deprivation_quintile"):
-            columns[group] = frame[group]
-        table = pl.DataFrame(columns).sort(["risk", "person_id"], descending=[True, False])
+        table = score_table(model, frame, x, config.risk.tiers)
         log.info("writing risk.parquet and the worklists…")
         table.write_parquet(tmp / "risk.parquet")
         practices = _write_worklists(table, tmp / "worklists", spine, config)
@@ -133,8 +82,7 @@ def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None
         manifest = {
             "linkcare_version": __version__, "command": "stratify", "index_date": index.isoformat(),
             "config": {"path": config.path.name, "sha256": config_hash(config.path)},
-            "cohort": {"folder": Path(cohort_dir).name,
-                       "events_sha256": file_sha256(Path(cohort_dir) / "events.parquet")},
+            "cohort": {"folder": inputs.cohort_folder, "events_sha256": inputs.events_sha256},
             "model": {"kind": model.kind, "folder": "model" if model_dir is None else Path(model_dir).name,
                       "trained_here": model_dir is None, "fitted": model.fitted},
             "people": table.height, "practices": practices,
@@ -142,6 +90,10 @@ def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None
             "outputs": {"risk.parquet": file_sha256(tmp / "risk.parquet")},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        log.info("writing %s…", REPORT_NAME)
+        model_folder = tmp / "model" if model_dir is None else Path(model_dir)
+        write_stratify_report(tmp / REPORT_NAME, inputs, table, index, model.horizon_days, model.kind, model_folder,
+                              "model (trained by this run)" if model_dir is None else Path(model_dir).name)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     tier_rows = [{"tier": r["tier"], "people": r["people"], "risk_from": r["from"], "risk_to": r["to"]}
                  for r in tiers.to_dicts()]

@@ -27,6 +27,7 @@ from linkcare.errors import ConfigError, DataError
 from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.io.checksum import check_written_by, file_sha256
 from linkcare.log import get_logger
+from linkcare.report.risk_report import REPORT_NAME, Inputs, evaluation_curves, write_curves, write_train_report
 from linkcare.risk.card import model_card
 from linkcare.risk.features import (
     GROUPS,
@@ -38,6 +39,7 @@ from linkcare.risk.features import (
 )
 from linkcare.risk.metrics import auroc, risk_metrics, subgroup_metrics
 from linkcare.risk.model import RiskModel, fit_model
+from linkcare.risk.scoring import score_table
 
 log = get_logger("risk")
 MODEL_KINDS = ("gradient_boosting", "logistic")
@@ -170,15 +172,20 @@ def fit_and_write(config: Config, cohort_dir: Path, folder: Path, as_of: dt.date
                        "note": "counts of people are rounded; null means suppressed (fewer than the threshold)"},
     }
     published = publish_counts(summary, config.disclosure)
+    curves = {kind: evaluation_curves(y_test, predictions[kind], config.disclosure) for kind in MODEL_KINDS}
     for kind, model in models.items():
         (folder / f"{kind}.json").write_text(json.dumps(model.to_json()) + "\n", encoding="utf-8")
     (folder / "metrics.json").write_text(json.dumps(published, indent=2) + "\n", encoding="utf-8")
+    write_curves(folder, curves, published["evaluation"])
     (folder / "model_card.md").write_text(model_card(config, published, models[default]), encoding="utf-8")
+    inputs = Inputs(config, Path(cohort_dir).name, file_sha256(Path(cohort_dir) / "events.parquet"))
+    log.info("writing %s…", REPORT_NAME)
+    scored = score_table(models[default], test_set.frame, x_test, settings.tiers)
+    write_train_report(folder / REPORT_NAME, inputs, scored, published, curves)
     manifest = {
         "linkcare_version": __version__, "command": "train",
         "config": {"path": config.path.name, "sha256": config_hash(config.path)},
-        "cohort": {"folder": Path(cohort_dir).name,
-                   "events_sha256": file_sha256(Path(cohort_dir) / "events.parquet")},
+        "cohort": {"folder": inputs.cohort_folder, "events_sha256": inputs.events_sha256},
         "default_model": default,
         "models": {kind: {"file": f"{kind}.json", "sha256": file_sha256(folder / f"{kind}.json")} for kind in models},
         "feature_groups": list(GROUPS),
