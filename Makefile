@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -44,12 +44,13 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,spark]'
 	touch $@ $(VENV)/.installed-dev $(VENV)/.installed
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/bench_synth.py --out bench_out
 	$(BIN)/python bench/bench_link.py --out bench_out
+	$(BIN)/python bench/bench_spark.py --out bench_out
 	$(BIN)/python bench/bench_risk.py --out bench_out
 
 # Regenerate the committed sample site and its config (only when the generator changes).

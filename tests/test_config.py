@@ -279,7 +279,8 @@ def test_link_only_needs_two_sources(site: Path) -> None:
     ("where", "typo", "message"),
     [
         ('version = 1', 'version = 1\nrefrence = 1', "refrence: unknown key; did you mean "
-         "'reference_date'? allowed keys: version, reference_date, sources, linkage, risk, disclosure, validation"),
+         "'reference_date'? allowed keys: version, reference_date, sources, linkage, risk, disclosure, validation, "
+         "engine"),
         ('id = "Patient_ID"', 'idd = "Patient_ID"\nid = "Patient_ID"', "sources[0].idd: unknown "
          "key; did you mean 'id'? allowed keys: name, path, format, id, kind, delimiter, fields, "
          "events"),
@@ -293,7 +294,7 @@ def test_link_only_needs_two_sources(site: Path) -> None:
          "term_freq: unknown key; did you mean 'term_frequency'? allowed keys: field, method, "
          "levels, term_frequency"),
         ('version = 1', 'version = 1\nzzz = 1', "zzz: unknown key; allowed keys: version, "
-         "reference_date, sources, linkage, risk, disclosure, validation"),
+         "reference_date, sources, linkage, risk, disclosure, validation, engine"),
     ],
 )
 def test_unknown_key_suggests_the_closest(site: Path, where: str, typo: str, message: str) -> None:

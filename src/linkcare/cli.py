@@ -191,9 +191,12 @@ def pseudonymise(
                    "May be the same folder as --out.")
 @click.option("--strict", is_flag=True, help="Stop if any row fails the row checks, instead of setting "
                                                "it aside in rejects/.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="Where to run: this machine, or Apache Spark (master and settings from the config's "
+                   "[engine] table or the Spark environment; needs pip install 'linkcare[spark]').")
 @json_option
 def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None, previous: Path | None,
-         strict: bool, as_json: bool) -> None:
+         strict: bool, engine: str, as_json: bool) -> None:
     """Link every source in CONFIG into people and write the cohort dataset to --out.
 
     Writes person_index.parquet, persons.parquet, events.parquet, pairs.parquet, model.json and
@@ -205,7 +208,7 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
     from linkcare.pseudonymise import read_key
 
     key = read_key(key_file=key_file) if key_file is not None else None
-    summary = run_link(config, out, LinkOptions(model_path, key, previous, strict))
+    summary = run_link(config, out, LinkOptions(model_path, key, previous, strict, engine))
     if as_json:
         print_json("link", summary)
         return
@@ -228,7 +231,8 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
     if summary.lineage is not None:
         changes = ", ".join(f"{summary.lineage.get(c, 0):,} {c}" for c in ("kept", "new", "merged", "split", "gone"))
         click.echo(f"person IDs carried over from --previous: {changes} (see lineage.parquet)")
-    click.echo(f"Cohort dataset written to {summary.out}; report in {summary.out / 'link_report.html'}")
+    report = summary.out / "link_report.html"  # not written by --engine spark
+    click.echo(f"Cohort dataset written to {summary.out}" + (f"; report in {report}" if report.exists() else ""))
 
 
 def _index_date(value: str | None, option: str) -> date | None:

@@ -113,11 +113,8 @@ def persons(linked: Linked, per_node: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(data).sort("person_id")
 
 
-def _source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:
-    if source.kind == "other":
-        return None
-    lf = scan_source(source)  # checks the file; its schema is the header
-    header = lf.collect_schema().names()
+def event_exprs(source: Source, header: list[str]) -> list[pl.Expr]:
+    """Return the expressions reading a source's record_id and the event attributes its header has."""
     exprs: list[pl.Expr] = [pl.col(source.id).cast(pl.String).alias("record_id")]
     present: dict[str, list[str]] = {}
     for key, configured in source.events.items():
@@ -135,7 +132,12 @@ def _source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:
             exprs.append(pl.col(cols[0]).cast(pl.Float64, strict=False).alias(key))
         else:
             exprs.append(pl.col(cols[0]).cast(pl.String).str.strip_chars().alias(key))
-    frame = lf.select(exprs).collect()
+    return exprs
+
+
+def shape_events(source: Source, frame: pl.DataFrame) -> pl.DataFrame:
+    """Return a source's events (the columns event_exprs read) with their event_type and source; works
+    on any slice of rows."""
     if source.kind == "gp_registrations":
         frame = frame.rename({"registration_date": "start_date"} if "registration_date" in frame.columns else {})
         if "death_date" in frame.columns:
@@ -154,7 +156,14 @@ def _source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:
     elif source.kind == "social_care":
         etype = pl.col("event_type").str.to_lowercase().str.replace_all(r"[^a-z]+", "_")
         frame = frame.with_columns(pl.concat_str([pl.lit("social_care_"), etype]).alias("event_type"))
-    frame = frame.with_columns(pl.lit(source.name).alias("source"))
+    return frame.with_columns(pl.lit(source.name).alias("source"))
+
+
+def _source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:
+    if source.kind == "other":
+        return None
+    lf = scan_source(source)  # checks the file; its schema is the header
+    frame = shape_events(source, lf.select(event_exprs(source, lf.collect_schema().names())).collect())
     ids = index.filter(pl.col("source") == source.name).select("record_id", "person_id")
     frame = frame.join(ids, on="record_id", how="inner")  # rejected rows have no person
     return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)

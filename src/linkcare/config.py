@@ -43,7 +43,8 @@ METHODS = ("exact", "jaro_winkler", "levenshtein", "date", "numeric", "dice")
 DATE_PARTS = ("year", "month", "day")
 DEFAULT_THRESHOLD = 0.95
 
-_TOP_KEYS = ("version", "reference_date", "sources", "linkage", "risk", "disclosure", "validation")
+_TOP_KEYS = ("version", "reference_date", "sources", "linkage", "risk", "disclosure", "validation", "engine")
+_ENGINE_KEYS = ("master", "checkpoint_dir", "spark")
 _SOURCE_KEYS = ("name", "path", "format", "id", "kind", "delimiter", "fields", "events")
 _FIELD_KEYS = ("column", "format", "part", "values", "pattern", "invalid")
 INVALID_ACTIONS = ("reject", "missing")
@@ -151,6 +152,18 @@ class Linkage:
 
 
 @dataclass(frozen=True)
+class Engine:
+    """Where `linkcare link --engine spark` runs; the local engine ignores it."""
+
+    #: The Spark master URL; None: from the Spark environment (spark-submit, spark-defaults.conf), else local[*].
+    master: str | None = None
+    #: Where the iterative steps checkpoint (a path or URI every executor can reach); None: local checkpoints.
+    checkpoint_dir: str | None = None
+    #: Spark settings ("spark.executor.memory" = "4g"), as strings.
+    spark: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole site config, resolved: absolute paths, defaults filled in."""
 
@@ -162,6 +175,7 @@ class Config:
     risk: RiskSettings = field(default_factory=RiskSettings)
     disclosure: Disclosure = field(default_factory=Disclosure)
     validation: Validation = field(default_factory=Validation)
+    engine: Engine = field(default_factory=Engine)
 
 
 @dataclass(frozen=True)
@@ -210,11 +224,13 @@ def check_config(config_path: str | Path) -> ConfigCheck:
     risk = check_risk(data.get("risk"), base, kinds, mapped, problems)
     disclosure = check_disclosure(data.get("disclosure"), problems)
     validation = _check_validation(data.get("validation"), problems)
+    engine = _check_engine(data.get("engine"), base, problems)
 
     sources = tuple(d.source for d in drafts if d.source is not None)
     config = None
     if not problems.items and version is not None and reference_date is not None:
-        config = Config(path.resolve(), version, reference_date, sources, linkage, risk, disclosure, validation)
+        config = Config(path.resolve(), version, reference_date, sources, linkage, risk, disclosure, validation,
+                        engine)
     return ConfigCheck(path, config, sources, tuple(problems.items))
 
 
@@ -450,6 +466,41 @@ def _check_validation(value: Any, p: KeyProblems) -> Validation:
         if year is not None:
             out["min_birth_year"] = year
     return Validation(**out)
+
+
+def _check_engine(value: Any, base: Path, p: KeyProblems) -> Engine:
+    value = open_table(value, "engine", _ENGINE_KEYS, p)
+    if value is None:
+        return Engine()
+    out: dict[str, Any] = {}
+    if "master" in value:
+        out["master"] = expect_text(value["master"], "engine.master", 'master = "local[*]"', p)
+    if "checkpoint_dir" in value:
+        where = expect_text(value["checkpoint_dir"], "engine.checkpoint_dir", 'checkpoint_dir = "spark-checkpoints"', p)
+        # A URI (hdfs://, dbfs:/, s3a://) is kept as written; a plain path is relative to the config's folder.
+        if where is not None:
+            out["checkpoint_dir"] = where if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", where) else str(base / where)
+    if "spark" in value:
+        settings = value["spark"]
+        example = '[engine.spark] "spark.executor.memory" = "4g"'
+        if not isinstance(settings, dict):
+            p.add("engine.spark", f"must be a table of Spark settings, not {type_name(settings)}; e.g. {example}")
+        else:
+            checked: dict[str, str] = {}
+            for name, setting in settings.items():
+                key = key_path("engine.spark", name)
+                if not name.startswith("spark."):
+                    p.add(key, f"is not a Spark setting (they start with \"spark.\"); e.g. {example}")
+                elif name == "spark.master":
+                    p.add(key, 'set the master with [engine] master = "..." instead')
+                elif isinstance(setting, bool):
+                    checked[name] = "true" if setting else "false"
+                elif isinstance(setting, str | int | float):
+                    checked[name] = str(setting)
+                else:
+                    p.add(key, f"must be a string, number or boolean, not {type_name(setting)}; e.g. {example}")
+            out["spark"] = MappingProxyType(checked)
+    return Engine(**{k: v for k, v in out.items() if v is not None})
 
 
 def _check_date_format(value: Any, key: str, p: KeyProblems) -> str | None:

@@ -66,8 +66,21 @@ def attach_unplaced(cluster: np.ndarray, placed_node: np.ndarray, src: np.ndarra
     activity = (best.select("orphan", "candidate").join(orphan_sources, on="orphan")
                 .join(per.rename({"cluster": "candidate"}), on=["candidate", "src"])
                 .group_by("orphan", "candidate").agg(pl.col("records").sum().alias("activity")))
-    best = best.join(activity, on=["orphan", "candidate"], how="left").join(prior, on="orphan").with_columns(
-        (pl.col("activity").fill_null(0) + pl.col("alpha")).alias("activity"))
+    best = best.join(activity, on=["orphan", "candidate"], how="left").join(prior, on="orphan")
+    chosen = choose_attachments(best, threshold)
+    return (chosen["orphan_node"].to_numpy(), chosen["other_node"].to_numpy(), chosen["posterior"].to_numpy())
+
+
+def choose_attachments(best: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """Return the attachments to make (orphan_node, other_node, posterior), at most one per orphan.
+
+    `best` holds, per unplaced cluster (`orphan`) and candidate person (`candidate`), the best pair
+    between them (`orphan_node`, `other_node`, its log2 Bayes factor `bf`), `among` (the chance the
+    orphan's owner is among its candidates), `activity` (the candidate's records in the orphan's
+    sources, null for none) and `alpha` (the gamma shapes of those sources, summed). Every orphan's
+    rows must be present, so a slice of orphans (a Spark partition) is decided on its own.
+    """
+    best = best.with_columns((pl.col("activity").fill_null(0) + pl.col("alpha")).alias("activity"))
     # Normalise in log space per orphan for numerical safety.
     best = best.with_columns((pl.col("activity").log(2) + pl.col("bf")).alias("score"))
     best = best.with_columns((pl.col("score") - pl.col("score").max().over("orphan")).alias("rel"))
@@ -76,4 +89,4 @@ def attach_unplaced(cluster: np.ndarray, placed_node: np.ndarray, src: np.ndarra
     best = best.with_columns((share * pl.col("among")).alias("posterior"))
     chosen = best.filter(pl.col("posterior") >= threshold).sort(["orphan", "posterior"], descending=[False, True])
     chosen = chosen.group_by("orphan", maintain_order=True).first()
-    return (chosen["orphan_node"].to_numpy(), chosen["other_node"].to_numpy(), chosen["posterior"].to_numpy())
+    return chosen.select("orphan_node", "other_node", "posterior")

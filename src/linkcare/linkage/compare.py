@@ -221,6 +221,20 @@ def compare_pairs(fields: list[FieldData], left: np.ndarray, right: np.ndarray) 
     return out
 
 
+def compare_values(comparisons: list[Comparison], left: pl.DataFrame, right: pl.DataFrame) -> np.ndarray:
+    """Return the (pairs × fields) matrix of levels of value pairs given side by side: row i of
+    `left` against row i of `right`, one column per compared field (standardised strings).
+
+    The values are coded as `compare_pairs` codes all nodes, over just these rows, so a slice of
+    pairs (a Spark partition) is compared by the same comparators, each distinct value pair once.
+    """
+    k = left.height
+    names = [c.field for c in comparisons]
+    both = pl.concat([left.select(names), right.select(names)])
+    fields = [field_data(both, c) for c in comparisons]
+    return compare_pairs(fields, np.arange(k), np.arange(k, 2 * k))
+
+
 def compare_pairs_recordlinkage(nodes: pl.DataFrame, comparisons: list[Comparison], left: np.ndarray,
                                 right: np.ndarray) -> np.ndarray:
     """Return the same levels as `compare_pairs`, computed through recordlinkage's `Compare`.

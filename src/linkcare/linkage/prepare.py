@@ -9,6 +9,7 @@ Empty strings are missing values.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,6 +82,28 @@ def _unreadable(source: Source, exc: Exception) -> DataError:
                      "check that every row has the header's columns")
 
 
+def record_exprs(source: Source, fields: tuple[str, ...], methods: dict[str, str]) -> list[pl.Expr]:
+    """Return the expressions giving a source's `source`, `record_id` and standardised fields (a
+    missing field is null), over the extract's columns read as strings."""
+    exprs = [pl.lit(source.name).alias("source"), pl.col(source.id).cast(pl.String).alias("record_id")]
+    for name in fields:
+        spec = source.fields.get(name)
+        exprs.append(field_expr(spec, methods.get(name)).alias(name) if spec is not None
+                     else pl.lit(None, pl.String).alias(name))
+    return exprs
+
+
+def report_rejects(source: Source, found: SourceRejects, max_share: float, strict: bool) -> None:
+    """Raise DataError if the rejects are fatal; otherwise log what the row checks set aside."""
+    enforce_limits(source, found, max_share, strict)
+    rejected, blanked = describe(found)
+    if rejected:
+        log.warning("source %s: %s row(s) rejected (see rejects/%s.parquet): %s",
+                    source.name, f"{found.n:,}", source.name, rejected)
+    if blanked:
+        log.warning("source %s: values kept as missing (invalid = \"missing\"): %s", source.name, blanked)
+
+
 @dataclass(frozen=True)
 class Records:
     """Standardised linkage fields of every record of every source that passed the row checks."""
@@ -96,11 +119,16 @@ def standardised_records(config: Config) -> pl.DataFrame:
     return read_records(config).frame
 
 
+def record_fields(config: Config) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Return every linkage field any source maps (sorted), and the comparison method of each compared one."""
+    return (tuple(sorted({f for s in config.sources for f in s.fields})),
+            {c.field: c.method for c in config.linkage.comparisons})
+
+
 def read_records(config: Config, strict: bool = False, today: dt.date | None = None) -> Records:
     """Return the standardised records of every source in the config, rows failing the row checks
     set aside as rejects; raise DataError if a source rejects too many (any, if `strict`)."""
-    fields = tuple(sorted({f for s in config.sources for f in s.fields}))
-    methods = {c.field: c.method for c in config.linkage.comparisons}
+    fields, methods = record_fields(config)
     today = today or dt.date.today()
     frames = []
     rows: dict[str, int] = {}
@@ -108,12 +136,7 @@ def read_records(config: Config, strict: bool = False, today: dt.date | None = N
     for source in config.sources:
         lf = scan_source(source).with_row_index("row", offset=1)
         checks = row_checks(source, lf.collect_schema().names(), config, today)
-        exprs = [pl.col("row"), pl.lit(source.name).alias("source"),
-                 pl.col(source.id).cast(pl.String).alias("record_id")]
-        for name in fields:
-            spec = source.fields.get(name)
-            exprs.append(field_expr(spec, methods.get(name)).alias(name) if spec is not None
-                         else pl.lit(None, pl.String).alias(name))
+        exprs = [pl.col("row"), *record_exprs(source, fields, methods)]
         try:
             frame = lf.select(exprs + check_flags(checks)).collect()
         except pl.exceptions.ComputeError as exc:
@@ -128,13 +151,7 @@ def read_records(config: Config, strict: bool = False, today: dt.date | None = N
             raise DataError(f"{source.path}: column {source.id}: {duplicated} row(s) repeat a record id "
                             "already used in this file; record ids must be unique")
         frame, found = apply_checks(frame, checks)
-        enforce_limits(source, found, config.validation.max_reject_share, strict)
-        rejected, blanked = describe(found)
-        if rejected:
-            log.warning("source %s: %s row(s) rejected (see rejects/%s.parquet): %s",
-                        source.name, f"{found.n:,}", source.name, rejected)
-        if blanked:
-            log.warning("source %s: values kept as missing (invalid = \"missing\"): %s", source.name, blanked)
+        report_rejects(source, found, config.validation.max_reject_share, strict)
         rows[source.name] = found.rows
         rejects[source.name] = found
         frames.append(frame.drop("row"))
@@ -191,19 +208,35 @@ def check_pseudonymisation_keys(nodes: Nodes, token: str = "nhs") -> None:
     tokens = {s: part[token].drop_nulls().unique() for s, part in by_source.items()}
     held = {s: [f for f in nodes.fields if f != token and part[f].null_count() < part.height]
             for s, part in by_source.items()}
-    names = list(by_source)
+
+    def shared_tokens(a: str, b: str) -> int:
+        return int(tokens[b].is_in(tokens[a].implode()).sum())
+
+    def demographic_overlap(a: str, b: str, shared: list[str]) -> float:
+        demo_a = by_source[a].select(shared).drop_nulls().unique()
+        demo_b = by_source[b].select(shared).drop_nulls().unique()
+        return demo_b.join(demo_a, on=shared, how="semi").height / max(min(demo_a.height, demo_b.height), 1)
+
+    check_key_overlaps(list(by_source), {s: t.len() for s, t in tokens.items()}, held, shared_tokens,
+                       demographic_overlap, token)
+
+
+def check_key_overlaps(names: list[str], tokens: dict[str, int], held: dict[str, list[str]],
+                       shared_tokens: Callable[[str, str], int],
+                       demographic_overlap: Callable[[str, str, list[str]], float], token: str) -> None:
+    """Raise DataError for the first two sources (in name order) that share almost no tokens while
+    their other identifiers overlap heavily. `tokens` holds each source's distinct tokens, `held`
+    the other fields it fills; the overlaps are computed only for pairs that need them."""
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            smaller = min(tokens[a].len(), tokens[b].len())
+            smaller = min(tokens[a], tokens[b])
             shared = [f for f in held[a] if f in held[b]]
             if smaller < KEY_CHECK_MIN_TOKENS or len(shared) < 2:
                 continue
-            token_overlap = int(tokens[b].is_in(tokens[a].implode()).sum()) / smaller
+            token_overlap = shared_tokens(a, b) / smaller
             if token_overlap >= KEY_CHECK_TOKEN_OVERLAP:
                 continue
-            demo_a = by_source[a].select(shared).drop_nulls().unique()
-            demo_b = by_source[b].select(shared).drop_nulls().unique()
-            demo_overlap = demo_b.join(demo_a, on=shared, how="semi").height / max(min(demo_a.height, demo_b.height), 1)
+            demo_overlap = demographic_overlap(a, b, shared)
             if demo_overlap > KEY_CHECK_DEMOGRAPHIC_OVERLAP:
                 raise DataError(
                     f"sources {a!r} and {b!r} share {token_overlap:.1%} of their {token} tokens while "

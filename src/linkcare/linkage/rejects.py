@@ -129,17 +129,16 @@ class SourceRejects:
     frame: pl.DataFrame  # row (from 1, the header is row 0), record_id, reason
     counts: list[tuple[RowCheck, int, int]]  # check, rows failing it, first failing row
     rows: int
+    #: rows rejected, when `frame` is not held here (the Spark engine keeps the rejects in Spark)
+    rejected: int | None = None
 
     @property
     def n(self) -> int:
-        return self.frame.height
+        return self.frame.height if self.rejected is None else self.rejected
 
 
-def apply_checks(frame: pl.DataFrame, checks: list[RowCheck]) -> tuple[pl.DataFrame, SourceRejects]:
-    """Return the kept rows (values failing a keep-as-missing check made missing) and the rejects.
-
-    `frame` holds `row`, `record_id`, the field columns and the `_fails_<i>` flags of check_flags.
-    """
+def check_counts(frame: pl.DataFrame, checks: list[RowCheck]) -> list[tuple[RowCheck, int, int]]:
+    """Return (check, rows failing it, first failing row) for each check some row fails."""
     flags = [f"_fails_{i}" for i in range(len(checks))]
     counts: list[tuple[RowCheck, int, int]] = []
     if flags:
@@ -150,17 +149,41 @@ def apply_checks(frame: pl.DataFrame, checks: list[RowCheck]) -> tuple[pl.DataFr
             n = int(summary[f"n{i}"][0])
             if n:
                 counts.append((check, n, int(summary[f"r{i}"][0])))
+    return counts
+
+
+#: Columns mark_checks adds: whether a row is rejected, and why (from its rejecting checks).
+REJECTED, REASON = "_rejected", "_reason"
+
+
+def mark_checks(frame: pl.DataFrame, checks: list[RowCheck]) -> pl.DataFrame:
+    """Return the rows with REJECTED and REASON added and the values failing a keep-as-missing check
+    made missing; the `_fails_<i>` flags stay. Works on any slice of rows (a chunk or a partition)."""
+    flags = [f"_fails_{i}" for i in range(len(checks))]
     rejecting = [f for f, c in zip(flags, checks, strict=True) if c.reject]
     rejected = pl.any_horizontal(rejecting) if rejecting else pl.lit(False)
     reason = pl.concat_str([pl.when(pl.col(f)).then(pl.lit(f"{c.column}: {c.reason}"))
                             for f, c in zip(flags, checks, strict=True) if c.reject] or [pl.lit(None, pl.String)],
                            separator="; ", ignore_nulls=True)
-    rejects = frame.filter(rejected).select(pl.col("row").cast(pl.Int64), "record_id", reason.alias("reason"))
-    kept = frame.filter(~rejected)
+    marked = frame.with_columns(rejected.alias(REJECTED), reason.alias(REASON))
     for flag, check in zip(flags, checks, strict=True):
         if not check.reject and check.fields:
-            kept = kept.with_columns([pl.when(pl.col(flag)).then(None).otherwise(pl.col(f)).alias(f)
-                                      for f in check.fields if f in kept.columns])
+            marked = marked.with_columns([pl.when(pl.col(flag)).then(None).otherwise(pl.col(f)).alias(f)
+                                          for f in check.fields if f in marked.columns])
+    return marked
+
+
+def apply_checks(frame: pl.DataFrame, checks: list[RowCheck]) -> tuple[pl.DataFrame, SourceRejects]:
+    """Return the kept rows (values failing a keep-as-missing check made missing) and the rejects.
+
+    `frame` holds `row`, `record_id`, the field columns and the `_fails_<i>` flags of check_flags.
+    """
+    flags = [f"_fails_{i}" for i in range(len(checks))]
+    counts = check_counts(frame, checks)
+    marked = mark_checks(frame, checks)
+    rejects = marked.filter(pl.col(REJECTED)).select(pl.col("row").cast(pl.Int64), "record_id",
+                                                     pl.col(REASON).alias("reason"))
+    kept = marked.filter(~pl.col(REJECTED)).drop(REJECTED, REASON)
     return kept.drop(flags), SourceRejects(rejects.sort("row"), counts, frame.height)
 
 
@@ -192,5 +215,5 @@ def describe(found: SourceRejects) -> tuple[str, str]:
     return _detail(found.counts, True), _detail(found.counts, False)
 
 
-__all__ = ["DEFAULT_TOKEN_PATTERN", "RowCheck", "SourceRejects", "apply_checks", "check_flags", "describe",
-           "enforce_limits", "field_date", "parse_date", "row_checks"]
+__all__ = ["DEFAULT_TOKEN_PATTERN", "REASON", "REJECTED", "RowCheck", "SourceRejects", "apply_checks", "check_counts",
+           "check_flags", "describe", "enforce_limits", "field_date", "mark_checks", "parse_date", "row_checks"]

@@ -50,13 +50,23 @@ class LinkOptions:
     key: bytes | None = None
     previous: Path | None = None  # an earlier run's output folder to carry person IDs over from
     strict: bool = False  # any row failing the row checks stops the run
+    engine: str = "local"  # "local" (this machine) or "spark" (linkcare.spark)
 
 
 def run_link(config_path: Path, out: Path, options: LinkOptions | None = None) -> LinkSummary:
     """Link the config's sources into people and write the cohort dataset into `out`, holding the
     output's lock so that no other run writes it meanwhile."""
+    options = options or LinkOptions()
+    if options.engine == "spark":
+        from linkcare.spark import require_pyspark
+
+        require_pyspark()
     with output_lock(Path(out)):
-        return _run_link(config_path, out, options or LinkOptions())
+        if options.engine == "spark":
+            from linkcare.spark.engine import run_link_spark
+
+            return run_link_spark(config_path, out, options)
+        return _run_link(config_path, out, options)
 
 
 def _run_link(config_path: Path, out: Path, options: LinkOptions) -> LinkSummary:

@@ -25,12 +25,24 @@ def estimate_u(rng: np.random.Generator, fields: list[FieldData], src: np.ndarra
     """
     sizes = [n_levels(f.comparison) for f in fields]
     cumulative = np.cumsum(records.astype(np.float64))
-    draws = rng.random((2, sample * 2)) * cumulative[-1]
+    draws = u_draws(rng, float(cumulative[-1]), sample)
     left = np.searchsorted(cumulative, draws[0], side="right")
     right = np.searchsorted(cumulative, draws[1], side="right")
     ok = (left != right) & allowed(link_type, src[left], src[right]) & (cluster[left] != cluster[right])
     left, right = left[ok][:sample], right[ok][:sample]
     levels = compare_pairs(fields, left, right)
+    return u_from_levels(levels, sizes), int(left.size)
+
+
+def u_draws(rng: np.random.Generator, records: float, sample: int = U_SAMPLE_PAIRS) -> np.ndarray:
+    """Return 2 × (2 `sample`) uniform positions among the records, in record order: each picks the
+    record (and so the node) it falls on; twice the sample, as some pairs will be left out."""
+    return rng.random((2, sample * 2)) * records
+
+
+def u_from_levels(levels: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Return u per field from the levels (pairs × fields) of random pairs: each level's share of
+    the pairs with both values present, at least half a pair's worth."""
     shares = level_shares(levels, sizes)
     u = []
     for j, share in enumerate(shares):
@@ -40,7 +52,7 @@ def estimate_u(rng: np.random.Generator, fields: list[FieldData], src: np.ndarra
         s = np.maximum(s, floor)
         s[0] = 0.0
         u.append(s / s.sum())
-    return u, int(left.size)
+    return u
 
 
 @dataclass
@@ -146,4 +158,5 @@ def fit_recordlinkage(kind: str, comparisons: list[Comparison], levels: np.ndarr
                                 "classifier": "recordlinkage.LogisticRegressionClassifier"})
 
 
-__all__ = ["Sessions", "estimate_prior", "estimate_u", "fit_fellegi_sunter", "fit_recordlinkage"]
+__all__ = ["Sessions", "estimate_prior", "estimate_u", "fit_fellegi_sunter", "fit_recordlinkage", "u_draws",
+           "u_from_levels"]

@@ -1,0 +1,178 @@
+"""The cohort dataset from Spark: person_index, persons, events and pairs, each written by Spark as
+one Parquet file with the local engine's columns, types and row order.
+
+The per-node decisions are joined back to records in Spark; person IDs come from
+linkcare.linkage.cluster.person_ids (a keyed hash of each person's smallest source/record key),
+and events from linkcare.cohort's `event_exprs` and `shape_events`, a batch at a time.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from linkcare.cohort import EVENT_COLUMNS, event_exprs, shape_events
+from linkcare.config import Comparison, Config, Source
+from linkcare.linkage.cluster import person_ids
+from linkcare.linkage.compare import n_levels
+from linkcare.linkage.model import PatternCodec
+from linkcare.linkage.prepare import scan_source
+from linkcare.spark.frames import materialize, polars_map, write_parquet_file
+from linkcare.spark.read import scan_extract
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+    from pyspark.sql.types import DataType
+
+
+def _spark_type(dtype: Any) -> DataType:
+    from pyspark.sql.types import ArrayType, BooleanType, DateType, DoubleType, LongType, StringType
+
+    if dtype == pl.Date:
+        return DateType()
+    if dtype == pl.Float64:
+        return DoubleType()
+    if dtype == pl.Boolean:
+        return BooleanType()
+    if dtype == pl.Int64:
+        return LongType()
+    if isinstance(dtype, pl.List):
+        return ArrayType(_spark_type(dtype.inner))
+    return StringType()
+
+
+def node_decisions(nodes: DataFrame, person: DataFrame, probability: DataFrame, key: bytes,
+                   has_nhs: bool) -> DataFrame:
+    """Return per node its person_id, match_stage and match_probability (null when unlinked), as
+    linkcare.cohort.node_persons: records sharing every identifier (one node) or joined by an exact
+    rule are deterministic; other nodes of a person of several are probabilistic."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    frame = (nodes.join(person, "node").join(probability, "node", "left")
+             .withColumn("person_size", F.count(F.lit(1)).over(Window.partitionBy("person"))))
+    exact = (F.col("det_size") > 1) | ((F.col("person_size") == 1) & (F.col("records") > 1))
+    stage = (F.when(exact, "deterministic").when(F.col("person_size") > 1, "probabilistic")
+             .otherwise("unlinked"))
+    best = F.when(exact, F.lit(1.0)).otherwise(F.coalesce(F.col("best"), F.lit(0.0)))
+    frame = frame.withColumn("match_stage", stage).withColumn(
+        "match_probability", F.when(stage == "unlinked", F.lit(None).cast("double")).otherwise(best))
+    anchors = frame.groupBy("person").agg(F.min(F.concat_ws("/", "source", "first_id")).alias("anchor"))
+
+    def hash_ids(batch: pl.DataFrame) -> pl.DataFrame:
+        return batch.select("person", person_ids(batch["anchor"], key))
+
+    schema = StructType([StructField("person", LongType()), StructField("person_id", StringType())])
+    ids = polars_map(anchors, hash_ids, schema)
+    frame = frame.join(ids, "person")
+    if has_nhs:
+        frame = frame.withColumn("has_nhs", F.col("nhs").isNotNull())
+    return materialize(frame)
+
+
+def write_person_index(decisions: DataFrame, record_node: DataFrame, path: Path, has_nhs: bool) -> DataFrame:
+    """Write person_index.parquet (one row per record) and return it, for events and the summary."""
+    columns = ["source", "record_id", "person_id", "match_probability", "match_stage"]
+    if has_nhs:
+        columns.append("has_nhs")
+    index = materialize(record_node.join(decisions.select("node", *columns[2:]), "node").select(*columns))
+    write_parquet_file(index, path, ["source", "record_id"])
+    return index
+
+
+def write_persons(decisions: DataFrame, fields: tuple[str, ...], sources: list[str], path: Path) -> int:
+    """Write persons.parquet: per person, records in all and per source, and each field's value
+    carried by most of the person's records (ties: the smallest value). Returns the people."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    per = decisions.groupBy("person", "person_id").agg(
+        F.sum("records").alias("records"),
+        *[F.sum(F.when(F.col("source") == s, F.col("records")).otherwise(0)).alias(f"records_{s}") for s in sources])
+    for name in fields:
+        totals = (decisions.where(F.col(name).isNotNull()).groupBy("person", name)
+                  .agg(F.sum("records").alias("_t")))
+        first = Window.partitionBy("person").orderBy(F.col("_t").desc(), F.col(name))
+        mode = totals.withColumn("_k", F.row_number().over(first)).where("_k = 1").select("person", name)
+        per = per.join(mode, "person", "left")
+    people = materialize(per.select("person_id", F.col("records").cast("long"),
+                                    *[F.col(f"records_{s}").cast("long") for s in sources], *fields))
+    write_parquet_file(people, path, ["person_id"])
+    return people.count()
+
+
+def _events(source: Source, exprs: list[pl.Expr], cast_all: bool, batch: pl.DataFrame) -> pl.DataFrame:
+    if cast_all:  # as the local engine reads Parquet: every column as text
+        batch = batch.with_columns(pl.all().cast(pl.String))
+    return shape_events(source, batch.select(exprs))
+
+
+def write_events(config: Config, index: DataFrame, path: Path) -> None:
+    """Write events.parquet: every event of every source of a known kind with its person, a source at
+    a time in config order, within a source in order of person, date (missing last) and record."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StructField, StructType
+
+    spark = index.sparkSession
+    frames = []
+    for order, source in enumerate(config.sources):
+        if source.kind == "other":
+            continue
+        header = scan_source(source).collect_schema().names()
+        exprs = event_exprs(source, header)
+        example = shape_events(source, pl.DataFrame(schema={c: pl.String for c in header}).select(exprs))
+        schema = StructType([StructField(c, _spark_type(t)) for c, t in example.schema.items()])
+        raw = scan_extract(spark, source, header).select(*[F.col(f"`{c}`") for c in header])
+        events = polars_map(raw, partial(_events, source, exprs, source.format == "parquet"), schema)
+        ids = index.where(F.col("source") == source.name).select("record_id", "person_id")
+        events = events.join(ids, "record_id")  # rejected rows have no person
+        present = set(example.columns) | {"person_id"}
+        columns = [(F.col(c) if c in present else F.lit(None)).cast(_spark_type(t)).alias(c)
+                   for c, t in EVENT_COLUMNS.items()]
+        frames.append(events.select(F.lit(order).alias("_order"), *columns))
+    if not frames:
+        empty = spark.createDataFrame([], StructType([StructField(c, _spark_type(t))
+                                                      for c, t in EVENT_COLUMNS.items()]))
+        write_parquet_file(empty, path, [])
+        return
+    events = frames[0]
+    for other in frames[1:]:
+        events = events.unionByName(other)
+    write_parquet_file(events, path, ["_order", "person_id", F.col("start_date").asc_nulls_last(), "record_id"],
+                       drop=["_order"])
+
+
+def write_pairs(scored: DataFrame, dropped: DataFrame | None, nodes: DataFrame, comparisons: list[Comparison],
+                threshold: float, min_probability: float, path: Path) -> tuple[int, int]:
+    """Write pairs.parquet (pairs scoring at least min_probability, with their levels) and return
+    (pairs written, pairs accepted)."""
+    from pyspark.sql import functions as F
+
+    codec = PatternCodec([n_levels(c) for c in comparisons])
+    kept = scored.where(F.col("probability") >= min_probability).select("l", "r", "code", "weight", "probability")
+    accepted = F.col("probability") >= threshold
+    if dropped is not None:
+        kept = kept.join(dropped.withColumn("_dropped", F.lit(True)), ["l", "r"], "left")
+        accepted = accepted & F.col("_dropped").isNull()
+    first = nodes.select("node", "source", "first_id")
+    levels = [F.expr(f"(code div {int(codec.mult[j])}) % {int(codec.sizes[j])}").cast("byte").alias(f"level_{c.field}")
+              for j, c in enumerate(comparisons)]
+    pairs = (kept.join(first.select(F.col("node").alias("l"), F.col("source").alias("source_l"),
+                                    F.col("first_id").alias("record_id_l")), "l")
+             .join(first.select(F.col("node").alias("r"), F.col("source").alias("source_r"),
+                                F.col("first_id").alias("record_id_r")), "r")
+             .select("source_l", "record_id_l", "source_r", "record_id_r", *levels,
+                     F.col("weight").alias("match_weight"), F.col("probability").alias("match_probability"),
+                     accepted.alias("accepted")))
+    pairs = materialize(pairs)
+    write_parquet_file(pairs, path, ["source_l", "record_id_l", "source_r", "record_id_r"])
+    counts = pairs.agg(F.count(F.lit(1)).alias("n"), F.count_if("accepted").alias("a")).first()
+    assert counts is not None
+    return int(counts["n"]), int(counts["a"])
+
+
+__all__ = ["node_decisions", "write_events", "write_pairs", "write_person_index", "write_persons"]
