@@ -50,10 +50,16 @@ def polars_map(df: DataFrame, fn: Callable[[pl.DataFrame], pl.DataFrame], schema
 
 def materialize(df: DataFrame) -> DataFrame:
     """Return `df` computed once and cut from its lineage: a reliable checkpoint when the session has
-    a checkpoint folder ([engine] checkpoint_dir), else a local one (kept by the executors)."""
+    a checkpoint folder ([engine] checkpoint_dir), else a local one, kept by the executors serialized
+    (in memory, spilling to disk), so that what is kept costs the JVM's garbage collector little."""
     if df.sparkSession.sparkContext.getCheckpointDir():
         return df.checkpoint(eager=True)
-    return df.localCheckpoint(eager=True)
+    from pyspark import StorageLevel
+
+    try:
+        return df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+    except TypeError:  # PySpark before 4.0 chooses the storage level itself
+        return df.localCheckpoint(eager=True)
 
 
 def with_index(df: DataFrame, name: str, spark: SparkSession) -> DataFrame:
