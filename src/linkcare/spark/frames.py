@@ -50,15 +50,18 @@ def polars_map(df: DataFrame, fn: Callable[[pl.DataFrame], pl.DataFrame], schema
 
 def materialize(df: DataFrame) -> DataFrame:
     """Return `df` computed once and cut from its lineage: a reliable checkpoint when the session has
-    a checkpoint folder ([engine] checkpoint_dir), else a local one, kept by the executors serialized
-    (in memory, spilling to disk), so that what is kept costs the JVM's garbage collector little."""
+    a checkpoint folder ([engine] checkpoint_dir), else a local one on the executors' disks.
+
+    On disk, not in memory: a run keeps many intermediate tables, and held on the JVM's heap they
+    leave the joins and sorts too little room (and the garbage collector too much work).
+    """
     if df.sparkSession.sparkContext.getCheckpointDir():
         return df.checkpoint(eager=True)
     from pyspark import StorageLevel
 
     try:
-        return df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
-    except TypeError:  # PySpark before 4.0 chooses the storage level itself
+        return df.localCheckpoint(eager=True, storageLevel=StorageLevel.DISK_ONLY)
+    except TypeError:  # PySpark before 4.0 keeps local checkpoints in memory and on disk
         return df.localCheckpoint(eager=True)
 
 
