@@ -15,8 +15,10 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
+import recordlinkage
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,6 +49,7 @@ from linkcare.linkage.compare import (
 from linkcare.linkage.evaluate import pairwise_score
 from linkcare.linkage.model import MatchModel, PatternCodec, PatternCounts, _default_m, fit_m_em
 from linkcare.linkage.prepare import field_expr
+from linkcare.linkage.train import _ecm_weights, fit_recordlinkage
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CONFIG = ROOT / "configs" / "sample.toml"
@@ -697,6 +700,55 @@ def all_records_f1(runner: CliRunner, out: Path, truth: Path) -> dict:
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # recordlinkage's ECM takes logs of zeros
+def _ecm_frame(levels: np.ndarray, sizes: list[int]) -> pd.DataFrame:
+    columns = [f"f{j}={lv}" for j, k in enumerate(sizes) for lv in range(1, k)]
+    onehot = np.concatenate([(levels[:, [j]] == np.arange(1, k)[None, :]).astype(np.int8)
+                             for j, k in enumerate(sizes)], axis=1)
+    return pd.DataFrame(onehot, columns=columns)
+
+
+def test_ecm_weights_equal_recordlinkage_own_log_odds() -> None:
+    # The weights are read off the fitted kernel's probabilities. Where none of them is 0 (here
+    # the fitted ones are moved off 0 and 1), they must give exactly the log-odds recordlinkage
+    # itself predicts for every pattern.
+    counts = simulate_patterns(20_000, seed=5)
+    levels, c = counts.arrays()
+    levels = np.repeat(levels, c.astype(np.int64), axis=0)
+    sizes = [m.size for m in M_TRUE]
+    clf = recordlinkage.ECMClassifier(binarize=None)
+    clf.fit(_ecm_frame(levels, sizes))
+    kernel = clf.kernel
+    p_on = np.clip(np.exp(kernel.feature_log_prob_[:, 1::2]), 0.02, 0.98)  # every column has values 0 and 1
+    prob = np.empty_like(kernel.feature_log_prob_)
+    prob[:, 0::2], prob[:, 1::2] = 1 - p_on, p_on
+    kernel.feature_log_prob_ = np.log(prob)
+    baseline, weights = _ecm_weights(kernel, sum(sizes) - len(sizes))
+    distinct = np.unique(levels, axis=0)
+    onehot = _ecm_frame(distinct, sizes).to_numpy()
+    log_proba = kernel.predict_log_proba(onehot)
+    expected = (log_proba[:, 1] - log_proba[:, 0]) / np.log(2)
+    np.testing.assert_allclose(baseline + onehot @ weights, expected, atol=1e-9)
+
+
+def test_ecm_weights_stay_finite_when_a_level_is_never_seen_among_non_matches() -> None:
+    # The first field agrees only on matches: ECM's own estimate of u for that level reaches 0,
+    # and recordlinkage's predictions turn to NaN. The model floors it instead.
+    rng = np.random.default_rng(3)
+    n = 20_000
+    is_match = rng.random(n) < 0.2
+    first = np.where(is_match, 1, 2)
+    second = np.where(is_match, rng.choice(3, size=n, p=[0.05, 0.9, 0.05]), rng.choice(3, size=n, p=[0.05, 0.2, 0.75]))
+    levels = np.stack([first, second], axis=1).astype(np.int8)
+    comparisons = [Comparison(field="a", method="exact"), Comparison(field="b", method="exact")]
+    model = fit_recordlinkage("ecm", comparisons, levels, None)
+    assert all(np.isfinite(w).all() for w in model.weights) and np.isfinite(model.intercept)
+    # recordlinkage labels ECM's classes without looking at which one agrees (class 1 is "matches"),
+    # and on these one-hot levels it finds them either way round; the weights must separate them.
+    weight = model.pattern_weights(levels)
+    separated = (weight[is_match].min() > weight[~is_match].max()) or (weight[is_match].max() < weight[~is_match].min())
+    assert separated
+
+
 def test_ecm_model_links_a_small_site(small_site: Path, tmp_path: Path, runner: CliRunner) -> None:
     config = with_linkage_options(small_site, "ecm.toml", 'model = "ecm"')
     result = link_cli(runner, config, tmp_path / "out")

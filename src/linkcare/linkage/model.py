@@ -213,7 +213,7 @@ class MatchModel:
         from linkcare.io.atomic import atomic_path
 
         with atomic_path(Path(path)) as tmp:
-            tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path, comparisons: list[Comparison]) -> MatchModel:

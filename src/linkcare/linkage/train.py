@@ -4,10 +4,12 @@ pass, the prior from the candidate pairs; or recordlinkage's ECM or logistic cla
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from linkcare.config import Comparison
+from linkcare.errors import DataError
 from linkcare.linkage.blocking import allowed
 from linkcare.linkage.compare import FieldData, compare_pairs, n_levels
 from linkcare.linkage.model import MatchModel, PatternCounts, _default_m, fit_m_em, level_shares
@@ -113,6 +115,41 @@ def estimate_prior(candidates: PatternCounts, m: list[np.ndarray], u: list[np.nd
     return lam
 
 
+ECM_FLOOR = 1e-9  # the smallest probability an ECM estimate is taken to be
+
+
+def _ecm_weights(kernel: Any, n_columns: int) -> tuple[float, np.ndarray]:
+    """Return the log2-odds of the all-zero pattern and the weight of switching each one-hot column
+    on, read off a fitted recordlinkage ECM kernel (naive Bayes on binarised columns).
+
+    ECM's EM lets a probability reach exactly 0 (a level never seen among non-matches), and its own
+    predictions then turn to NaN (0 × log 0). Here every estimate is floored at ECM_FLOOR instead,
+    so such a level carries a large but finite weight. A column that never varied in training
+    carries no weight.
+    """
+    log_prob = np.asarray(kernel.feature_log_prob_, dtype=float)  # (2 classes, binarised columns)
+    log_prior = np.asarray(kernel.class_log_prior_, dtype=float)
+    match, non_match = 1, 0  # recordlinkage's ECMClassifier puts matches in class 1
+    if not np.all(np.isfinite(log_prior)):
+        raise DataError("linkage.model = \"ecm\": recordlinkage's ECM put every candidate pair in one class, "
+                        "so it found no matches to learn from; use model = \"fellegi_sunter\"")
+    prior = np.clip(np.exp(log_prior), ECM_FLOOR, 1.0)
+    baseline = float(np.log2(prior[match] / prior[non_match]))
+    weights = np.zeros(n_columns)
+    pos = 0
+    for i, binarizer in enumerate(kernel._binarizers):  # noqa: SLF001 - the layout of the binarised columns
+        values = list(binarizer.classes_)
+        width = 1 if len(values) == 1 else len(values)
+        if len(values) == 2:  # columns for value 0, then value 1
+            p1 = np.clip(np.exp(log_prob[:, pos + 1]), ECM_FLOOR, 1.0 - ECM_FLOOR)
+            on = np.log2(p1[match] / p1[non_match])
+            off = np.log2((1.0 - p1[match]) / (1.0 - p1[non_match]))
+            baseline += float(off)
+            weights[i] = on - off
+        pos += width
+    return baseline, weights
+
+
 def fit_recordlinkage(kind: str, comparisons: list[Comparison], levels: np.ndarray, labels: np.ndarray | None,
                       ) -> MatchModel:
     """Return a model from recordlinkage's ECM (unsupervised) or logistic (labelled) classifier,
@@ -129,18 +166,12 @@ def fit_recordlinkage(kind: str, comparisons: list[Comparison], levels: np.ndarr
     if kind == "ecm":
         clf = recordlinkage.ECMClassifier(binarize=None)
         clf.fit(frame)
-        # ECM is naive Bayes on binary features, so its log-odds are additive: read each level's
-        # weight off the classifier by probing it, one level switched on at a time.
-        probes = np.zeros((1 + len(columns), len(columns)), dtype=np.int8)
-        probes[np.arange(1, len(columns) + 1), np.arange(len(columns))] = 1
-        log_proba = clf.kernel.predict_log_proba(pd.DataFrame(probes, columns=columns))
-        match = clf._match_class_pos()  # noqa: SLF001 - recordlinkage exposes no public accessor
-        logit = (log_proba[:, match] - log_proba[:, 1 - match]) / np.log(2)
-        pos = 1
+        baseline, per_column = _ecm_weights(clf.kernel, len(columns))
+        pos = 0
         for j, k in enumerate(sizes):
-            weights[j][1:] = logit[pos: pos + k - 1] - logit[0]
+            weights[j][1:] = per_column[pos: pos + k - 1]
             pos += k - 1
-        return MatchModel(list(comparisons), float(logit[0]), weights, trained_by="ecm",
+        return MatchModel(list(comparisons), baseline, weights, trained_by="ecm",
                           training={"pairs": int(levels.shape[0]), "classifier": "recordlinkage.ECMClassifier"})
     if labels is None:
         raise ValueError("the logistic model needs labels")
