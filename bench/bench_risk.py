@@ -14,6 +14,12 @@ For each size (100,000 and 1,000,000 people by default), with a site from `linkc
      the difference in AUROC is what linkage errors cost.
   5. The gain from social care is train's own figure: the AUROC on its later period of the same
      model fitted with and without the social-care features.
+  6. A ceiling check: how far the oracle is reachable from the records at all. The simulation's risk
+     rests on a latent frailty (and a latent need for care) that no extract records. A logistic
+     regression on stratify's log-odds, refitted by 5-fold cross-validation on the outcomes, is
+     scored alone, with the true number of long-term conditions added, with the true latent frailty added,
+     and with both: the AUROC those reach shows how much of the gap to the oracle is information
+     the extracts do not hold, not the model.
 
 Targets: AUROC within 0.03 of the oracle; calibration slope 0.9-1.1 and intercept within +-0.1;
 AUROC lost to linkage at most 0.005; at 1,000,000 people, stratify under 120 s.
@@ -31,8 +37,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from measure import HOW_MEASURED, ChildRun, run_child
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from linkcare.cohort import write_events
 from linkcare.config import load_config
@@ -83,7 +92,7 @@ def score_against_truth(risk_dir: Path, site_dir: Path) -> dict[str, Any]:
     risk = pl.read_parquet(risk_dir / "risk.parquet").select("record_id", "risk")
     spine = pl.read_parquet(site_dir / "truth" / "records.parquet").filter(pl.col("source") == "gp")
     persons = pl.read_parquet(site_dir / "truth" / "persons.parquet").select(
-        "person", pl.col("risk").alias("true_risk"), "outcome", "alive_at_reference")
+        "person", pl.col("risk").alias("true_risk"), "outcome", "alive_at_reference", "frailty", "conditions")
     joined = risk.join(spine, on="record_id").join(persons, on="person").filter(pl.col("alive_at_reference"))
     y = joined["outcome"].to_numpy().astype(bool)
     p = joined["risk"].to_numpy()
@@ -92,7 +101,25 @@ def score_against_truth(risk_dir: Path, site_dir: Path) -> dict[str, Any]:
     slope, intercept = calibration(y, joined["true_risk"].to_numpy())
     return {"people_scored": risk.height, "people_matched": joined.height, "metrics": metrics,
             "oracle_auroc": oracle, "oracle_calibration": [slope, intercept],
+            "ceiling_check": ceiling_check(joined),
             "people_alive_at_reference": int(persons["alive_at_reference"].sum())}
+
+
+def ceiling_check(joined: pl.DataFrame) -> dict[str, float]:
+    """Return the cross-validated AUROC of stratify's log-odds alone and with latent truth added (step 6)."""
+    y = joined["outcome"].to_numpy().astype(bool)
+    p = np.clip(joined["risk"].to_numpy(), 1e-9, 1 - 1e-9)
+    score = np.log(p / (1 - p))[:, None]
+    conditions = joined["conditions"].to_numpy()[:, None].astype(float)  # how many, recorded or not
+    frailty = joined["frailty"].to_numpy()[:, None]
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=SEED)
+    out = {}
+    for name, x in (("score", score), ("score_conditions", np.hstack([score, conditions])),
+                    ("score_frailty", np.hstack([score, frailty])),
+                    ("score_conditions_frailty", np.hstack([score, conditions, frailty]))):
+        q = cross_val_predict(LogisticRegression(max_iter=2000), x, y, cv=folds, method="predict_proba")[:, 1]
+        out[name] = auroc(y, q)
+    return out
 
 
 def run_size(out: Path, people: int) -> dict[str, Any]:
@@ -160,6 +187,10 @@ def report(results: list[dict[str, Any]]) -> None:
         for kind, t in r["linked"]["train_metrics"].items():
             print(f"    {kind:18s} AUROC {t['auroc']:.4f}  AUPRC {t['auprc']:.3f}  Brier {t['brier']:.4f}  "
                   f"slope {t['calibration_slope']:.3f}  intercept {t['calibration_intercept']:+.3f}")
+        c = r["linked"]["ceiling_check"]
+        print(f"  ceiling check (linked cohort, 5-fold CV logistic on stratify's log-odds): alone {c['score']:.4f}; "
+              f"+ true number of conditions {c['score_conditions']:.4f}; + latent frailty {c['score_frailty']:.4f}; "
+              f"+ both {c['score_conditions_frailty']:.4f}; oracle {r['linked']['oracle_auroc']:.4f}")
         runs = r["runs"].items()
         print("  runs:", ", ".join(f"{k} {v['seconds']:.1f} s / {v['peak_mib']:,.0f} MiB" for k, v in runs))
         for name, value, target, ok in targets(r):
@@ -170,6 +201,8 @@ def report(results: list[dict[str, Any]]) -> None:
           "are computed by linkcare.risk.metrics on the people stratify scored at the reference date who are alive "
           "then, matched to the truth through their GP record, against the simulated outcome of the next 365 days.")
     print("  - oracle AUROC: the true risk of the same people against the same outcomes.")
+    print("  - ceiling check: the latent frailty and the true conditions are in truth/persons.parquet only; no "
+          "extract records them. What a model reaches with them added is what the records cannot give.")
     print("  - AUROC lost to linkage: the same train + stratify on a cohort whose people are the truth's, minus the "
           "linked cohort's AUROC.")
 
