@@ -39,7 +39,7 @@ from linkcare.errors import LinkcareError
 from linkcare.linkage.compare import level_names
 from linkcare.linkage.pipeline import WEIGHT_EDGES, Linked
 from linkcare.report.html import Report, figure, new_figure, note, table
-from linkcare.risk.features import AGE_BANDS, ETHNIC_GROUPS, _deprivation
+from linkcare.risk.features import AGE_BANDS, ETHNIC_GROUPS, deprivation_decile
 
 REPORT_NAME = "link_report.html"
 BORDERLINE_SAMPLE = 20
@@ -127,7 +127,7 @@ def _node_frame(config: Config, linked: Linked, persons: pl.DataFrame, events: P
     else:
         try:
             # The same reader as the risk features, so link and risk agree on every area's decile.
-            deprivation = _deprivation(config, config.risk, frame, {"area": roles["area"]})
+            deprivation = deprivation_decile(config, config.risk, frame, {"area": roles["area"]})
         except LinkcareError as exc:  # a report is no reason to fail the link
             why = f"the deprivation lookup could not be used: {exc}"
     stage = linked.node_stage

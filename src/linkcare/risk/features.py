@@ -160,7 +160,7 @@ def _demographics(cohort: Cohort, settings: RiskSettings, people: pl.DataFrame, 
         pl.col("ethnicity").str.strip_chars().str.to_uppercase().replace_strict(
             ETHNIC_GROUPS, default="Unknown", return_dtype=pl.String).alias("ethnic_group"),
     )
-    frame = frame.with_columns(_deprivation(config, settings, frame, roles))
+    frame = frame.with_columns(deprivation_decile(config, settings, frame, roles))
     bands = pl.lit(AGE_BANDS[0][1])
     for low, label in AGE_BANDS[1:]:
         bands = pl.when(pl.col("age") >= low).then(pl.lit(label)).otherwise(bands)
@@ -177,7 +177,9 @@ def _demographics(cohort: Cohort, settings: RiskSettings, people: pl.DataFrame, 
     return frame.drop([c for c in frame.columns if c.startswith("_")])
 
 
-def _deprivation(config: Config, settings: RiskSettings, frame: pl.DataFrame, roles: dict[str, str]) -> pl.Expr:
+def deprivation_decile(config: Config, settings: RiskSettings, frame: pl.DataFrame, roles: dict[str, str]) -> pl.Expr:
+    """Return the `deprivation_decile` column: each person's area looked up in [risk] deprivation
+    (null where there is no lookup, no area field, or the area is not in it)."""
     lookup = settings.deprivation
     if lookup is None or "area" not in roles:
         return pl.lit(None, pl.Float64).alias("deprivation_decile")
