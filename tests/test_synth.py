@@ -15,7 +15,14 @@ from click.testing import CliRunner
 from linkcare.cli import cli
 from linkcare.pseudonymise import TOKEN_PATTERN, tokenise, valid_nhs_mask
 from linkcare.synth import ErrorRates, SynthOptions, make_site, site_config, synth_key, write_site
-from linkcare.synth.audit import ID_COLUMN, NHS_COLUMN, measure_error_rates, oracle_auroc, recorded_identifiers
+from linkcare.synth.audit import (
+    ID_COLUMN,
+    NHS_COLUMN,
+    idealised_linkage,
+    measure_error_rates,
+    oracle_auroc,
+    recorded_identifiers,
+)
 from linkcare.synth.extracts import SOURCE_NAMES
 from linkcare.synth.population import valid_nhs_numbers
 
@@ -178,6 +185,25 @@ def test_population_looks_like_england(site) -> None:
         spine.select(pl.col("Patient_ID").alias("record_id"), "Registration_Date"), on="record_id")
     late = first_seen.join(registered, on="person").filter(pl.col("Arrival_Date") < pl.col("Registration_Date"))
     assert late.height > 0
+
+
+def test_idealised_linkers_bound_what_demographics_can_do(site) -> None:
+    ideal = idealised_linkage(site)
+    shares = [ideal[f"share_with_{k}"] for k in ("no_candidate", "one_candidate", "several_candidates")]
+    assert sum(shares) == pytest.approx(1.0)
+    assert ideal["hospital_records_without_token"] > 0 and min(shares) > 0
+    # "busiest" places every record "unique" places, and more: it gains recall and loses precision.
+    assert ideal["busiest_recall"] > ideal["unique_recall"]
+    assert ideal["busiest_precision"] < ideal["unique_precision"]
+    assert 0.9 < ideal["unique_f1"] < 1.0 and 0.9 < ideal["busiest_f1"] < 1.0
+
+
+def test_idealised_linkers_are_perfect_when_every_hospital_record_has_a_token() -> None:
+    site = make_site(SynthOptions(people=3_000, seed=7, reference_date=REF,
+                                  errors=ErrorRates(nhs_missing_hospital=0.0)))
+    ideal = idealised_linkage(site)
+    assert ideal["hospital_records_without_token"] == 0
+    assert ideal["busiest_f1"] == 1.0 and ideal["unique_f1"] == 1.0
 
 
 def test_true_risk_is_realistic_and_social_care_matters(site) -> None:

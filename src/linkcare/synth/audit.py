@@ -22,6 +22,12 @@ ID_COLUMN = {
 }
 
 
+AREA_COLUMN = {
+    "gp_registrations": "LSOA", "apc": "LSOA11", "ae": "LSOA", "outpatients": "LSOA11", "social_care": "LSOA",
+}
+HOSPITAL = ("apc", "ae", "outpatients")
+
+
 def load_site(folder: Path) -> Site:
     """Return a written synthetic site read back from its folder."""
     folder = Path(folder)
@@ -34,8 +40,8 @@ def load_site(folder: Path) -> Site:
 def recorded_identifiers(site: Site, name: str) -> pl.DataFrame:
     """Return each record's recorded identifiers beside its person's true ones.
 
-    Columns: record_id, person, year, month, sex (1 male, 2 female), token, and the truth columns
-    of `truth/persons.parquet` (true sex as `sex_true`).
+    Columns: record_id, person, year, month, sex (1 male, 2 female), area, token, and the truth
+    columns of `truth/persons.parquet` (true sex as `sex_true`).
     """
     frame = site.extracts[name]
     if name in ("apc", "outpatients"):
@@ -55,6 +61,7 @@ def recorded_identifiers(site: Site, name: str) -> pl.DataFrame:
         year.cast(pl.String).cast(pl.Int64).alias("year"),
         month.cast(pl.String).cast(pl.Int64).alias("month"),
         sex.cast(pl.String).cast(pl.Int64).alias("sex"),
+        pl.col(AREA_COLUMN[name]).cast(pl.String).alias("area"),
         pl.col(NHS_COLUMN[name]).cast(pl.String).alias("token"),
     )
     truth = site.truth_records.filter(pl.col("source") == SOURCE_NAMES[name]).select("record_id", "person")
@@ -103,3 +110,53 @@ def oracle_auroc(site: Site) -> tuple[float, float, int]:
     alive = site.truth_persons.filter(pl.col("alive_at_reference"))
     outcome = alive["outcome"].cast(pl.Int8).to_numpy()
     return float(roc_auc_score(outcome, alive["risk"].to_numpy())), float(outcome.mean()), alive.height
+
+
+def idealised_linkage(site: Site) -> dict[str, float]:
+    """Return the pairwise scores of two idealised linkers that only token-less hospital records test.
+
+    Both give every GP and social-care record, and every hospital record with an NHS token, its true
+    person: better than any real linker. A hospital record without a token carries only birth year,
+    birth month, sex and LSOA; its candidates are the people whose GP record shows the same four.
+    "busiest" puts it with the candidate who has the most hospital records (the likeliest owner when
+    nothing else tells them apart), or alone when there is none; "unique" puts it with its candidate
+    only when there is exactly one. Their F1 bounds what demographics can do for these records.
+    """
+    from linkcare.linkage.evaluate import pairwise_score
+
+    keys = ["year", "month", "sex", "area"]
+    parts = {name: recorded_identifiers(site, name).select(
+        pl.lit(name).alias("source"), "record_id", "person", pl.col("token").is_not_null().alias("has_token"), *keys)
+        for name in SOURCES}
+    records = pl.concat(parts.values())
+    hospital = records.filter(pl.col("source").is_in(HOSPITAL))
+    activity = hospital.group_by("person").agg(pl.len().alias("activity"))
+    spine = (parts["gp_registrations"].select("person", *keys).unique()
+             .join(activity, on="person", how="left").with_columns(pl.col("activity").fill_null(0))
+             .rename({"person": "candidate"}))
+    loose = hospital.filter(~pl.col("has_token"))
+    ranked = (loose.join(spine, on=keys, how="inner").sort(["activity", "candidate"], descending=[True, False])
+              .group_by("source", "record_id")
+              .agg(pl.col("candidate").first().alias("busiest"), pl.col("candidate").n_unique().alias("candidates")))
+    alone = pl.format("alone {} {}", pl.col("source"), pl.col("record_id"))
+    frame = records.join(ranked, on=["source", "record_id"], how="left").with_columns(
+        pl.col("candidates").fill_null(0))
+    placed = pl.col("has_token") | ~pl.col("source").is_in(HOSPITAL)
+    busiest = frame.with_columns(pl.when(placed).then(pl.col("person").cast(pl.String))
+                                 .when(pl.col("candidates") > 0).then(pl.col("busiest").cast(pl.String))
+                                 .otherwise(alone).alias("person_id"))
+    unique = frame.with_columns(pl.when(placed).then(pl.col("person").cast(pl.String))
+                                .when(pl.col("candidates") == 1).then(pl.col("busiest").cast(pl.String))
+                                .otherwise(alone).alias("person_id"))
+    n = loose.height
+    counts = frame.filter(~placed)["candidates"]
+    out: dict[str, float] = {
+        "hospital_records_without_token": float(n),
+        "share_with_no_candidate": _share(counts == 0),
+        "share_with_one_candidate": _share(counts == 1),
+        "share_with_several_candidates": _share(counts > 1),
+    }
+    for name, assigned in (("busiest", busiest), ("unique", unique)):
+        score = pairwise_score(assigned)
+        out[f"{name}_precision"], out[f"{name}_recall"], out[f"{name}_f1"] = score.precision, score.recall, score.f1
+    return out
