@@ -39,6 +39,7 @@ from linkcare.linkage.blocking import (
 )
 from linkcare.linkage.cluster import components, one_to_one, person_ids
 from linkcare.linkage.compare import (
+    _dice,
     compare_pairs,
     compare_pairs_recordlinkage,
     field_data,
@@ -233,6 +234,23 @@ FAR = RNG.random(256) < 0.3
 F_HEX, CLOSE_HEX, FAR_HEX = bloom(FILTER).hex(), bloom(CLOSE).hex(), bloom(FAR).hex()
 F_B64 = base64.b64encode(bloom(FILTER)).decode()
 SHORT_HEX = bloom(FILTER[:128]).hex()
+
+
+def test_dice_of_many_pairs_equals_the_plain_formula() -> None:
+    # Bloom filters in hex and base64, of two lengths, one all zero, and text that is neither:
+    # the batched bit counts give the formula's value on every pair, and 0 where it cannot apply.
+    rng = np.random.default_rng(3)
+    raw = [bloom(rng.random(256) < 0.3) for _ in range(40)] + [bloom(rng.random(128) < 0.3) for _ in range(5)]
+    raw.append(bytes(32))
+    texts = [r.hex() if i % 2 else base64.b64encode(r).decode() for i, r in enumerate(raw)] + ["not a filter"]
+    decoded = [*raw, b""]
+    i, j = rng.integers(0, len(texts), 5_000), rng.integers(0, len(texts), 5_000)
+    expected = np.array([dice_of(decoded[x], decoded[y])
+                         if decoded[x] and len(decoded[x]) == len(decoded[y]) and any(decoded[x] + decoded[y]) else 0.0
+                         for x, y in zip(i, j, strict=True)])
+    a, b = np.array(texts, dtype=object)[i], np.array(texts, dtype=object)[j]
+    np.testing.assert_allclose(_dice(a, b), expected, rtol=0, atol=1e-12)
+    assert (expected > 0).sum() > 3_000
 
 LEVEL_CASES = [
     # method, levels, a, b, expected level

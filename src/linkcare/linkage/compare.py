@@ -124,15 +124,35 @@ def _bits(value: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8)
 
 
+#: Bits set in each byte value, for counting the bits of Bloom filters.
+POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int32)
+#: Pairs of Bloom filters counted at once (bounds the memory of one step of `_dice`).
+DICE_BATCH = 65_536
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return the Dice coefficient of each pair of Bloom filters (hex or base64 text): 2|A∩B| / (|A|+|B|).
+
+    Each distinct filter is decoded once; the pairs are then counted with array operations in
+    batches. Filters that cannot be decoded, or of different lengths, score 0.
+    """
     out = np.zeros(a.size)
-    for i, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
-        bx, by = _bits(x), _bits(y)
-        if bx.size == 0 or bx.size != by.size:
-            continue
-        both = np.unpackbits(bx & by).sum()
-        total = np.unpackbits(bx).sum() + np.unpackbits(by).sum()
-        out[i] = 2.0 * both / total if total else 0.0
+    if a.size == 0:
+        return out
+    values, inverse = np.unique(np.concatenate([a, b]).astype(str), return_inverse=True)
+    decoded = [_bits(v) for v in values.tolist()]  # once per distinct filter
+    nbytes = np.array([d.size for d in decoded], dtype=np.int64)
+    bits = np.zeros((values.size, int(nbytes.max())), dtype=np.uint8)
+    for i, d in enumerate(decoded):
+        bits[i, : d.size] = d
+    ones = POPCOUNT[bits].sum(axis=1)
+    ia, ib = inverse[: a.size], inverse[a.size:]
+    total = ones[ia] + ones[ib]
+    usable = np.flatnonzero((nbytes[ia] > 0) & (nbytes[ia] == nbytes[ib]) & (total > 0))
+    for lo in range(0, usable.size, DICE_BATCH):
+        rows = usable[lo: lo + DICE_BATCH]
+        both = POPCOUNT[bits[ia[rows]] & bits[ib[rows]]].sum(axis=1)
+        out[rows] = 2.0 * both / total[rows]
     return out
 
 
