@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +112,27 @@ def test_spark_writes_the_same_cohort_files(linked: tuple[Path, Path]) -> None:
 
         assert file_sha256(on_spark / name) == digest
     assert not list(on_spark.glob(".*")), "scratch folders are cleared"
+
+
+def _report_tables(path: Path) -> dict[str, list[list[str]]]:
+    """Return every section's table rows of a report, each cell as plain text."""
+    text = path.read_text(encoding="utf-8")
+    sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', text, flags=re.S))
+    return {name: [[unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+                   for body in re.findall(r"<tbody>(.*?)</tbody>", section, flags=re.S)
+                   for row in re.findall(r"<tr>(.*?)</tr>", body)]
+            for name, section in sections.items()}
+
+
+@needs_spark
+def test_spark_writes_the_same_link_report(linked: tuple[Path, Path]) -> None:
+    local, on_spark = (p / "link_report.html" for p in linked)
+    assert on_spark.is_file()
+    mine, theirs = _report_tables(on_spark), _report_tables(local)
+    assert list(mine) == ["sources", "blocking", "weights", "model", "equity", "borderline"]
+    assert mine == theirs  # every table of every section: counts, groups, weights, borderline pairs
+    figures = [len(re.findall("<figure data-plot=", p.read_text(encoding="utf-8"))) for p in (on_spark, local)]
+    assert figures[0] == figures[1] > 5
 
 
 @needs_spark

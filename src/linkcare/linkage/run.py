@@ -18,7 +18,7 @@ from linkcare.io.checksum import file_sha256
 from linkcare.linkage.lineage import read_previous
 from linkcare.linkage.pipeline import link
 from linkcare.log import get_logger
-from linkcare.report.link_report import REPORT_NAME, report_persons, write_link_report
+from linkcare.report.link_report import REPORT_NAME, local_report_data, report_persons, write_link_report
 
 log = get_logger("link")
 DEFAULT_PERSON_KEY = b"linkcare-person-id/v1"
@@ -115,8 +115,8 @@ def _run_link(config_path: Path, out: Path, options: LinkOptions) -> LinkSummary
         inputs = [{"source": s.name, "file": s.path.name, "sha256": file_sha256(s.path),
                    "rows": linked.rows.get(s.name, 0), "rejected": rejected.get(s.name, 0)} for s in config.sources]
         report_started = time.perf_counter()
-        size = write_link_report(tmp / REPORT_NAME, config, linked, persons_for_report, tmp / "events.parquet",
-                                 inputs, n_people)
+        data = local_report_data(config, linked, persons_for_report, tmp / "events.parquet")
+        size = write_link_report(tmp / REPORT_NAME, config, data, inputs, n_people)
         del persons_for_report
         report_seconds += time.perf_counter() - report_started
         log.info("wrote %s (%s bytes) in %.1f s", REPORT_NAME, f"{size:,}", report_seconds)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import polars as pl
 from linkcare.config import Comparison, Config, config_hash
 from linkcare.errors import LinkcareError
 from linkcare.linkage.compare import level_names
+from linkcare.linkage.model import MatchModel
 from linkcare.linkage.pipeline import WEIGHT_EDGES, Linked
 from linkcare.report.html import Report, figure, new_figure, note, table
 from linkcare.risk.features import AGE_BANDS, ETHNIC_GROUPS, deprivation_decile
@@ -54,6 +56,22 @@ DIMENSIONS = {"source": "source", "age_band": "age band", "sex": "sex", "ethnic_
               "deprivation": "deprivation quintile"}
 
 
+@dataclass(frozen=True)
+class LinkReportData:
+    """What the link report is drawn from; the local and the Spark engine each build one."""
+
+    model: MatchModel
+    pass_pairs: Sequence[Mapping[str, Any]]
+    #: scored candidate pairs per match-weight bin of WEIGHT_EDGES (every pair scored, not only those kept)
+    weight_histogram: np.ndarray
+    #: the kept pairs as in pairs.parquet: level_<field>, match_weight, match_probability, accepted
+    pairs: pl.LazyFrame
+    #: records per source, stage, linked and group (see `combine_groups`); rows may be nodes or sums of them
+    nodes: pl.DataFrame
+    #: why there are no deprivation quintiles, if there are none
+    deprivation_note: str
+
+
 def report_persons(config: Config, people: pl.DataFrame, per_node: pl.DataFrame) -> pl.DataFrame:
     """Return per cluster (person) its person_id and the demographic fields the report groups by,
     from the consolidated persons table; small enough to keep while the events are written."""
@@ -63,12 +81,11 @@ def report_persons(config: Config, people: pl.DataFrame, per_node: pl.DataFrame)
     return clusters.join(demographics, on="person_id", how="left")
 
 
-def write_link_report(path: Path, config: Config, linked: Linked, persons: pl.DataFrame, events: Path,
-                      inputs: Sequence[Mapping[str, Any]], n_people: int, when: dt.datetime | None = None) -> int:
+def write_link_report(path: Path, config: Config, data: LinkReportData, inputs: Sequence[Mapping[str, Any]],
+                      n_people: int, when: dt.datetime | None = None) -> int:
     """Write the link report to `path`; return its size in bytes.
 
-    `persons` comes from `report_persons`, `events` is the written events.parquet, `inputs` the
-    manifest's list of inputs (source, file, sha256, rows, rejected).
+    `inputs` is the manifest's list of inputs (source, file, sha256, rows, rejected).
     """
     threshold = config.linkage.threshold
     show = config.disclosure.show
@@ -76,17 +93,33 @@ def write_link_report(path: Path, config: Config, linked: Linked, persons: pl.Da
              ("reference date", config.reference_date.isoformat()),
              *[(f"input {i['source']}", f"{i['file']} (SHA-256 {str(i['sha256'])[:12]}, {show(int(i['rows']))} rows)")
                for i in inputs],
-             ("linkage model", f"{linked.model.trained_by}, threshold {threshold:g} "
+             ("linkage model", f"{data.model.trained_by}, threshold {threshold:g} "
                                f"(match weight {_weight(threshold):.2f})")]
     report = Report("linkcare link report", facts, config.disclosure, when)
-    nodes, deprivation_note = _node_frame(config, linked, persons, events)
-    _sources(report, nodes, inputs, n_people)
-    _blocking(report, linked)
-    _weights(report, linked, threshold, config.linkage.pairs_min_probability)
-    _model(report, linked)
-    _equity(report, nodes, deprivation_note)
-    _borderline(report, linked, threshold, config.linkage.seed)
+    _sources(report, data.nodes, inputs, n_people)
+    _blocking(report, data)
+    _weights(report, data, threshold, config.linkage.pairs_min_probability)
+    _model(report, data.model)
+    _equity(report, data.nodes, data.deprivation_note)
+    _borderline(report, data, threshold, config.linkage.seed)
     return report.write(path)
+
+
+def local_report_data(config: Config, linked: Linked, persons: pl.DataFrame, events: Path) -> LinkReportData:
+    """Return the report's data from the local engine's decisions; `persons` comes from
+    `report_persons`, `events` is the written events.parquet."""
+    roles = {role: name for role, name in config.risk.fields.items() if name in linked.nodes.frame.columns}
+    deprivation, why = report_deprivation(config, linked.nodes.frame, roles)
+    frame = linked.nodes.frame
+    stage = linked.node_stage
+    code = np.where(stage == STAGES[0], 0, np.where(stage == STAGES[1], 1, 2)).astype(np.uint8)
+    own = pl.DataFrame({"key": linked.node_person, "source": frame["source"],
+                        "records": frame["records"].cast(pl.Int64), "stage": code,
+                        **{f"_{role}": frame[name] for role, name in roles.items()}})
+    own = own_groups(config, own, deprivation)
+    people = person_groups(config, persons.rename({"cluster": "key"}), ethnicity_of(config, events), deprivation)
+    nodes = combine_groups(own, people, deprivation is not None)
+    return LinkReportData(linked.model, linked.pass_pairs, linked.weight_histogram, linked.pairs.lazy(), nodes, why)
 
 
 def _weight(probability: float) -> float:
@@ -108,48 +141,51 @@ def _shown(report: Report, whole: int) -> bool:
 
 
 # --- the records per node, with the groups they belong to -------------------------------------------------
+# A field comes from the node's own value where it has one, else from its person's consolidated
+# value; ethnicity from the person's latest registration in a gp_registrations source. Groups are
+# worked out per person and per node as small enums, so the join between them is cheap. The Spark
+# engine runs the same functions on each partition.
 
-def _node_frame(config: Config, linked: Linked, persons: pl.DataFrame, events: Path) -> tuple[pl.DataFrame, str]:
-    """Return per node: source, records, stage (index into STAGES), linked, and its group in each equity
-    dimension; and why there are no deprivation quintiles, if there are none.
-
-    A field comes from the node's own value where it has one, else from its person's consolidated
-    value; ethnicity from the person's latest registration in a gp_registrations source. Groups
-    are worked out per person and per node as small enums, so the join between them is cheap.
-    """
-    frame = linked.nodes.frame
-    roles = {role: name for role, name in config.risk.fields.items() if name in frame.columns}
-    why, deprivation = "", None
+def report_deprivation(config: Config, frame: pl.DataFrame, roles: Mapping[str, str]) -> tuple[pl.Expr | None, str]:
+    """Return the deprivation decile expression of an `_area` column, or None and why there is none."""
     if config.risk.deprivation is None:
-        why = "no deprivation lookup configured"
-    elif "area" not in roles:
-        why = "no area field (risk.fields) to look deprivation up by"
-    else:
-        try:
-            # The same reader as the risk features, so link and risk agree on every area's decile.
-            deprivation = deprivation_decile(config, config.risk, frame, {"area": roles["area"]})
-        except LinkcareError as exc:  # a report is no reason to fail the link
-            why = f"the deprivation lookup could not be used: {exc}"
-    stage = linked.node_stage
-    code = np.where(stage == STAGES[0], 0, np.where(stage == STAGES[1], 1, 2)).astype(np.uint8)
-    own = pl.DataFrame({"cluster": linked.node_person, "source": frame["source"],
-                        "records": frame["records"].cast(pl.Int64), "stage": code,
-                        **{f"_{role}": frame[name] for role, name in roles.items()}})
-    own = own.select("cluster", "source", "records", "stage", *_groups(config, own, deprivation))
-    ethnicity = pl.col("ethnicity").str.strip_chars().str.to_uppercase()
-    persons = (persons.join(_ethnicity(config, events), on="person_id", how="left")
-               .select("cluster", *_groups(config, persons, deprivation),
-                       pl.when(ethnicity.is_null()).then(pl.lit("not recorded"))
-                       .when(ethnicity == "Z").then(pl.lit("not stated"))
-                       .otherwise(ethnicity.replace_strict(ETHNIC_GROUPS, default="not stated"))
-                       .cast(pl.Enum(ETHNIC_ORDER)).alias("ethnic_group"))
-               .rename({d: f"person_{d}" for d in _GROUPS}))
-    nodes = own.join(persons, on="cluster", how="left").select(
+        return None, "no deprivation lookup configured"
+    if "area" not in roles:
+        return None, "no area field (risk.fields) to look deprivation up by"
+    try:
+        # The same reader as the risk features, so link and risk agree on every area's decile.
+        return deprivation_decile(config, config.risk, frame, {"area": roles["area"]}), ""
+    except LinkcareError as exc:  # a report is no reason to fail the link
+        return None, f"the deprivation lookup could not be used: {exc}"
+
+
+def own_groups(config: Config, own: pl.DataFrame, deprivation: pl.Expr | None) -> pl.DataFrame:
+    """Return key, source, records, stage and the node's own groups, from its `_<role>` columns."""
+    return own.select("key", "source", "records", "stage", *_groups(config, own, deprivation))
+
+
+def person_groups(config: Config, persons: pl.DataFrame, ethnicity: pl.DataFrame,
+                  deprivation: pl.Expr | None) -> pl.DataFrame:
+    """Return per person (`key`, with `person_id` and `_<role>` columns) their groups, `person_`-prefixed,
+    and their ethnic group; `ethnicity` holds person_id and ethnicity."""
+    code = pl.col("ethnicity").str.strip_chars().str.to_uppercase()
+    return (persons.join(ethnicity, on="person_id", how="left")
+            .select("key", *_groups(config, persons, deprivation),
+                    pl.when(code.is_null()).then(pl.lit("not recorded"))
+                    .when(code == "Z").then(pl.lit("not stated"))
+                    .otherwise(code.replace_strict(ETHNIC_GROUPS, default="not stated"))
+                    .cast(pl.Enum(ETHNIC_ORDER)).alias("ethnic_group"))
+            .rename({d: f"person_{d}" for d in _GROUPS}))
+
+
+def combine_groups(own: pl.DataFrame, persons: pl.DataFrame, with_deprivation: bool) -> pl.DataFrame:
+    """Return per node source, records, stage, linked and its group in each equity dimension."""
+    nodes = own.join(persons, on="key", how="left").select(
         "source", "records", "stage", (pl.col("stage") < 2).alias("linked"),
         *[pl.coalesce(d, f"person_{d}").fill_null("unknown").alias(d) for d in _GROUPS],
         pl.col("ethnic_group").fill_null("not recorded"))
-    dims = [d for d in DIMENSIONS if d != "source" and (d != "deprivation" or deprivation is not None)]
-    return nodes.select("source", "records", "stage", "linked", *dims), why
+    dims = [d for d in DIMENSIONS if d != "source" and (d != "deprivation" or with_deprivation)]
+    return nodes.select("source", "records", "stage", "linked", *dims)
 
 
 _AGE_LABELS = (*[label for _, label in AGE_BANDS], "unknown")
@@ -182,15 +218,19 @@ def _groups(config: Config, frame: pl.DataFrame, deprivation: pl.Expr | None) ->
     return [e.cast(_GROUPS[name]) for e, name in zip(out, _GROUPS, strict=True)]
 
 
-def _ethnicity(config: Config, events: Path) -> pl.DataFrame:
+def ethnicity_of(config: Config, events: Path) -> pl.DataFrame:
+    """Return person_id and the ethnic category of their latest registration that records one."""
+    return latest_ethnicity(config, pl.scan_parquet(events)).collect()
+
+
+def latest_ethnicity(config: Config, events: pl.LazyFrame) -> pl.LazyFrame:
     """Return person_id and the ethnic category of their latest registration that records one."""
     spines = [s.name for s in config.sources if s.kind == "gp_registrations"]
-    return (pl.scan_parquet(events)
+    return (events
             .filter(pl.col("source").is_in(spines) & (pl.col("event_type") == "registration")
                     & pl.col("ethnicity").is_not_null() & (pl.col("ethnicity").str.strip_chars() != ""))
             .group_by("person_id")
-            .agg(pl.col("ethnicity").sort_by("start_date", "ethnicity").last())
-            .collect())
+            .agg(pl.col("ethnicity").sort_by("start_date", "ethnicity").last()))
 
 
 # --- sections ---------------------------------------------------------------------------------------------
@@ -238,10 +278,10 @@ def _sources(report: Report, nodes: pl.DataFrame, inputs: Sequence[Mapping[str, 
         figure(fig, "Share of each source's records by the stage that linked them.", "sources-stages"))
 
 
-def _blocking(report: Report, linked: Linked) -> None:
-    passes = linked.pass_pairs
+def _blocking(report: Report, data: LinkReportData) -> None:
+    passes = data.pass_pairs
     rows = [(str(p["blocking"]), f"{int(p['pairs']):,}", f"{int(p['new_pairs']):,}") for p in passes]
-    scored = int(linked.weight_histogram.sum())
+    scored = int(data.weight_histogram.sum())
     fig, ax = new_figure(7.0, 0.55 * max(len(passes), 1) + 1.3)
     y = np.arange(len(passes))
     ax.barh(y - 0.2, [int(p["pairs"]) for p in passes], height=0.4, color="#005eb8", label="pairs")
@@ -272,11 +312,11 @@ def _thousands() -> Any:
     return FuncFormatter(lambda x, _pos: f"{x:,.0f}")
 
 
-def _weights(report: Report, linked: Linked, threshold: float, min_probability: float) -> None:
-    counts = linked.weight_histogram
+def _weights(report: Report, data: LinkReportData, threshold: float, min_probability: float) -> None:
+    counts = data.weight_histogram
     scored = int(counts.sum())
-    kept = linked.pairs.height
-    accepted = int(linked.pairs["accepted"].sum()) if kept else 0
+    totals = data.pairs.select(pl.len().alias("kept"), pl.col("accepted").cast(pl.Int64).sum()).collect()
+    kept, accepted = int(totals["kept"][0]), int(totals["accepted"][0] or 0)
     cut = _weight(threshold)
     fig, ax = new_figure(7.0, 3.4)
     ax.bar(WEIGHT_EDGES[:-1], counts, width=np.diff(WEIGHT_EDGES), align="edge", color="#005eb8",
@@ -296,7 +336,7 @@ def _weights(report: Report, linked: Linked, threshold: float, min_probability: 
             (f"accepted (probability ≥ {threshold:g})", f"{accepted:,}")]
     report.section(
         "weights", "Match weights of every scored pair",
-        *([] if _finite_model(linked) else [note(_NOT_FINITE)]),
+        *([] if _finite_model(data.model) else [note(_NOT_FINITE)]),
         note("The weight of a pair is the log2 odds that its two records belong to the same person: the prior "
              "odds plus the evidence of every field. Pairs to the right of the dashed line were accepted. A "
              "good model separates two humps, non-matches on the left and matches on the right, with few pairs "
@@ -312,13 +352,11 @@ _NOT_FINITE = ("Some of the model's weights are not numbers: the classifier did 
                'model = "fellegi_sunter" instead.')
 
 
-def _finite_model(linked: Linked) -> bool:
-    model = linked.model
+def _finite_model(model: MatchModel) -> bool:
     return math.isfinite(model.intercept) and all(bool(np.isfinite(w).all()) for w in model.weights)
 
 
-def _model(report: Report, linked: Linked) -> None:
-    model = linked.model
+def _model(report: Report, model: MatchModel) -> None:
     has_mu = model.m is not None and model.u is not None
     rows, bars = [], []
     for j, c in enumerate(model.comparisons):
@@ -343,7 +381,7 @@ def _model(report: Report, linked: Linked) -> None:
                   f"(weight {model.intercept:.2f}). m is the chance of a level among matching pairs, u among "
                   "non-matching pairs; the weight log2(m/u) is what a level adds to a pair's weight. A missing "
                   "value on either side counts as no evidence.")]
-    if not _finite_model(linked):
+    if not _finite_model(model):
         parts.append(note(_NOT_FINITE))
     if not has_mu:
         parts.append(note(f"This model was fitted by {model.trained_by} (recordlinkage's classifier) and has no "
@@ -448,12 +486,13 @@ def short_level_names(comparison: Comparison) -> list[str]:
     return ["missing", *short, "disagree"]
 
 
-def _borderline(report: Report, linked: Linked, threshold: float, seed: int) -> None:
-    comparisons = linked.model.comparisons
+def _borderline(report: Report, data: LinkReportData, threshold: float, seed: int) -> None:
+    comparisons = data.model.comparisons
     levels = [f"level_{c.field}" for c in comparisons]
     cut = _weight(threshold)
-    pairs = linked.pairs.select(*levels, "match_weight", "match_probability", "accepted")
-    band = pairs.filter((pl.col("match_weight") - cut).abs() <= BORDERLINE_BAND)
+    pairs = data.pairs.select(*levels, "match_weight", "match_probability", "accepted")
+    # Only the pairs near the threshold (or the few nearest to it) are read into memory.
+    band = pairs.filter((pl.col("match_weight") - cut).abs() <= BORDERLINE_BAND).collect()
     low, high = 1.0 / (1.0 + 2.0 ** -(cut - BORDERLINE_BAND)), 1.0 / (1.0 + 2.0 ** -(cut + BORDERLINE_BAND))
     about = (f"pairs with a match weight within {BORDERLINE_BAND:g} of the threshold's {cut:.2f} (probability "
              f"{low:.3f} to {high:.4f}): {band.height:,} pairs")
@@ -462,7 +501,7 @@ def _borderline(report: Report, linked: Linked, threshold: float, seed: int) -> 
     else:
         about = "no pair scored near the threshold; the pairs nearest to it"
         sample = (pairs.with_columns((pl.col("match_weight") - cut).abs().alias("_d"))
-                  .sort("_d", "match_weight").head(BORDERLINE_SAMPLE).drop("_d"))
+                  .sort("_d", "match_weight").head(BORDERLINE_SAMPLE).drop("_d").collect())
     sample = sample.sort("match_weight", *levels, descending=True)
     names = [short_level_names(c) for c in comparisons]
     rows = []

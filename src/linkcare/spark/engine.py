@@ -30,12 +30,14 @@ from linkcare.linkage.pipeline import TRAIN_PAIRS_PER_PASS, StageLog, _total_pai
 from linkcare.linkage.run import DEFAULT_PERSON_KEY, LinkOptions, LinkSummary
 from linkcare.linkage.train import Sessions, fit_fellegi_sunter, fit_recordlinkage
 from linkcare.log import get_logger
+from linkcare.report.link_report import REPORT_NAME, write_link_report
 from linkcare.spark.decide import attach_unplaced, one_to_one, people, score_pairs
 from linkcare.spark.frames import materialize, write_parquet_file
 from linkcare.spark.nodes import check_pseudonymisation_keys, deterministic_clusters, reduce_records
 from linkcare.spark.output import node_decisions, write_events, write_pairs, write_person_index, write_persons
 from linkcare.spark.pairs import compare_candidates, plan_passes
 from linkcare.spark.read import read_records
+from linkcare.spark.report import spark_report_data, weight_histogram
 from linkcare.spark.session import jvm_memory, spark_session
 from linkcare.spark.usample import estimate_u
 
@@ -165,6 +167,10 @@ def _run(spark: SparkSession, config: Config, out: Path, options: LinkOptions, r
                     "rejected": rejected.get(row["source"], 0)} for row in shares]
         inputs = [{"source": s.name, "file": s.path.name, "sha256": file_sha256(s.path),
                    "rows": records.rows.get(s.name, 0), "rejected": rejected.get(s.name, 0)} for s in config.sources]
+        log.info("writing %s…", REPORT_NAME)
+        data = spark_report_data(spark, config, decisions, tmp, model, pass_pairs, weight_histogram(scored))
+        size = write_link_report(tmp / REPORT_NAME, config, data, inputs, n_people)
+        log.info("wrote %s (%s bytes)", REPORT_NAME, f"{size:,}")
         manifest = {
             "linkcare_version": __version__,
             "command": "link",
