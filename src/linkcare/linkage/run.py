@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,34 +110,18 @@ def _run_link(config_path: Path, out: Path, options: LinkOptions) -> LinkSummary
             (pl.col("match_stage") == "deterministic").sum().alias("deterministic"),
             (pl.col("match_stage") == "probabilistic").sum().alias("probabilistic"),
         ).sort("source")
-        sources = [{**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()},
-                    "records": linked.rows.get(row["source"], row["records"]),
-                    "rejected": rejected.get(row["source"], 0)} for row in linked_share.to_dicts()]
-        inputs = [{"source": s.name, "file": s.path.name, "sha256": file_sha256(s.path),
-                   "rows": linked.rows.get(s.name, 0), "rejected": rejected.get(s.name, 0)} for s in config.sources]
+        sources = summary_sources(linked_share.to_dicts(), linked.rows, rejected)
+        inputs = link_inputs(config, linked.rows, rejected)
         report_started = time.perf_counter()
         data = local_report_data(config, linked, persons_for_report, tmp / "events.parquet")
         size = write_link_report(tmp / REPORT_NAME, config, data, inputs, n_people)
         del persons_for_report
         report_seconds += time.perf_counter() - report_started
         log.info("wrote %s (%s bytes) in %.1f s", REPORT_NAME, f"{size:,}", report_seconds)
-        manifest = {
-            "linkcare_version": __version__,
-            "command": "link",
-            "config": {"path": config.path.name, "sha256": config_hash(config.path)},
-            "reference_date": config.reference_date.isoformat(),
-            "inputs": inputs,
-            "previous": None if lineage_counts is None else {
-                "folder": Path(options.previous or "").name, "lineage": lineage_counts},
-            "model": {"trained_by": linked.model.trained_by, "reused_from": model_path.name if model_path else None,
-                      "sha256": file_sha256(tmp / "model.json")},
-            "outputs": {name: file_sha256(tmp / name) for name in
-                        ("person_index.parquet", "persons.parquet", "events.parquet", "pairs.parquet")},
-            "persons": n_people,
-            "blocking": linked.pass_pairs,
-            "stages": stages.stages,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        previous_facts = None if lineage_counts is None else {
+            "folder": Path(options.previous or "").name, "lineage": lineage_counts}
+        write_link_manifest(tmp, config, inputs, previous_facts, linked.model.trained_by, model_path, n_people,
+                            linked.pass_pairs, stages.stages)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     if workers:
@@ -146,3 +131,41 @@ def _run_link(config_path: Path, out: Path, options: LinkOptions) -> LinkSummary
                        time.perf_counter() - started, peak, lineage_counts)
 
 
+def summary_sources(shares: list[dict[str, Any]], rows: Mapping[str, int],
+                    rejected: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Return the summary's row per source: its linked shares (rounded), rows read and rows rejected."""
+    return [{**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()},
+             "records": rows.get(row["source"], row["records"]), "rejected": rejected.get(row["source"], 0)}
+            for row in shares]
+
+
+def link_inputs(config: Config, rows: Mapping[str, int], rejected: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Return the manifest's inputs: each source's file, SHA-256, rows read and rows rejected."""
+    return [{"source": s.name, "file": s.path.name, "sha256": file_sha256(s.path),
+             "rows": rows.get(s.name, 0), "rejected": rejected.get(s.name, 0)} for s in config.sources]
+
+
+def write_link_manifest(folder: Path, config: Config, inputs: list[dict[str, Any]], previous: dict[str, Any] | None,
+                        trained_by: str, model_path: Path | None, n_people: int,
+                        pass_pairs: Sequence[Mapping[str, Any]], stages: list[dict[str, Any]],
+                        engine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write manifest.json into `folder` (which holds the written outputs) and return it."""
+    manifest: dict[str, Any] = {
+        "linkcare_version": __version__,
+        "command": "link",
+        "config": {"path": config.path.name, "sha256": config_hash(config.path)},
+        "reference_date": config.reference_date.isoformat(),
+        "inputs": inputs,
+        "previous": previous,
+        "model": {"trained_by": trained_by, "reused_from": model_path.name if model_path else None,
+                  "sha256": file_sha256(folder / "model.json")},
+        "outputs": {name: file_sha256(folder / name) for name in
+                    ("person_index.parquet", "persons.parquet", "events.parquet", "pairs.parquet")},
+        "persons": n_people,
+        "blocking": list(pass_pairs),
+        "stages": stages,
+    }
+    if engine is not None:
+        manifest["engine"] = engine
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest

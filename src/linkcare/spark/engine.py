@@ -10,7 +10,6 @@ Spark.
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from pathlib import Path
@@ -19,15 +18,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from linkcare import __version__
-from linkcare.config import Config, config_hash, load_config
+from linkcare.config import Config, load_config
 from linkcare.errors import ConfigError
 from linkcare.io.atomic import atomic_dir
-from linkcare.io.checksum import file_sha256
 from linkcare.linkage.compare import n_levels
 from linkcare.linkage.model import MatchModel, PatternCodec
 from linkcare.linkage.pipeline import TRAIN_PAIRS_PER_PASS, StageLog, _total_pairs
-from linkcare.linkage.run import DEFAULT_PERSON_KEY, LinkOptions, LinkSummary
+from linkcare.linkage.run import (
+    DEFAULT_PERSON_KEY,
+    LinkOptions,
+    LinkSummary,
+    link_inputs,
+    summary_sources,
+    write_link_manifest,
+)
 from linkcare.linkage.train import Sessions, fit_fellegi_sunter, fit_recordlinkage
 from linkcare.log import get_logger
 from linkcare.report.link_report import REPORT_NAME, write_link_report
@@ -162,35 +166,16 @@ def _run(spark: SparkSession, config: Config, out: Path, options: LinkOptions, r
             F.count(F.lit(1)).alias("records"), F.avg((F.col("match_stage") != "unlinked").cast("double"))
             .alias("linked_share"), F.count_if(F.col("match_stage") == "deterministic").alias("deterministic"),
             F.count_if(F.col("match_stage") == "probabilistic").alias("probabilistic")).orderBy("source").collect()
-        sources = [{**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.asDict().items()},
-                    "records": records.rows.get(row["source"], row["records"]),
-                    "rejected": rejected.get(row["source"], 0)} for row in shares]
-        inputs = [{"source": s.name, "file": s.path.name, "sha256": file_sha256(s.path),
-                   "rows": records.rows.get(s.name, 0), "rejected": rejected.get(s.name, 0)} for s in config.sources]
+        sources = summary_sources([row.asDict() for row in shares], records.rows, rejected)
+        inputs = link_inputs(config, records.rows, rejected)
         log.info("writing %s…", REPORT_NAME)
         data = spark_report_data(spark, config, decisions, tmp, model, pass_pairs, weight_histogram(scored))
         size = write_link_report(tmp / REPORT_NAME, config, data, inputs, n_people)
         log.info("wrote %s (%s bytes)", REPORT_NAME, f"{size:,}")
-        manifest = {
-            "linkcare_version": __version__,
-            "command": "link",
-            "config": {"path": config.path.name, "sha256": config_hash(config.path)},
-            "reference_date": config.reference_date.isoformat(),
-            "inputs": inputs,
-            "previous": None,
-            "model": {"trained_by": model.trained_by,
-                      "reused_from": options.model_path.name if options.model_path else None,
-                      "sha256": file_sha256(tmp / "model.json")},
-            "outputs": {name: file_sha256(tmp / name) for name in
-                        ("person_index.parquet", "persons.parquet", "events.parquet", "pairs.parquet")},
-            "persons": n_people,
-            "blocking": pass_pairs,
-            "stages": stages.stages,
-            "engine": _engine_facts(spark),
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        manifest = write_link_manifest(tmp, config, inputs, None, model.trained_by, options.model_path, n_people,
+                                       pass_pairs, stages.stages, _engine_facts(spark))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    log.info("Spark: %s", ", ".join(f"{k} {v}" for k, v in manifest["engine"].items()))  # type: ignore[union-attr]
+    log.info("Spark: %s", ", ".join(f"{k} {v}" for k, v in manifest["engine"].items()))
     return LinkSummary(out, sources, pass_pairs, stages.stages, n_people, n_pairs, n_accepted, model.trained_by,
                        time.perf_counter() - started, peak, None)
 
