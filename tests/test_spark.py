@@ -136,6 +136,32 @@ def test_spark_writes_the_same_link_report(linked: tuple[Path, Path]) -> None:
 
 
 @needs_spark
+def test_spark_carries_person_ids_over_as_the_local_engine(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Last month's run linked the sample at a stricter threshold, so this month's people merge some
+    # of last month's: both engines must carry the same IDs over and record the same lineage.
+    strict = tmp_path / "strict.toml"
+    strict.write_text(SAMPLE.read_text().replace("threshold = 0.95", "threshold = 0.9999")
+                      .replace('"../sample_data/', f'"{ROOT / "sample_data"}/'))
+    runner = CliRunner()
+    before = runner.invoke(cli, ["-q", "link", str(strict), "--out", str(tmp_path / "before")])
+    assert before.exit_code == 0, before.output
+    outs = {}
+    for engine in ("local", "spark"):
+        outs[engine] = tmp_path / engine
+        done = runner.invoke(cli, ["-q", "link", str(SAMPLE), "--out", str(outs[engine]), "--engine", engine,
+                                   "--previous", str(tmp_path / "before")])
+        assert done.exit_code == 0, done.output
+    local, on_spark = (pl.read_parquet(outs[e] / "person_index.parquet") for e in ("local", "spark"))
+    assert local.select("source", "record_id", "person_id").equals(on_spark.select("source", "record_id", "person_id"))
+    lineage = pl.read_parquet(outs["local"] / "lineage.parquet")
+    assert lineage.equals(pl.read_parquet(outs["spark"] / "lineage.parquet"))
+    changes = dict(lineage.group_by("change").len().iter_rows())
+    assert changes.get("kept", 0) > 5_000 and changes.get("merged", 0) > 0, changes
+    manifest = json.loads((outs["spark"] / "manifest.json").read_text())
+    assert manifest["previous"] == json.loads((outs["local"] / "manifest.json").read_text())["previous"]
+
+
+@needs_spark
 def test_stratify_reads_the_spark_cohort(linked: tuple[Path, Path], tmp_path: Path) -> None:
     local, on_spark = linked
     runner = CliRunner()

@@ -90,13 +90,22 @@ def carry_over(records: pl.DataFrame, anchors: pl.DataFrame, previous: pl.DataFr
     overlap = (records.join(prev, on=["source", "record_id"], how="inner")
                .group_by("cluster", "previous").agg(pl.len().alias("n"))
                .join(anchors.select("cluster", "anchor"), on="cluster", how="left"))
+    return assign_ids(overlap, anchors, prev["previous"].unique(), key)
+
+
+def assign_ids(overlap: pl.DataFrame, anchors: pl.DataFrame, previous_ids: pl.Series,
+               key: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return the person_id of each cluster and the lineage table, from what carry_over works out:
+    `overlap` (cluster, previous, n records shared, anchor), `anchors` (cluster, anchor) and every
+    previous person_id. Each table has a row per person, not per record (the Spark engine builds
+    them with joins and brings only them to the driver)."""
     matched = _mutual_best(overlap)
     ids = anchors.select("cluster", "anchor").join(matched, on="cluster", how="left")
     fresh = ids.filter(pl.col("previous").is_null())
-    fresh = fresh.with_columns(_unused_ids(fresh["anchor"], prev["previous"].unique(), key))
+    fresh = fresh.with_columns(_unused_ids(fresh["anchor"], previous_ids, key))
     ids = pl.concat([ids.filter(pl.col("previous").is_not_null()).with_columns(pl.col("previous").alias("person_id")),
                      fresh]).select("cluster", "person_id")
-    lineage = _lineage(overlap, ids, prev)
+    lineage = _lineage(overlap, ids, previous_ids.alias("previous").to_frame())
     return ids, lineage
 
 
@@ -134,4 +143,4 @@ def _lineage(overlap: pl.DataFrame, ids: pl.DataFrame, prev: pl.DataFrame) -> pl
             .sort(["person_id", "previous_person_id"], nulls_last=True))
 
 
-__all__ = ["LINEAGE_SCHEMA", "carry_over", "read_previous"]
+__all__ = ["LINEAGE_SCHEMA", "assign_ids", "carry_over", "read_previous"]

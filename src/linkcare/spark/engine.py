@@ -22,6 +22,7 @@ from linkcare.config import Config, load_config
 from linkcare.errors import ConfigError
 from linkcare.io.atomic import atomic_dir
 from linkcare.linkage.compare import n_levels
+from linkcare.linkage.lineage import read_previous
 from linkcare.linkage.model import MatchModel, PatternCodec
 from linkcare.linkage.pipeline import TRAIN_PAIRS_PER_PASS, StageLog, _total_pairs
 from linkcare.linkage.run import (
@@ -60,8 +61,7 @@ def run_link_spark(config_path: Path, out: Path, options: LinkOptions) -> LinkSu
     if not comparisons:
         raise ConfigError(f"{config.path}: [[linkage.comparisons]] is empty; add a comparison per field to link on")
     if options.previous is not None:
-        raise ConfigError("--previous is not supported with --engine spark yet; carry person IDs over with "
-                          "--engine local, or run without --previous")
+        read_previous(options.previous, check_only=True)  # a wrong folder fails before any work
     reused = MatchModel.load(options.model_path, comparisons) if options.model_path is not None else None
     spark, started_here = spark_session(config.engine)
     try:
@@ -149,7 +149,14 @@ def _run(spark: SparkSession, config: Config, out: Path, options: LinkOptions, r
     has_nhs = "nhs" in nodes.fields
     with stages.stage("build and write the cohort"), atomic_dir(out) as tmp:
         key = options.key or DEFAULT_PERSON_KEY
-        decisions = node_decisions(frame, person, best, key, has_nhs)
+        carry = None
+        if options.previous is not None:
+            carry = (nodes.record_node, spark.read.parquet(str(Path(options.previous) / "person_index.parquet")))
+        decisions, lineage = node_decisions(frame, person, best, key, has_nhs, carry)
+        lineage_counts = None
+        if lineage is not None:
+            lineage.write_parquet(tmp / "lineage.parquet")
+            lineage_counts = {c: int(n) for c, n in lineage.group_by("change").len().sort("change").iter_rows()}
         rejected = {name: found.n for name, found in records.rejects.items()}
         if any(rejected.values()):
             (tmp / "rejects").mkdir(mode=0o700)
@@ -172,12 +179,14 @@ def _run(spark: SparkSession, config: Config, out: Path, options: LinkOptions, r
         data = spark_report_data(spark, config, decisions, tmp, model, pass_pairs, weight_histogram(scored))
         size = write_link_report(tmp / REPORT_NAME, config, data, inputs, n_people)
         log.info("wrote %s (%s bytes)", REPORT_NAME, f"{size:,}")
-        manifest = write_link_manifest(tmp, config, inputs, None, model.trained_by, options.model_path, n_people,
-                                       pass_pairs, stages.stages, _engine_facts(spark))
+        previous_facts = None if lineage_counts is None else {
+            "folder": Path(options.previous or "").name, "lineage": lineage_counts}
+        manifest = write_link_manifest(tmp, config, inputs, previous_facts, model.trained_by, options.model_path,
+                                       n_people, pass_pairs, stages.stages, _engine_facts(spark))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     log.info("Spark: %s", ", ".join(f"{k} {v}" for k, v in manifest["engine"].items()))
     return LinkSummary(out, sources, pass_pairs, stages.stages, n_people, n_pairs, n_accepted, model.trained_by,
-                       time.perf_counter() - started, peak, None)
+                       time.perf_counter() - started, peak, lineage_counts)
 
 
 def _engine_facts(spark: SparkSession) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from linkcare.cohort import EVENT_COLUMNS, event_exprs, shape_events
 from linkcare.config import Comparison, Config, Source
 from linkcare.linkage.cluster import person_ids
 from linkcare.linkage.compare import n_levels
+from linkcare.linkage.lineage import assign_ids
 from linkcare.linkage.model import PatternCodec
 from linkcare.linkage.prepare import scan_source
 from linkcare.spark.frames import materialize, polars_map, write_parquet_file
@@ -44,11 +45,13 @@ def _spark_type(dtype: Any) -> DataType:
     return StringType()
 
 
-def node_decisions(nodes: DataFrame, person: DataFrame, probability: DataFrame, key: bytes,
-                   has_nhs: bool) -> DataFrame:
+def node_decisions(nodes: DataFrame, person: DataFrame, probability: DataFrame, key: bytes, has_nhs: bool,
+                   carry: tuple[DataFrame, DataFrame] | None = None) -> tuple[DataFrame, pl.DataFrame | None]:
     """Return per node its person_id, match_stage and match_probability (null when unlinked), as
     linkcare.cohort.node_persons: records sharing every identifier (one node) or joined by an exact
-    rule are deterministic; other nodes of a person of several are probabilistic."""
+    rule are deterministic; other nodes of a person of several are probabilistic. With `carry`
+    (this run's record_node and a previous run's person_index), person IDs are carried over as
+    linkcare.linkage.lineage describes, and the lineage table is returned too (else None)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, StringType, StructField, StructType
@@ -67,11 +70,41 @@ def node_decisions(nodes: DataFrame, person: DataFrame, probability: DataFrame, 
         return batch.select("person", person_ids(batch["anchor"], key))
 
     schema = StructType([StructField("person", LongType()), StructField("person_id", StringType())])
-    ids = polars_map(anchors, hash_ids, schema)
+    lineage = None
+    if carry is None:
+        ids = polars_map(anchors, hash_ids, schema)
+    else:
+        ids, lineage = _carry_over(frame, materialize(anchors), *carry, key, schema)
     frame = frame.join(ids, "person")
     if has_nhs:
         frame = frame.withColumn("has_nhs", F.col("nhs").isNotNull())
-    return materialize(frame)
+    return materialize(frame), lineage
+
+
+def _carry_over(frame: DataFrame, anchors: DataFrame, record_node: DataFrame, previous: DataFrame, key: bytes,
+                schema: Any) -> tuple[DataFrame, pl.DataFrame]:
+    """Return (person, person_id) carried over from `previous` (a person_index), and the lineage.
+
+    The records shared by each new and previous person are counted with a join and a group-by; the
+    counts, the anchors and the previous IDs (a row per person each, not per record) come to the
+    driver, where linkcare.linkage.lineage.assign_ids decides as on one machine."""
+    from pyspark.sql import functions as F
+
+    records = record_node.select("source", "record_id", "node").join(frame.select("node", "person"), "node")
+    prev = previous.select("source", "record_id", F.col("person_id").alias("previous"))
+    overlap = (records.join(prev, ["source", "record_id"]).groupBy("person", "previous")
+               .agg(F.count(F.lit(1)).cast("int").alias("n")).join(anchors, "person", "left"))
+
+    def local(df: DataFrame) -> pl.DataFrame:
+        got = pl.from_arrow(df.toArrow())
+        assert isinstance(got, pl.DataFrame)
+        return got.rename({"person": "cluster"}) if "person" in got.columns else got
+
+    previous_ids = local(prev.select("previous").distinct())["previous"].sort()
+    ids, lineage = assign_ids(local(overlap).cast({"n": pl.UInt32}), local(anchors), previous_ids, key)
+    spark = frame.sparkSession
+    table = ids.rename({"cluster": "person"}).to_arrow()
+    return spark.createDataFrame(table.to_pandas(), schema), lineage
 
 
 def write_person_index(decisions: DataFrame, record_node: DataFrame, path: Path, has_nhs: bool) -> DataFrame:
