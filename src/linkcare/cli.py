@@ -231,8 +231,7 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
     if summary.lineage is not None:
         changes = ", ".join(f"{summary.lineage.get(c, 0):,} {c}" for c in ("kept", "new", "merged", "split", "gone"))
         click.echo(f"person IDs carried over from --previous: {changes} (see lineage.parquet)")
-    report = summary.out / "link_report.html"  # not written by --engine spark
-    click.echo(f"Cohort dataset written to {summary.out}" + (f"; report in {report}" if report.exists() else ""))
+    click.echo(f"Cohort dataset written to {summary.out}; report in {summary.out / 'link_report.html'}")
 
 
 def _index_date(value: str | None, option: str) -> date | None:

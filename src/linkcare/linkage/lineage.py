@@ -97,7 +97,7 @@ def assign_ids(overlap: pl.DataFrame, anchors: pl.DataFrame, previous_ids: pl.Se
                key: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return the person_id of each cluster and the lineage table, from what carry_over works out:
     `overlap` (cluster, previous, n records shared, anchor), `anchors` (cluster, anchor) and every
-    previous person_id. Each table has a row per person, not per record (the Spark engine builds
+    previous person_id (each once). Each table has a row per person, not per record (the Spark engine builds
     them with joins and brings only them to the driver)."""
     matched = _mutual_best(overlap)
     ids = anchors.select("cluster", "anchor").join(matched, on="cluster", how="left")
@@ -105,7 +105,7 @@ def assign_ids(overlap: pl.DataFrame, anchors: pl.DataFrame, previous_ids: pl.Se
     fresh = fresh.with_columns(_unused_ids(fresh["anchor"], previous_ids, key))
     ids = pl.concat([ids.filter(pl.col("previous").is_not_null()).with_columns(pl.col("previous").alias("person_id")),
                      fresh]).select("cluster", "person_id")
-    lineage = _lineage(overlap, ids, previous_ids.alias("previous").to_frame())
+    lineage = _lineage(overlap, ids, previous_ids)
     return ids, lineage
 
 
@@ -127,7 +127,7 @@ def _unused_ids(anchor: pl.Series, used: pl.Series, key: bytes) -> pl.Series:
     return pl.Series("person_id", values, dtype=pl.String)
 
 
-def _lineage(overlap: pl.DataFrame, ids: pl.DataFrame, prev: pl.DataFrame) -> pl.DataFrame:
+def _lineage(overlap: pl.DataFrame, ids: pl.DataFrame, previous_ids: pl.Series) -> pl.DataFrame:
     edges = overlap.select("cluster", "previous").with_columns(
         pl.len().over("cluster").alias("sources_of_new"), pl.len().over("previous").alias("parts_of_old"))
     change = (pl.when(pl.col("sources_of_new") > 1).then(pl.lit("merged"))
@@ -136,7 +136,7 @@ def _lineage(overlap: pl.DataFrame, ids: pl.DataFrame, prev: pl.DataFrame) -> pl
         "person_id", pl.col("previous").alias("previous_person_id"), change.alias("change"))
     new = ids.join(edges.select("cluster"), on="cluster", how="anti").select(
         "person_id", pl.lit(None, pl.String).alias("previous_person_id"), pl.lit("new").alias("change"))
-    gone = (prev.select("previous").unique().join(edges.select("previous"), on="previous", how="anti")
+    gone = (previous_ids.alias("previous").to_frame().join(edges.select("previous"), on="previous", how="anti")
             .select(pl.lit(None, pl.String).alias("person_id"), pl.col("previous").alias("previous_person_id"),
                     pl.lit("gone").alias("change")))
     return (pl.concat([linked, new, gone]).cast(LINEAGE_SCHEMA)  # type: ignore[arg-type]

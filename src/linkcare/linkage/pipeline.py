@@ -277,8 +277,7 @@ def _score(model: MatchModel, fields: list[FieldData], patterns: PatternCodec, l
         code = pattern[start:stop]
         weight = match_weights(model, patterns, table, code, partial(_left_frequency, fields, left[start:stop]))
         probability = match_probabilities(weight)
-        histogram += np.histogram(np.clip(weight, WEIGHT_EDGES[0], WEIGHT_EDGES[-1]), bins=histogram.size,
-                                  range=(WEIGHT_EDGES[0], WEIGHT_EDGES[-1]))[0]
+        histogram += weight_counts(weight)
         index = np.arange(start, stop)
         accept = probability >= threshold
         keep = probability >= min_probability
@@ -294,9 +293,15 @@ def _score(model: MatchModel, fields: list[FieldData], patterns: PatternCodec, l
                       for k, v in parts.items()}, weight_histogram=histogram)
 
 
-def pattern_table(model: MatchModel, patterns: PatternCodec) -> np.ndarray | None:
-    """Return the match weight of every possible pattern, by code, when there are few enough."""
-    if patterns.space <= 1 << 22:  # one weight per possible pattern, looked up by code
+def weight_counts(weight: np.ndarray) -> np.ndarray:
+    """Return how many of the match weights fall in each bin of WEIGHT_EDGES (the end bins take the rest)."""
+    edges = (WEIGHT_EDGES[0], WEIGHT_EDGES[-1])
+    return np.histogram(np.clip(weight, *edges), bins=WEIGHT_EDGES.size - 1, range=edges)[0]
+
+
+def pattern_table(model: MatchModel, patterns: PatternCodec, limit: int = 1 << 22) -> np.ndarray | None:
+    """Return the match weight of every possible pattern, by code, when there are at most `limit`."""
+    if patterns.space <= limit:  # one weight per possible pattern, looked up by code
         return model.pattern_weights(patterns.decode(np.arange(patterns.space, dtype=np.int64)))
     return None
 

@@ -79,14 +79,11 @@ def _run_link(config_path: Path, out: Path, options: LinkOptions) -> LinkSummary
     linked = link(config, model_path, options.strict)
     stages = linked.stages
     accepted = int(linked.pairs["accepted"].sum()) if linked.pairs.height else 0
-    lineage_counts = None
     with stages.stage("build and write the cohort"), atomic_dir(Path(out)) as tmp:
         previous = read_previous(options.previous) if options.previous is not None else None
         per_node, lineage = cohort.node_persons(linked, options.key or DEFAULT_PERSON_KEY, previous)
         del previous
-        if lineage is not None:
-            lineage.write_parquet(tmp / "lineage.parquet")
-            lineage_counts = {c: int(n) for c, n in lineage.group_by("change").len().sort("change").iter_rows()}
+        lineage_counts = write_lineage(tmp, lineage)
         rejected = {name: found.n for name, found in linked.rejects.items()}
         if any(rejected.values()):
             (tmp / "rejects").mkdir(mode=0o700)
@@ -118,10 +115,8 @@ def _run_link(config_path: Path, out: Path, options: LinkOptions) -> LinkSummary
         del persons_for_report
         report_seconds += time.perf_counter() - report_started
         log.info("wrote %s (%s bytes) in %.1f s", REPORT_NAME, f"{size:,}", report_seconds)
-        previous_facts = None if lineage_counts is None else {
-            "folder": Path(options.previous or "").name, "lineage": lineage_counts}
-        write_link_manifest(tmp, config, inputs, previous_facts, linked.model.trained_by, model_path, n_people,
-                            linked.pass_pairs, stages.stages)
+        write_link_manifest(tmp, config, inputs, options.previous, lineage_counts, linked.model.trained_by,
+                            model_path, n_people, linked.pass_pairs, stages.stages)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     if workers:
@@ -145,8 +140,16 @@ def link_inputs(config: Config, rows: Mapping[str, int], rejected: Mapping[str, 
              "rows": rows.get(s.name, 0), "rejected": rejected.get(s.name, 0)} for s in config.sources]
 
 
-def write_link_manifest(folder: Path, config: Config, inputs: list[dict[str, Any]], previous: dict[str, Any] | None,
-                        trained_by: str, model_path: Path | None, n_people: int,
+def write_lineage(folder: Path, lineage: pl.DataFrame | None) -> dict[str, int] | None:
+    """Write lineage.parquet into `folder` (given a lineage) and return the people per change."""
+    if lineage is None:
+        return None
+    lineage.write_parquet(folder / "lineage.parquet")
+    return {c: int(n) for c, n in lineage.group_by("change").len().sort("change").iter_rows()}
+
+
+def write_link_manifest(folder: Path, config: Config, inputs: list[dict[str, Any]], previous: Path | None,
+                        lineage_counts: dict[str, int] | None, trained_by: str, model_path: Path | None, n_people: int,
                         pass_pairs: Sequence[Mapping[str, Any]], stages: list[dict[str, Any]],
                         engine: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write manifest.json into `folder` (which holds the written outputs) and return it."""
@@ -156,7 +159,8 @@ def write_link_manifest(folder: Path, config: Config, inputs: list[dict[str, Any
         "config": {"path": config.path.name, "sha256": config_hash(config.path)},
         "reference_date": config.reference_date.isoformat(),
         "inputs": inputs,
-        "previous": previous,
+        "previous": None if lineage_counts is None else {"folder": Path(previous or "").name,
+                                                          "lineage": lineage_counts},
         "model": {"trained_by": trained_by, "reused_from": model_path.name if model_path else None,
                   "sha256": file_sha256(folder / "model.json")},
         "outputs": {name: file_sha256(folder / name) for name in

@@ -138,9 +138,8 @@ def _ecm_weights(kernel: Any, n_columns: int) -> tuple[float, np.ndarray]:
     weights = np.zeros(n_columns)
     pos = 0
     for i, binarizer in enumerate(kernel._binarizers):  # noqa: SLF001 - the layout of the binarised columns
-        values = list(binarizer.classes_)
-        width = 1 if len(values) == 1 else len(values)
-        if len(values) == 2:  # columns for value 0, then value 1
+        width = len(binarizer.classes_)  # a column per value seen
+        if width == 2:  # columns for value 0, then value 1
             p1 = np.clip(np.exp(log_prob[:, pos + 1]), ECM_FLOOR, 1.0 - ECM_FLOOR)
             on = np.log2(p1[match] / p1[non_match])
             off = np.log2((1.0 - p1[match]) / (1.0 - p1[non_match]))

@@ -108,9 +108,9 @@ def write_link_report(path: Path, config: Config, data: LinkReportData, inputs: 
 def local_report_data(config: Config, linked: Linked, persons: pl.DataFrame, events: Path) -> LinkReportData:
     """Return the report's data from the local engine's decisions; `persons` comes from
     `report_persons`, `events` is the written events.parquet."""
-    roles = {role: name for role, name in config.risk.fields.items() if name in linked.nodes.frame.columns}
-    deprivation, why = report_deprivation(config, linked.nodes.frame, roles)
     frame = linked.nodes.frame
+    roles = {role: name for role, name in config.risk.fields.items() if name in frame.columns}
+    deprivation, why = report_deprivation(config, frame, roles)
     stage = linked.node_stage
     code = np.where(stage == STAGES[0], 0, np.where(stage == STAGES[1], 1, 2)).astype(np.uint8)
     own = pl.DataFrame({"key": linked.node_person, "source": frame["source"],

@@ -338,6 +338,15 @@ def _performance(report: Report, metrics: Mapping[str, Any], curves: Mapping[str
     report.section("performance", "Model performance", *parts)
 
 
+def _unit_square(ax: Any, xlabel: str, ylabel: str, legend: str) -> None:
+    """Label a curve plot whose axes both run from 0 to 1, with its legend at `legend`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc=legend, fontsize=7, frameon=False)
+
+
 def _roc_figure(models: Mapping[str, Any], stored: Mapping[str, Any], kinds: Sequence[str]) -> str:
     fig, ax = new_figure(3.6, 3.6)
     ax.plot([0, 1], [0, 1], color="#aeb7bd", linestyle=":", linewidth=1, label="chance")
@@ -345,11 +354,7 @@ def _roc_figure(models: Mapping[str, Any], stored: Mapping[str, Any], kinds: Seq
         m, roc = models[k], stored[k].get("roc") or {}
         ax.plot(roc.get("fpr", []), roc.get("tpr", []), color=_COLOURS[i], linewidth=1.6,
                 label=f"{k}: AUROC {_num(m.get('auroc'))} ({_interval(m.get('auroc_ci'))})")
-    ax.set_xlabel("false positive rate (1 − specificity)")
-    ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    _unit_square(ax, "false positive rate (1 − specificity)", "true positive rate (sensitivity)", "lower right")
     caption = "ROC curve. " + "; ".join(f"{k}: AUROC {_num(models[k].get('auroc'))}, 95% interval "
                                         f"{_interval(models[k].get('auroc_ci'))}" for k in kinds) + "."
     return figure(fig, caption, "roc")
@@ -364,11 +369,7 @@ def _pr_figure(models: Mapping[str, Any], stored: Mapping[str, Any], kinds: Sequ
         pr = stored[k].get("precision_recall") or {}
         ax.plot(pr.get("recall", []), pr.get("precision", []), color=_COLOURS[i], linewidth=1.6,
                 label=f"{k}: AUPRC {_num(models[k].get('auprc'))}")
-    ax.set_xlabel("recall (sensitivity)")
-    ax.set_ylabel("precision (PPV)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(loc="upper right", fontsize=7, frameon=False)
+    _unit_square(ax, "recall (sensitivity)", "precision (PPV)", "upper right")
     caption = "Precision-recall curve. " + "; ".join(f"{k}: AUPRC {_num(models[k].get('auprc'))}" for k in kinds)
     return figure(fig, caption + ".", "precision-recall")
 

@@ -41,7 +41,7 @@ def score_pairs(pairs: DataFrame, model: MatchModel, tf_totals: dict[int, tuple[
     from pyspark.sql.types import DoubleType, StructField, StructType
 
     patterns = PatternCodec([n_levels(c) for c in model.comparisons])
-    table = pattern_table(model, patterns) if patterns.space <= SHIPPED_TABLE else None
+    table = pattern_table(model, patterns, SHIPPED_TABLE)
 
     def score(batch: pl.DataFrame) -> pl.DataFrame:
         code = batch["code"].to_numpy()

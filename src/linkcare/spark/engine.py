@@ -31,6 +31,7 @@ from linkcare.linkage.run import (
     LinkSummary,
     link_inputs,
     summary_sources,
+    write_lineage,
     write_link_manifest,
 )
 from linkcare.linkage.train import Sessions, fit_fellegi_sunter, fit_recordlinkage
@@ -153,10 +154,7 @@ def _run(spark: SparkSession, config: Config, out: Path, options: LinkOptions, r
         if options.previous is not None:
             carry = (nodes.record_node, spark.read.parquet(str(Path(options.previous) / "person_index.parquet")))
         decisions, lineage = node_decisions(frame, person, best, key, has_nhs, carry)
-        lineage_counts = None
-        if lineage is not None:
-            lineage.write_parquet(tmp / "lineage.parquet")
-            lineage_counts = {c: int(n) for c, n in lineage.group_by("change").len().sort("change").iter_rows()}
+        lineage_counts = write_lineage(tmp, lineage)
         rejected = {name: found.n for name, found in records.rejects.items()}
         if any(rejected.values()):
             (tmp / "rejects").mkdir(mode=0o700)
@@ -179,10 +177,8 @@ def _run(spark: SparkSession, config: Config, out: Path, options: LinkOptions, r
         data = spark_report_data(spark, config, decisions, tmp, model, pass_pairs, weight_histogram(scored))
         size = write_link_report(tmp / REPORT_NAME, config, data, inputs, n_people)
         log.info("wrote %s (%s bytes)", REPORT_NAME, f"{size:,}")
-        previous_facts = None if lineage_counts is None else {
-            "folder": Path(options.previous or "").name, "lineage": lineage_counts}
-        manifest = write_link_manifest(tmp, config, inputs, previous_facts, model.trained_by, options.model_path,
-                                       n_people, pass_pairs, stages.stages, _engine_facts(spark))
+        manifest = write_link_manifest(tmp, config, inputs, options.previous, lineage_counts, model.trained_by,
+                                       options.model_path, n_people, pass_pairs, stages.stages, _engine_facts(spark))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     log.info("Spark: %s", ", ".join(f"{k} {v}" for k, v in manifest["engine"].items()))
     return LinkSummary(out, sources, pass_pairs, stages.stages, n_people, n_pairs, n_accepted, model.trained_by,

@@ -16,7 +16,7 @@ import polars as pl
 
 from linkcare.config import Config
 from linkcare.linkage.model import MatchModel
-from linkcare.linkage.pipeline import WEIGHT_EDGES
+from linkcare.linkage.pipeline import WEIGHT_EDGES, weight_counts
 from linkcare.report.link_report import (
     _GROUPS,
     DIMENSIONS,
@@ -41,8 +41,7 @@ def weight_histogram(scored: DataFrame) -> np.ndarray:
     bins = WEIGHT_EDGES.size - 1
 
     def count(batch: pl.DataFrame) -> pl.DataFrame:
-        weight = np.clip(batch["weight"].to_numpy(), WEIGHT_EDGES[0], WEIGHT_EDGES[-1])
-        counts = np.histogram(weight, bins=bins, range=(WEIGHT_EDGES[0], WEIGHT_EDGES[-1]))[0]
+        counts = weight_counts(batch["weight"].to_numpy())
         return pl.DataFrame({"bin": np.arange(bins, dtype=np.int64), "n": counts.astype(np.int64)})
 
     schema = StructType([StructField("bin", LongType()), StructField("n", LongType())])
