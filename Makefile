@@ -6,7 +6,7 @@ SAMPLE_PEOPLE := 10000
 SAMPLE_SEED := 42
 SAMPLE_REF := 2026-03-31
 
-.PHONY: demo test lint bench sample-data clean
+.PHONY: demo test lint layers bench sample-data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
-lint: $(VENV)/.installed-dev
+lint: layers
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+
+# The layers of src/linkcare and no import cycles (import-linter contracts in pyproject.toml).
+layers: $(VENV)/.installed-dev
+	$(BIN)/lint-imports
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench,spark]'

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
+from linkcare.linkage.evaluate import pairwise_score
+
 
 @dataclass(frozen=True)
 class PairScores:
@@ -47,21 +49,12 @@ class PairScores:
                 "precision": round(self.precision, 6), "recall": round(self.recall, 6), "f1": round(self.f1, 6)}
 
 
-def _pairs(n: pl.Expr) -> pl.Expr:
-    n = n.cast(pl.Int64)
-    return n * (n - 1) // 2
-
-
-def _pair_count(frame: pl.DataFrame, keys: list[str]) -> int:
-    groups = frame.group_by(keys).agg(pl.len().alias("n"), pl.col("focus").sum().alias("s"))
-    counts = groups.select((_pairs(pl.col("n")) - _pairs(pl.col("n") - pl.col("s"))).sum())
-    return int(counts.item() or 0)
-
-
 def pairwise_scores(clusters: pl.DataFrame, truth: pl.DataFrame, focus: pl.DataFrame | None = None) -> PairScores:
     """Return pairwise scores of clusters (source, record_id, cluster) against truth (source, record_id, person).
 
-    With focus (source, record_id), only pairs with at least one focus record count.
+    With focus (source, record_id), only pairs with at least one focus record count. The pairs are
+    counted by linkcare's own scorer (linkcare.linkage.evaluate.pairwise_score), the one `linkcare
+    evaluate links` uses; this harness only lays every tool's output over the truth the same way.
     """
     universe = truth.select(pl.col("source").cast(pl.String), pl.col("record_id").cast(pl.String),
                             pl.col("person").cast(pl.String))
@@ -69,16 +62,14 @@ def pairwise_scores(clusters: pl.DataFrame, truth: pl.DataFrame, focus: pl.DataF
                                 pl.col("cluster").cast(pl.String)).unique(["source", "record_id"], keep="first")
     frame = universe.join(predicted, on=["source", "record_id"], how="left")
     # Records missing from the output are singletons; the prefix keeps them apart from real cluster ids.
-    frame = frame.with_columns(pl.col("cluster").fill_null(pl.format("\x00{}\x00{}", "source", "record_id")))
-    if focus is None:
-        frame = frame.with_columns(pl.lit(1, pl.Int64).alias("focus"))
-    else:
+    frame = frame.with_columns(pl.col("cluster").fill_null(pl.format("\x00{}\x00{}", "source", "record_id"))
+                               .alias("person_id"))
+    in_focus = None
+    if focus is not None:
         marked = focus.select(pl.col("source").cast(pl.String), pl.col("record_id").cast(pl.String)).unique()
-        frame = frame.join(marked.with_columns(pl.lit(1, pl.Int64).alias("focus")), on=["source", "record_id"],
-                           how="left").with_columns(pl.col("focus").fill_null(0))
-    return PairScores(
-        true_positives=_pair_count(frame, ["cluster", "person"]),
-        predicted_pairs=_pair_count(frame, ["cluster"]),
-        true_pairs=_pair_count(frame, ["person"]),
-        records=int(frame["focus"].sum()),
-    )
+        frame = frame.join(marked.with_columns(pl.lit(True).alias("_in_focus")), on=["source", "record_id"],
+                           how="left").with_columns(pl.col("_in_focus").fill_null(False))
+        in_focus = pl.col("_in_focus")
+    score = pairwise_score(frame, in_focus)
+    return PairScores(true_positives=score.true_positive_pairs, predicted_pairs=score.predicted_pairs,
+                      true_pairs=score.true_pairs, records=score.records)

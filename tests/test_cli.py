@@ -91,7 +91,7 @@ def _fail_with(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
     def boom(_config: object) -> None:
         raise exc
 
-    monkeypatch.setattr("linkcare.validate.validate_site", boom)
+    monkeypatch.setattr("linkcare.commands.validate.validate_site", boom)
 
 
 def test_linkcare_error_is_one_line_with_its_exit_code(

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from linkcare.cli import cli
+from linkcare.commands.validate import validate_site
 from linkcare.config import (
     Comparison,
     Config,
@@ -24,10 +25,9 @@ from linkcare.config import (
     config_hash,
     load_config,
 )
+from linkcare.config.kinds import KIND_NAMES, default_events, match_columns, required_events
 from linkcare.errors import ConfigError, DataError, ProblemList
 from linkcare.io.extracts import read_header
-from linkcare.sources.kinds import KIND_NAMES, default_events, match_columns, required_events
-from linkcare.validate import validate_site
 
 GP_CSV = (
     "Patient_ID,Pseudo_NHS_Number,Birth_Year,Sex,LSOA,Registration_Date,Practice_Code\n"

@@ -16,9 +16,12 @@ from click.testing import CliRunner
 
 from conftest import record_values
 from linkcare.cli import cli
+from linkcare.commands.link import link_stages
 from linkcare.config import load_config
 from linkcare.disclosure import Disclosure
-from linkcare.linkage.pipeline import WEIGHT_EDGES, link
+from linkcare.linkage.local import LocalEngine
+from linkcare.linkage.scoring import WEIGHT_EDGES
+from linkcare.log import StageLog
 
 SECTIONS = ("sources", "blocking", "weights", "model", "equity", "borderline")
 LEVELS = {"exact", "close", "missing", "disagree"}
@@ -135,7 +138,7 @@ def test_the_weights_histogram_counts_every_scored_pair(reported: Path, small_si
     rows = dict(r for r in _rows(_sections((reported / "link_report.html").read_text())["weights"]) if len(r) == 2)
     assert int(rows["scored"].replace(",", "")) == pairs.height > 1_000
     config = _site(small_site, tmp_path / "site", KEEP_EVERY_PAIR)
-    linked = link(load_config(config))
+    linked = link_stages(LocalEngine(load_config(config)), StageLog()).decisions
     assert linked.weight_histogram.size == WEIGHT_EDGES.size - 1
     assert int(linked.weight_histogram.sum()) == linked.pairs.height == pairs.height
     weights = np.clip(linked.pairs["match_weight"].to_numpy(), WEIGHT_EDGES[0], WEIGHT_EDGES[-1])

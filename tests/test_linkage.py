@@ -24,7 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from linkcare.cli import cli
+from linkcare.cohort.lineage import person_ids
 from linkcare.config import Comparison, FieldSpec
+from linkcare.config.methods import METHODS, dice_similarity
 from linkcare.errors import ConfigError, DataError
 from linkcare.linkage.blocking import (
     allowed,
@@ -37,20 +39,17 @@ from linkcare.linkage.blocking import (
     plan_pass,
     source_codes,
 )
-from linkcare.linkage.cluster import components, one_to_one, person_ids
+from linkcare.linkage.cluster import components, one_to_one
 from linkcare.linkage.compare import (
-    _dice,
     compare_pairs,
     compare_pairs_recordlinkage,
     field_data,
-    level_names,
     levels_of_values,
-    n_levels,
 )
 from linkcare.linkage.evaluate import pairwise_score
-from linkcare.linkage.model import MatchModel, PatternCodec, PatternCounts, _default_m, fit_m_em
-from linkcare.linkage.prepare import field_expr
+from linkcare.linkage.model import MatchModel, PatternCodec, PatternCounts, default_m, fit_m_em
 from linkcare.linkage.train import _ecm_weights, fit_recordlinkage
+from linkcare.sources.read import field_expr
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CONFIG = ROOT / "configs" / "sample.toml"
@@ -249,7 +248,7 @@ def test_dice_of_many_pairs_equals_the_plain_formula() -> None:
                          if decoded[x] and len(decoded[x]) == len(decoded[y]) and any(decoded[x] + decoded[y]) else 0.0
                          for x, y in zip(i, j, strict=True)])
     a, b = np.array(texts, dtype=object)[i], np.array(texts, dtype=object)[j]
-    np.testing.assert_allclose(_dice(a, b), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(dice_similarity(a, b), expected, rtol=0, atol=1e-12)
     assert (expected > 0).sum() > 3_000
 
 LEVEL_CASES = [
@@ -293,7 +292,7 @@ def test_level_of_a_value_pair(method: str, levels: tuple[float, ...], a: str, b
     got = levels_of_values(comparison, objects(a, b), objects(b, a))
     assert got.tolist() == [expected, expected]  # symmetric
     assert got.dtype == np.int8
-    assert 0 < expected < n_levels(comparison) == len(level_names(comparison))
+    assert 0 < expected < comparison.n_levels == len(comparison.level_names)
 
 
 def test_bloom_filter_fixtures_have_the_intended_similarity() -> None:
@@ -326,7 +325,8 @@ def test_dates_before_1970_are_compared() -> None:
 
 
 def standardise(value: str, method: str | None = None) -> str | None:
-    return pl.DataFrame({"c": [value]}).select(field_expr(FieldSpec("c"), method).alias("c")).item()
+    spec = METHODS[method] if method is not None else None
+    return pl.DataFrame({"c": [value]}).select(field_expr(FieldSpec("c"), spec).alias("c")).item()
 
 
 @pytest.mark.parametrize(("raw", "method", "expected"), [
@@ -429,7 +429,7 @@ def test_em_recovers_known_m_and_prior() -> None:
     counts = simulate_patterns(300_000, seed=11)
     levels, c = counts.arrays()
     assert c.sum() == 300_000 and levels.shape[0] < 300  # EM runs on distinct patterns, not pairs
-    m, prior, iterations = fit_m_em(levels, c, U_TRUE, np.ones(4, dtype=bool), [_default_m(x.size) for x in M_TRUE])
+    m, prior, iterations = fit_m_em(levels, c, U_TRUE, np.ones(4, dtype=bool), [default_m(x.size) for x in M_TRUE])
     assert iterations < 200
     assert prior == pytest.approx(PRIOR, abs=0.01)
     for j, (got, true) in enumerate(zip(m, M_TRUE, strict=True)):
@@ -440,7 +440,7 @@ def test_em_recovers_known_m_and_prior() -> None:
 
 def test_em_leaves_fields_out_of_use_alone() -> None:
     levels, c = simulate_patterns(100_000, seed=3).arrays()
-    start = [_default_m(x.size) for x in M_TRUE]
+    start = [default_m(x.size) for x in M_TRUE]
     use = np.array([True, True, False, True])
     m, prior, _ = fit_m_em(levels, c, U_TRUE, use, start)
     np.testing.assert_array_equal(m[2], start[2])
@@ -1075,14 +1075,14 @@ def test_sorted_neighbourhood_window_must_be_odd(tmp_path: Path, runner) -> None
 
 
 def test_weighted_mode_takes_the_heaviest_value_and_the_smallest_on_ties() -> None:
-    from linkcare.cohort import _weighted_mode
+    from linkcare.cohort.persons import weighted_mode
 
     cluster = np.array([0, 0, 0, 1, 1, 2, 3])
     code = np.array([2, 1, 2, 3, 0, -1, 5])
     weight = np.array([1, 3, 1, 2, 2, 9, 1])
     # cluster 0: code 1 weighs 3 against code 2's 2; cluster 1: a tie, the smaller code wins;
     # cluster 2 has only a missing value; cluster 4 has no node at all.
-    assert _weighted_mode(cluster, code, weight, 5).tolist() == [1, 0, -1, 5, -1]
+    assert weighted_mode(cluster, code, weight, 5).tolist() == [1, 0, -1, 5, -1]
 
 
 def test_pairs_within_blocks_are_every_pair_once() -> None:

@@ -508,8 +508,7 @@ def test_carry_over_follows_the_documented_rules() -> None:
     record added (kept), B and C together (merged; equal shares, so the smaller ID keeps), D split
     in two with E's record joining one half, F's record gone, G unchanged, and a new person whose
     fresh ID would be G's (G's ID is made to be the keyed hash of the new person's anchor)."""
-    from linkcare.linkage.cluster import person_ids
-    from linkcare.linkage.lineage import carry_over
+    from linkcare.cohort.lineage import carry_over, person_ids
 
     clash = person_ids(pl.Series(["s/n1"]), b"k")[0]
     previous = pl.DataFrame({

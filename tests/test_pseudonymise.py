@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from linkcare.cli import cli
 from linkcare.errors import ConfigError, DataError
-from linkcare.pseudonymise import (
+from linkcare.sources.pseudonymise import (
     TOKEN_PATTERN,
     PseudonymiseSpec,
     clean_nhs_numbers,

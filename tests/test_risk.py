@@ -13,15 +13,16 @@ import pytest
 from click.testing import CliRunner
 
 from linkcare.cli import cli
-from linkcare.cohort import EVENT_COLUMNS
-from linkcare.config import load_config
+from linkcare.cohort.dataset import open_cohort
+from linkcare.cohort.events import EVENT_COLUMNS
+from linkcare.config import DEFAULT_TIERS, Tier, load_config
 from linkcare.disclosure import Disclosure
 from linkcare.errors import ConfigError
-from linkcare.risk.config import DEFAULT_TIERS, Tier
-from linkcare.risk.features import build_features, feature_list, open_cohort
+from linkcare.risk.features import build_features, feature_list
 from linkcare.risk.model import RiskModel, fit_model
-from linkcare.risk.stratify import assign_tiers
-from linkcare.risk.train import load_model, publish_counts
+from linkcare.risk.scoring import assign_tiers
+from linkcare.risk.store import load_model
+from linkcare.risk.training import publish_counts
 
 INDEX = dt.date(2025, 3, 31)
 CONFIG = """version = 1

@@ -19,7 +19,7 @@ from conftest import record_values
 from linkcare.cli import cli
 from linkcare.config import load_config
 from linkcare.disclosure import Disclosure
-from linkcare.report.risk_report import evaluation_curves
+from linkcare.risk.curves import evaluation_curves
 from linkcare.risk.metrics import auroc
 
 PLOTS = {"distribution": ["risk-distribution"], "performance": ["roc", "precision-recall", "calibration"],

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from linkcare.cli import cli
-from linkcare.pseudonymise import TOKEN_PATTERN, tokenise, valid_nhs_mask
+from linkcare.sources.pseudonymise import TOKEN_PATTERN, tokenise, valid_nhs_mask
 from linkcare.synth import ErrorRates, SynthOptions, make_site, site_config, synth_key, write_site
 from linkcare.synth.audit import (
     ID_COLUMN,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 LOGGER_NAME = "linkcare"
@@ -94,3 +96,26 @@ def progress(description: str, total: int, unit: str) -> Iterator[Callable[[int]
             last = now
 
     yield advance
+
+
+def peak_mib() -> float:
+    """Return the peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@dataclass
+class StageLog:
+    """Time and peak memory of each stage of a run, logged as each ends."""
+
+    stages: list[dict[str, float | str]] = field(default_factory=list)
+    logger: logging.Logger = field(default_factory=lambda: get_logger("link"))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        self.logger.info("%s…", name)
+        yield
+        peak = peak_mib()
+        seconds = time.perf_counter() - started
+        self.stages.append({"stage": name, "seconds": round(seconds, 3), "peak_mib": round(peak, 1)})
+        self.logger.info("%s done in %.1f s (peak memory so far %.0f MiB)", name, seconds, peak)

@@ -90,3 +90,45 @@ def choose_attachments(best: pl.DataFrame, threshold: float) -> pl.DataFrame:
     chosen = best.filter(pl.col("posterior") >= threshold).sort(["orphan", "posterior"], descending=[False, True])
     chosen = chosen.group_by("orphan", maintain_order=True).first()
     return chosen.select("orphan_node", "other_node", "posterior")
+
+
+def placed_nodes(codes: dict[str, np.ndarray], rules: tuple[tuple[str, ...], ...]) -> np.ndarray:
+    """Return which nodes have every field of at least one deterministic rule."""
+    placed = np.zeros(next(iter(codes.values())).size, dtype=bool)
+    for rule in rules:
+        ok = np.ones(placed.size, dtype=bool)
+        for f in rule:
+            ok &= codes[f] >= 0
+        placed |= ok
+    return placed
+
+
+def owner_among_candidates(codes: dict[str, np.ndarray], blocking: tuple[tuple[str, ...], ...],
+                            det_cluster: np.ndarray, det_size: np.ndarray, src: np.ndarray,
+                            records: np.ndarray, placed: np.ndarray) -> np.ndarray:
+    """Return per node the chance that its owner is among its candidates, measured on the people
+    the exact rules found: among placed records of the same source, the share whose person has
+    another record agreeing with them on the key of a blocking pass this node can take part in."""
+    n = src.size
+    available = np.zeros(n, dtype=np.int64)  # bit k: the node has every field of pass k
+    hits = np.zeros(n, dtype=np.int64)  # bit k: another node of the person agrees on pass k's key
+    for k, key in enumerate(blocking):
+        present = np.ones(n, dtype=bool)
+        for f in key:
+            present &= codes[f] >= 0
+        frame = pl.DataFrame({"c": det_cluster, **{f: codes[f] for f in key}})
+        shared = frame.select(pl.len().over(["c", *key]) > 1).to_series().to_numpy()
+        available |= present.astype(np.int64) << k
+        hits |= (present & shared).astype(np.int64) << k
+    reference = placed & (det_size[det_cluster] > 1)
+    out = np.zeros(n)
+    combos = pl.DataFrame({"src": src, "mask": available}).filter(pl.Series(~placed)).unique()
+    for s_, mask in zip(combos["src"].to_list(), combos["mask"].to_list(), strict=True):
+        ref = reference & (src == s_)
+        weight = records[ref].astype(np.float64)
+        share = float((((hits[ref] & mask) > 0) * weight).sum() / weight.sum()) if weight.sum() else 0.0
+        out[(src == s_) & (available == mask)] = share
+    return out
+
+
+__all__ = ["activity_shape", "attach_unplaced", "choose_attachments", "owner_among_candidates", "placed_nodes"]

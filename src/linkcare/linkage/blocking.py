@@ -16,8 +16,6 @@ import polars as pl
 from linkcare.errors import DataError
 from linkcare.linkage.prepare import dense_codes
 
-LINK_TYPES = ("link_only", "dedupe_only", "link_and_dedupe")
-
 
 def encode_fields(nodes: pl.DataFrame, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Return an integer code per node for each field (equal values, equal codes; -1 for missing)."""

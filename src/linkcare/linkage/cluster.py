@@ -1,9 +1,7 @@
-"""From accepted pairs to people: an optional one-to-one constraint, connected components, and
-person IDs that are keyed hashes of each person's records, not row numbers."""
+"""From accepted pairs to people: an optional one-to-one constraint between two sources, and the
+connected components of the accepted pairs (person IDs are in linkcare.cohort.lineage)."""
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 import polars as pl
@@ -41,13 +39,3 @@ def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     graph = coo_matrix((np.ones(left.size, dtype=np.int8), (left, right)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return labels.astype(np.int64)
-
-
-def person_ids(anchor: pl.Series, key: bytes) -> pl.Series:
-    """Return a person ID per cluster from its anchor (its smallest source/record key).
-
-    The ID is a keyed hash, so it reveals nothing about the records, and it stays the same for
-    as long as the same record anchors the person.
-    """
-    digest = [hashlib.blake2b(a.encode(), key=key, digest_size=8).hexdigest() for a in anchor.to_list()]
-    return pl.Series("person_id", ["P" + d for d in digest], dtype=pl.String)

@@ -22,10 +22,11 @@ from linkcare import __version__
 from linkcare.config import Comparison
 from linkcare.errors import ConfigError
 from linkcare.io.checksum import check_written_by
-from linkcare.linkage.compare import level_names, n_levels
 
 MODEL_FORMAT = "linkcare-linkage-model"
-DENSE_PATTERNS = 1 << 22  # up to this many possible patterns, counts live in a dense array
+#: Up to this many possible patterns, a dense array indexed by pattern code (of counts, of weights)
+#: is cheaper than a table of the patterns seen.
+DENSE_PATTERNS = 1 << 22
 PROB_FLOOR = 1e-9
 
 
@@ -102,7 +103,7 @@ def level_shares(levels: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return out
 
 
-def _log_likelihoods(levels: np.ndarray, probs: list[np.ndarray], use: np.ndarray) -> np.ndarray:
+def log_likelihoods(levels: np.ndarray, probs: list[np.ndarray], use: np.ndarray) -> np.ndarray:
     out = np.zeros(levels.shape[0])
     for j, p in enumerate(probs):
         if not use[j]:
@@ -113,7 +114,7 @@ def _log_likelihoods(levels: np.ndarray, probs: list[np.ndarray], use: np.ndarra
     return out
 
 
-def _default_m(k: int) -> np.ndarray:
+def default_m(k: int) -> np.ndarray:
     """A starting m: most matches agree exactly, fewer at each worse level."""
     m = np.zeros(k)
     inner = np.array([0.5 ** i for i in range(k - 1)])
@@ -134,10 +135,10 @@ def fit_m_em(levels: np.ndarray, counts: np.ndarray, u: list[np.ndarray], use: n
     """
     m = [x.copy() for x in m_start]
     lam = prior_start
-    log_u = _log_likelihoods(levels, u, use)
+    log_u = log_likelihoods(levels, u, use)
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
-        log_m = _log_likelihoods(levels, m, use)
+        log_m = log_likelihoods(levels, m, use)
         a = np.log(lam) + log_m
         b = np.log1p(-lam) + log_u
         w = 1.0 / (1.0 + np.exp(np.clip(b - a, -700, 700)))
@@ -198,7 +199,7 @@ class MatchModel:
         for j, c in enumerate(self.comparisons):
             entry: dict[str, Any] = {
                 "field": c.field, "method": c.method, "levels": list(c.levels),
-                "term_frequency": c.term_frequency, "level_names": level_names(c),
+                "term_frequency": c.term_frequency, "level_names": c.level_names,
                 "weights": [float(x) for x in self.weights[j]],
             }
             if self.m is not None and self.u is not None:
@@ -235,7 +236,7 @@ class MatchModel:
         weights = []
         for f, c in zip(data["fields"], comparisons, strict=True):
             w = np.asarray(f["weights"], dtype=np.float64)
-            if w.size != n_levels(c) or not np.isfinite(w).all():
+            if w.size != c.n_levels or not np.isfinite(w).all():
                 raise ConfigError(f"{path}: field {c.field}: the model's weights do not fit its levels")
             weights.append(w)
         m = [np.asarray(f["m"]) for f in data["fields"]] if all("m" in f for f in data["fields"]) else None

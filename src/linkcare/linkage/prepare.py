@@ -1,9 +1,7 @@
-"""Read every source and standardise its linkage fields; reduce records to distinct tuples.
-
-Standardised values are strings: trimmed, lower-cased, runs of spaces collapsed, leading zeros
-of all-digit values dropped (so "04" and "4" agree), recoded through the config's `values`, and
-dates written as YYYY-MM-DD (or just the year, month or day when the config asks for a part).
-Empty strings are missing values.
+"""The first stages of the local engine: read every source and standardise its linkage fields
+(linkcare.sources.read), set aside the rows failing the row checks, and reduce the records to
+distinct identifier tuples (nodes); the check that two extracts share a pseudonymisation key; and
+the dense integer codes of a field's values.
 """
 
 from __future__ import annotations
@@ -15,93 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from linkcare.config import Config, FieldSpec, Source
-from linkcare.errors import DataError, ProblemList
-from linkcare.io.extracts import check_last_line, count_non_utf8_lines, read_header
-from linkcare.linkage.rejects import (
-    SourceRejects,
-    apply_checks,
-    check_flags,
-    describe,
-    enforce_limits,
-    field_date,
-    row_checks,
-)
-from linkcare.log import get_logger
-from linkcare.validate import check_columns
-
-log = get_logger("link")
-
-def scan_source(source: Source) -> pl.LazyFrame:
-    """Return a lazy frame over a source's extract with every column read as a string, after
-    checking the file: clear errors for a missing, empty, mis-delimited, non-UTF-8 or truncated
-    file, and for every mapped column its header lacks."""
-    header = read_header(source)
-    missing, _ = check_columns(source, header)
-    if missing:
-        raise ProblemList(list(missing))
-    if source.format == "parquet":
-        lf = pl.scan_parquet(source.path)
-        return lf.with_columns(pl.all().cast(pl.String))
-    check_last_line(source.path, source.delimiter, len(header))
-    return pl.scan_csv(source.path, separator=source.delimiter, infer_schema=False, encoding="utf8")
-
-
-def field_expr(spec: FieldSpec, method: str | None = None) -> pl.Expr:
-    """Return the expression giving a field's standardised string value from its column."""
-    raw = pl.col(spec.column).cast(pl.String).str.strip_chars()
-    raw = pl.when(raw == "").then(None).otherwise(raw)
-    if spec.values:
-        raw = raw.replace(dict(spec.values))
-    if spec.format:
-        parsed = field_date(raw, spec.format)
-        if spec.part == "year":
-            return parsed.dt.year().cast(pl.String)
-        if spec.part == "month":
-            return parsed.dt.month().cast(pl.String)
-        if spec.part == "day":
-            return parsed.dt.day().cast(pl.String)
-        return parsed.dt.strftime("%Y-%m-%d")
-    if method == "date":
-        parsed = raw.str.to_date("%Y-%m-%d", strict=False).fill_null(raw.str.to_date("%Y%m%d", strict=False))
-        return parsed.dt.strftime("%Y-%m-%d")
-    if method == "dice":
-        return raw  # Bloom-filter encodings (hex or base64) are kept bit for bit
-    text = raw.str.to_lowercase().str.replace_all(r"\s+", " ")
-    return pl.when(text.str.contains(r"^\d+$")).then(text.str.replace(r"^0+(\d)", "$1")).otherwise(text)
-
-
-def _unreadable(source: Source, exc: Exception) -> DataError:
-    """Return the error for an extract polars could not read: bad bytes counted by line, else the kind."""
-    if source.format == "csv":
-        bad, first = count_non_utf8_lines(source.path)
-        if bad:
-            return DataError(f"{source.path}: {bad} line(s) are not UTF-8 text (the first is line {first}); "
-                             "re-export the extract as UTF-8")
-    return DataError(f"{source.path}: cannot be read as {source.format} ({type(exc).__name__}); "
-                     "check that every row has the header's columns")
-
-
-def record_exprs(source: Source, fields: tuple[str, ...], methods: dict[str, str]) -> list[pl.Expr]:
-    """Return the expressions giving a source's `source`, `record_id` and standardised fields (a
-    missing field is null), over the extract's columns read as strings."""
-    exprs = [pl.lit(source.name).alias("source"), pl.col(source.id).cast(pl.String).alias("record_id")]
-    for name in fields:
-        spec = source.fields.get(name)
-        exprs.append(field_expr(spec, methods.get(name)).alias(name) if spec is not None
-                     else pl.lit(None, pl.String).alias(name))
-    return exprs
-
-
-def report_rejects(source: Source, found: SourceRejects, max_share: float, strict: bool) -> None:
-    """Raise DataError if the rejects are fatal; otherwise log what the row checks set aside."""
-    enforce_limits(source, found, max_share, strict)
-    rejected, blanked = describe(found)
-    if rejected:
-        log.warning("source %s: %s row(s) rejected (see rejects/%s.parquet): %s",
-                    source.name, f"{found.n:,}", source.name, rejected)
-    if blanked:
-        log.warning("source %s: values kept as missing (invalid = \"missing\"): %s", source.name, blanked)
+from linkcare.config import Config
+from linkcare.errors import DataError
+from linkcare.sources.checks import SourceRejects, apply_checks, check_flags, row_checks
+from linkcare.sources.read import record_exprs, record_fields, report_rejects, scan_source, unreadable_error
 
 
 @dataclass(frozen=True)
@@ -119,12 +34,6 @@ def standardised_records(config: Config) -> pl.DataFrame:
     return read_records(config).frame
 
 
-def record_fields(config: Config) -> tuple[tuple[str, ...], dict[str, str]]:
-    """Return every linkage field any source maps (sorted), and the comparison method of each compared one."""
-    return (tuple(sorted({f for s in config.sources for f in s.fields})),
-            {c.field: c.method for c in config.linkage.comparisons})
-
-
 def read_records(config: Config, strict: bool = False, today: dt.date | None = None) -> Records:
     """Return the standardised records of every source in the config, rows failing the row checks
     set aside as rejects; raise DataError if a source rejects too many (any, if `strict`)."""
@@ -140,7 +49,7 @@ def read_records(config: Config, strict: bool = False, today: dt.date | None = N
         try:
             frame = lf.select(exprs + check_flags(checks)).collect()
         except pl.exceptions.ComputeError as exc:
-            raise _unreadable(source, exc) from None
+            raise unreadable_error(source, exc) from None
         if frame.height == 0:
             raise DataError(f"{source.path}: has a header but no rows; the extract is empty: export it again")
         missing_ids = frame["record_id"].null_count()

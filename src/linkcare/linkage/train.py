@@ -11,8 +11,8 @@ import numpy as np
 from linkcare.config import Comparison
 from linkcare.errors import DataError
 from linkcare.linkage.blocking import allowed
-from linkcare.linkage.compare import FieldData, compare_pairs, n_levels
-from linkcare.linkage.model import MatchModel, PatternCounts, _default_m, fit_m_em, level_shares
+from linkcare.linkage.compare import FieldData, compare_pairs
+from linkcare.linkage.model import MatchModel, PatternCounts, default_m, fit_m_em, level_shares, log_likelihoods
 
 U_SAMPLE_PAIRS = 1_000_000
 
@@ -25,7 +25,7 @@ def estimate_u(rng: np.random.Generator, fields: list[FieldData], src: np.ndarra
     one deterministic cluster are the same person and are left out. A level never seen among
     random pairs gets half a pair's worth of probability, not zero.
     """
-    sizes = [n_levels(f.comparison) for f in fields]
+    sizes = [f.comparison.n_levels for f in fields]
     cumulative = np.cumsum(records.astype(np.float64))
     draws = u_draws(rng, float(cumulative[-1]), sample)
     left = np.searchsorted(cumulative, draws[0], side="right")
@@ -70,7 +70,7 @@ def fit_fellegi_sunter(comparisons: list[Comparison], u: list[np.ndarray], sessi
                        ) -> MatchModel:
     """Return the Fellegi-Sunter model: m by EM per pass, averaged over the passes weighted by the
     matches each found; the prior by a fixed point."""
-    sizes = [n_levels(c) for c in comparisons]
+    sizes = [c.n_levels for c in comparisons]
     names = [c.field for c in comparisons]
     m_sum = [np.zeros(k) for k in sizes]
     m_n = np.zeros(len(sizes))
@@ -80,13 +80,13 @@ def fit_fellegi_sunter(comparisons: list[Comparison], u: list[np.ndarray], sessi
         if c.sum() == 0:
             continue
         use = np.array([name not in key for name in names])
-        m, lam, iterations = fit_m_em(levels, c, u, use, [_default_m(k) for k in sizes])
+        m, lam, iterations = fit_m_em(levels, c, u, use, [default_m(k) for k in sizes])
         matches = lam * float(c.sum())
         for j in np.nonzero(use)[0]:
             m_sum[j] += matches * m[j]
             m_n[j] += matches
         report.append({"blocking": list(key), "pairs": int(c.sum()), "match_share": lam, "iterations": iterations})
-    m = [m_sum[j] / m_n[j] if m_n[j] else _default_m(k) for j, k in enumerate(sizes)]
+    m = [m_sum[j] / m_n[j] if m_n[j] else default_m(k) for j, k in enumerate(sizes)]
     prior = estimate_prior(candidate_counts, m, u, known_match_pairs, total_pairs)
     return MatchModel.from_m_u(comparisons, m, u, prior, training={
         "sessions": report, "u_from": "random record pairs", "prior": prior,
@@ -100,9 +100,7 @@ def estimate_prior(candidates: PatternCounts, m: list[np.ndarray], u: list[np.nd
     expected matches among the other candidate pairs, over all pairs, found as a fixed point."""
     levels, c = candidates.arrays()
     use = np.ones(len(m), dtype=bool)
-    from linkcare.linkage.model import _log_likelihoods
-
-    log_bf = _log_likelihoods(levels, m, use) - _log_likelihoods(levels, u, use)
+    log_bf = log_likelihoods(levels, m, use) - log_likelihoods(levels, u, use)
     lam = max(known_match_pairs, 1.0) / total_pairs
     for _ in range(max_iter):
         odds = lam / (1 - lam) * np.exp(np.clip(log_bf, -700, 700))
@@ -156,7 +154,7 @@ def fit_recordlinkage(kind: str, comparisons: list[Comparison], levels: np.ndarr
     import pandas as pd
     import recordlinkage
 
-    sizes = [n_levels(c) for c in comparisons]
+    sizes = [c.n_levels for c in comparisons]
     columns = [f"{c.field}={lv}" for c, k in zip(comparisons, sizes, strict=True) for lv in range(1, k)]
     onehot = np.concatenate([(levels[:, [j]] == np.arange(1, k)[None, :]).astype(np.int8)
                              for j, k in enumerate(sizes)], axis=1)

@@ -28,57 +28,26 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from linkcare.cohort.demographics import AGE_BANDS
+from linkcare.cohort.equity import DIMENSIONS, ETHNIC_ORDER, STAGES
 from linkcare.config import Comparison, Config, config_hash
-from linkcare.errors import LinkcareError
-from linkcare.linkage.compare import level_names
+from linkcare.linkage.engine import LinkReportData
 from linkcare.linkage.model import MatchModel
-from linkcare.linkage.pipeline import WEIGHT_EDGES, Linked
+from linkcare.linkage.scoring import WEIGHT_EDGES
 from linkcare.report.html import Report, figure, new_figure, note, table
-from linkcare.risk.features import AGE_BANDS, ETHNIC_GROUPS, deprivation_decile
 
 REPORT_NAME = "link_report.html"
 BORDERLINE_SAMPLE = 20
 BORDERLINE_BAND = 3.0  # log2 Bayes factor either side of the threshold's weight (8 times the odds)
 EQUITY_GAP = 0.02  # flag groups whose linked share is this far below the overall share
-STAGES = ("deterministic", "probabilistic", "unlinked")
 STAGE_COLOURS = {"deterministic": "#005eb8", "probabilistic": "#41b6e6", "unlinked": "#d5281b"}
 LEVEL_COLOURS = {"exact": "#007f3b", "close": "#78be20", "disagree": "#d5281b", "missing": "#aeb7bd"}
-SEX_LABELS = {"f": "female", "female": "female", "2": "female", "m": "male", "male": "male", "1": "male"}
-ETHNIC_ORDER = ("White", "Mixed", "Asian", "Black", "Other", "not stated", "not recorded")
-DIMENSIONS = {"source": "source", "age_band": "age band", "sex": "sex", "ethnic_group": "ethnicity",
-              "deprivation": "deprivation quintile"}
-
-
-@dataclass(frozen=True)
-class LinkReportData:
-    """What the link report is drawn from; the local and the Spark engine each build one."""
-
-    model: MatchModel
-    pass_pairs: Sequence[Mapping[str, Any]]
-    #: scored candidate pairs per match-weight bin of WEIGHT_EDGES (every pair scored, not only those kept)
-    weight_histogram: np.ndarray
-    #: the kept pairs as in pairs.parquet: level_<field>, match_weight, match_probability, accepted
-    pairs: pl.LazyFrame
-    #: records per source, stage, linked and group (see `combine_groups`); rows may be nodes or sums of them
-    nodes: pl.DataFrame
-    #: why there are no deprivation quintiles, if there are none
-    deprivation_note: str
-
-
-def report_persons(config: Config, people: pl.DataFrame, per_node: pl.DataFrame) -> pl.DataFrame:
-    """Return per cluster (person) its person_id and the demographic fields the report groups by,
-    from the consolidated persons table; small enough to keep while the events are written."""
-    roles = {role: name for role, name in config.risk.fields.items() if name in people.columns}
-    clusters = per_node.select("cluster", "person_id").unique("cluster")
-    demographics = people.select("person_id", *[pl.col(name).alias(f"_{role}") for role, name in roles.items()])
-    return clusters.join(demographics, on="person_id", how="left")
 
 
 def write_link_report(path: Path, config: Config, data: LinkReportData, inputs: Sequence[Mapping[str, Any]],
@@ -105,23 +74,6 @@ def write_link_report(path: Path, config: Config, data: LinkReportData, inputs: 
     return report.write(path)
 
 
-def local_report_data(config: Config, linked: Linked, persons: pl.DataFrame, events: Path) -> LinkReportData:
-    """Return the report's data from the local engine's decisions; `persons` comes from
-    `report_persons`, `events` is the written events.parquet."""
-    frame = linked.nodes.frame
-    roles = {role: name for role, name in config.risk.fields.items() if name in frame.columns}
-    deprivation, why = report_deprivation(config, frame, roles)
-    stage = linked.node_stage
-    code = np.where(stage == STAGES[0], 0, np.where(stage == STAGES[1], 1, 2)).astype(np.uint8)
-    own = pl.DataFrame({"key": linked.node_person, "source": frame["source"],
-                        "records": frame["records"].cast(pl.Int64), "stage": code,
-                        **{f"_{role}": frame[name] for role, name in roles.items()}})
-    own = own_groups(config, own, deprivation)
-    people = person_groups(config, persons.rename({"cluster": "key"}), ethnicity_of(config, events), deprivation)
-    nodes = combine_groups(own, people, deprivation is not None)
-    return LinkReportData(linked.model, linked.pass_pairs, linked.weight_histogram, linked.pairs.lazy(), nodes, why)
-
-
 def _weight(probability: float) -> float:
     """Return the match weight (log2 odds) of a probability."""
     return math.log2(probability / (1.0 - probability))
@@ -138,99 +90,6 @@ def _share(report: Report, part: int, whole: int) -> str:
 
 def _shown(report: Report, whole: int) -> bool:
     return whole > 0 and whole >= report.disclosure.threshold
-
-
-# --- the records per node, with the groups they belong to -------------------------------------------------
-# A field comes from the node's own value where it has one, else from its person's consolidated
-# value; ethnicity from the person's latest registration in a gp_registrations source. Groups are
-# worked out per person and per node as small enums, so the join between them is cheap. The Spark
-# engine runs the same functions on each partition.
-
-def report_deprivation(config: Config, frame: pl.DataFrame, roles: Mapping[str, str]) -> tuple[pl.Expr | None, str]:
-    """Return the deprivation decile expression of an `_area` column, or None and why there is none."""
-    if config.risk.deprivation is None:
-        return None, "no deprivation lookup configured"
-    if "area" not in roles:
-        return None, "no area field (risk.fields) to look deprivation up by"
-    try:
-        # The same reader as the risk features, so link and risk agree on every area's decile.
-        return deprivation_decile(config, config.risk, frame, {"area": roles["area"]}), ""
-    except LinkcareError as exc:  # a report is no reason to fail the link
-        return None, f"the deprivation lookup could not be used: {exc}"
-
-
-def own_groups(config: Config, own: pl.DataFrame, deprivation: pl.Expr | None) -> pl.DataFrame:
-    """Return key, source, records, stage and the node's own groups, from its `_<role>` columns."""
-    return own.select("key", "source", "records", "stage", *_groups(config, own, deprivation))
-
-
-def person_groups(config: Config, persons: pl.DataFrame, ethnicity: pl.DataFrame,
-                  deprivation: pl.Expr | None) -> pl.DataFrame:
-    """Return per person (`key`, with `person_id` and `_<role>` columns) their groups, `person_`-prefixed,
-    and their ethnic group; `ethnicity` holds person_id and ethnicity."""
-    code = pl.col("ethnicity").str.strip_chars().str.to_uppercase()
-    return (persons.join(ethnicity, on="person_id", how="left")
-            .select("key", *_groups(config, persons, deprivation),
-                    pl.when(code.is_null()).then(pl.lit("not recorded"))
-                    .when(code == "Z").then(pl.lit("not stated"))
-                    .otherwise(code.replace_strict(ETHNIC_GROUPS, default="not stated"))
-                    .cast(pl.Enum(ETHNIC_ORDER)).alias("ethnic_group"))
-            .rename({d: f"person_{d}" for d in _GROUPS}))
-
-
-def combine_groups(own: pl.DataFrame, persons: pl.DataFrame, with_deprivation: bool) -> pl.DataFrame:
-    """Return per node source, records, stage, linked and its group in each equity dimension."""
-    nodes = own.join(persons, on="key", how="left").select(
-        "source", "records", "stage", (pl.col("stage") < 2).alias("linked"),
-        *[pl.coalesce(d, f"person_{d}").fill_null("unknown").alias(d) for d in _GROUPS],
-        pl.col("ethnic_group").fill_null("not recorded"))
-    dims = [d for d in DIMENSIONS if d != "source" and (d != "deprivation" or with_deprivation)]
-    return nodes.select("source", "records", "stage", "linked", *dims)
-
-
-_AGE_LABELS = (*[label for _, label in AGE_BANDS], "unknown")
-_GROUPS = {"age_band": pl.Enum(_AGE_LABELS), "sex": pl.Enum(["female", "male", "unknown"]),
-           "deprivation": pl.Enum(["1", "2", "3", "4", "5", "unknown"])}
-
-
-def _groups(config: Config, frame: pl.DataFrame, deprivation: pl.Expr | None) -> list[pl.Expr]:
-    """Return the age band, sex and deprivation quintile (enums) of each row from its `_birth_year`,
-    `_birth_month`, `_sex` and `_area` columns; null where the field itself is missing."""
-    def column(name: str) -> pl.Expr:
-        return pl.col(name) if name in frame.columns else pl.lit(None, pl.String)
-
-    ref = config.reference_date
-    year = column("_birth_year").cast(pl.Int64, strict=False)
-    month = column("_birth_month").cast(pl.Int64, strict=False)
-    age = pl.lit(ref.year) - year - pl.when(month > ref.month).then(1).otherwise(0)
-    band = pl.lit(AGE_BANDS[0][1])
-    for low, label in AGE_BANDS[1:]:
-        band = pl.when(age >= low).then(pl.lit(label)).otherwise(band)
-    sex = column("_sex")
-    out = [pl.when(year.is_null()).then(None).when(age < 0).then(pl.lit("unknown")).otherwise(band).alias("age_band"),
-           pl.when(sex.is_null()).then(None).otherwise(
-               sex.str.strip_chars().str.to_lowercase().replace_strict(SEX_LABELS, default="unknown")).alias("sex")]
-    if deprivation is None:
-        out.append(pl.lit(None, pl.String).alias("deprivation"))
-    else:
-        out.append(pl.when(column("_area").is_null()).then(None).when(deprivation.is_null()).then(pl.lit("unknown"))
-                   .otherwise(((deprivation + 1) // 2).cast(pl.Int64).cast(pl.String)).alias("deprivation"))
-    return [e.cast(_GROUPS[name]) for e, name in zip(out, _GROUPS, strict=True)]
-
-
-def ethnicity_of(config: Config, events: Path) -> pl.DataFrame:
-    """Return person_id and the ethnic category of their latest registration that records one."""
-    return latest_ethnicity(config, pl.scan_parquet(events)).collect()
-
-
-def latest_ethnicity(config: Config, events: pl.LazyFrame) -> pl.LazyFrame:
-    """Return person_id and the ethnic category of their latest registration that records one."""
-    spines = [s.name for s in config.sources if s.kind == "gp_registrations"]
-    return (events
-            .filter(pl.col("source").is_in(spines) & (pl.col("event_type") == "registration")
-                    & pl.col("ethnicity").is_not_null() & (pl.col("ethnicity").str.strip_chars() != ""))
-            .group_by("person_id")
-            .agg(pl.col("ethnicity").sort_by("start_date", "ethnicity").last()))
 
 
 # --- sections ---------------------------------------------------------------------------------------------
@@ -360,7 +219,7 @@ def _model(report: Report, model: MatchModel) -> None:
     has_mu = model.m is not None and model.u is not None
     rows, bars = [], []
     for j, c in enumerate(model.comparisons):
-        names = level_names(c)
+        names = c.level_names
         for level, name in enumerate(names):
             m = f"{model.m[j][level]:.4g}" if model.m is not None and level else "–"
             u = f"{model.u[j][level]:.4g}" if model.u is not None and level else "–"
@@ -477,7 +336,7 @@ def _group_label(dim: str, group: str) -> str:
 def short_level_names(comparison: Comparison) -> list[str]:
     """Return a short name for each level of a comparison: missing, exact, close or disagree
     (several close levels keep their cut-off, e.g. "close (similarity >= 0.88)")."""
-    names = level_names(comparison)
+    names = comparison.level_names
     inner = names[1:-1]
     identical = {"exact", "similarity >= 1", "edits <= 0", "difference <= 0"}
     short = ["exact" if n in identical else "close" for n in inner]
@@ -542,4 +401,4 @@ def _level_plot(pairs: pl.DataFrame, comparisons: Sequence[Comparison], levels: 
     return figure(fig, "How the pairs near the threshold compare, field by field.", "borderline-levels")
 
 
-__all__ = ["REPORT_NAME", "report_persons", "short_level_names", "write_link_report"]
+__all__ = ["REPORT_NAME", "short_level_names", "write_link_report"]

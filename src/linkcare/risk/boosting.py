@@ -27,12 +27,23 @@ rows; leaves are bits of one machine word per tree (several words for trees with
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
+
+from linkcare.risk.trees import (
+    MAX_FLOAT,
+    Tree,
+    baseline_of,
+    ensemble_problems,
+    expected_values,
+    json_type,
+    parse_tree,
+    problem_message,
+    tree_levels,
+)
 
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -42,58 +53,7 @@ FORMAT_VERSION = 1
 DEFAULT_CHUNK_ROWS = 20_000
 """Rows scored at once: measured fastest on 1,000,000 × 40 with 200 trees; keeps working memory near 50 MB."""
 
-# Stored expected values and baseline must agree with their recomputation this closely. Recomputation
-# after a JSON round trip is exact, so the tolerance only forgives other implementations' rounding.
-_CONSISTENCY_RTOL = 1e-9
-_MAX_FLOAT = float(np.finfo(np.float64).max)
 _MAX_WORDS_PER_CHUNK = 1 << 21  # leaf bit-mask words held at once (16 MB of 64-bit words)
-_MAX_LISTED = 8  # problems quoted in one error message; the rest are counted
-
-
-@dataclass(frozen=True, eq=False)
-class Tree:
-    """One regression tree as flat node arrays; node 0 is the root and children come after their parent.
-
-    An internal node sends a row left when its feature is NaN and `missing_go_to_left` is set, or when the
-    feature is not NaN and is <= `threshold` (+inf sends every non-missing value left). For a leaf,
-    `value` is its output on the log-odds scale; for an internal node, the `count`-weighted mean of its
-    children's values. `count` is the number of training rows that reached the node. The feature,
-    threshold, missing_go_to_left, left and right of a leaf mean nothing and are stored as zeros.
-    """
-
-    feature: np.ndarray
-    threshold: np.ndarray
-    missing_go_to_left: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    is_leaf: np.ndarray
-    value: np.ndarray
-    count: np.ndarray
-
-    def __post_init__(self) -> None:
-        dtypes = {"feature": np.int64, "threshold": np.float64, "missing_go_to_left": np.bool_, "left": np.int64,
-                  "right": np.int64, "is_leaf": np.bool_, "value": np.float64, "count": np.int64}
-        sizes = set()
-        for name, dtype in dtypes.items():
-            # Copied, so the caller's array can change without changing a validated tree.
-            array: np.ndarray = np.array(getattr(self, name), dtype=dtype)
-            if array.ndim != 1:
-                raise ValueError(f"Tree.{name} must be one-dimensional, got {array.ndim} dimensions")
-            array.setflags(write=False)
-            object.__setattr__(self, name, array)
-            sizes.add(array.size)
-        if len(sizes) != 1:
-            raise ValueError(f"the node arrays of a Tree must have one length, got lengths {sorted(sizes)}")
-
-    @property
-    def n_nodes(self) -> int:
-        """Return the number of nodes, leaves included."""
-        return int(self.value.size)
-
-    @property
-    def n_leaves(self) -> int:
-        """Return the number of leaves."""
-        return int(self.is_leaf.sum())
 
 
 @dataclass(frozen=True)
@@ -135,9 +95,9 @@ class TreeEnsemble:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trees", tuple(self.trees))
-        problems = _ensemble_problems(self.intercept, self.baseline, self.n_features, self.trees)
+        problems = ensemble_problems(self.intercept, self.baseline, self.n_features, self.trees)
         if problems:
-            raise ValueError(_problem_message("invalid tree ensemble", problems))
+            raise ValueError(problem_message("invalid tree ensemble", problems))
         object.__setattr__(self, "intercept", float(self.intercept))
         object.__setattr__(self, "baseline", float(self.baseline))
         object.__setattr__(self, "n_features", int(self.n_features))
@@ -167,7 +127,7 @@ class TreeEnsemble:
             left = np.where(internal, nodes["left"], 0).astype(np.int64)
             right = np.where(internal, nodes["right"], 0).astype(np.int64)
             # Only the leaf values are the model's; internal values are recomputed (see the module docstring).
-            value = _expected_values(left, right, is_leaf, count, nodes["value"].astype(np.float64))
+            value = expected_values(left, right, is_leaf, count, nodes["value"].astype(np.float64))
             trees.append(Tree(
                 feature=np.where(internal, nodes["feature_idx"], 0),
                 threshold=np.where(internal, nodes["num_threshold"], 0.0),
@@ -175,7 +135,7 @@ class TreeEnsemble:
                 left=left, right=right, is_leaf=is_leaf, value=value, count=count,
             ))
         intercept = float(np.asarray(model._baseline_prediction).ravel()[0])
-        return cls(intercept=intercept, baseline=_baseline(intercept, trees), n_features=int(model.n_features_in_),
+        return cls(intercept=intercept, baseline=baseline_of(intercept, trees), n_features=int(model.n_features_in_),
                    trees=tuple(trees))
 
     def to_json(self) -> dict[str, Any]:
@@ -200,22 +160,22 @@ class TreeEnsemble:
     def from_json(cls, data: Any) -> TreeEnsemble:
         """Return the ensemble stored by `to_json`, after checking every key, type, length, index and value."""
         if not isinstance(data, dict):
-            raise ValueError(f"a tree ensemble must be a JSON object, got {_json_type(data)}")
+            raise ValueError(f"a tree ensemble must be a JSON object, got {json_type(data)}")
         problems: list[str] = []
         if data.get("format") != FORMAT or data.get("version") != FORMAT_VERSION:
             problems.append(f"format/version: expected {FORMAT!r} version {FORMAT_VERSION}")
         raw_trees = data.get("trees")
         if not isinstance(raw_trees, list):
-            problems.append(f"trees: expected a list of trees, got {_json_type(raw_trees)}")
+            problems.append(f"trees: expected a list of trees, got {json_type(raw_trees)}")
             raw_trees = []
-        trees = [_parse_tree(raw, f"trees[{i}]", problems) for i, raw in enumerate(raw_trees)]
+        trees = [parse_tree(raw, f"trees[{i}]", problems) for i, raw in enumerate(raw_trees)]
         # The trees that parsed are checked too, so one message lists every problem.
         intercept: Any = data.get("intercept")
         baseline: Any = data.get("baseline")
         n_features: Any = data.get("n_features")
-        problems += _ensemble_problems(intercept, baseline, n_features, trees)
+        problems += ensemble_problems(intercept, baseline, n_features, trees)
         if problems:
-            raise ValueError(_problem_message("invalid tree ensemble JSON", problems))
+            raise ValueError(problem_message("invalid tree ensemble JSON", problems))
         return cls(intercept=intercept, baseline=baseline, n_features=n_features,
                    trees=tuple(t for t in trees if t is not None))
 
@@ -250,139 +210,6 @@ class TreeEnsemble:
         return raw, contributions
 
 
-def _expected_values(left: np.ndarray, right: np.ndarray, is_leaf: np.ndarray, count: np.ndarray,
-                     value: np.ndarray) -> np.ndarray:
-    """Return node values with each internal node's replaced by the count-weighted mean of its children's."""
-    out = np.array(value, dtype=np.float64)
-    weight = count.astype(np.float64)
-    # Deepest level first, so both children are final before their parent is computed.
-    for level in reversed(_levels(left, right, is_leaf)):
-        nodes = level[~is_leaf[level]]
-        lc, rc = left[nodes], right[nodes]
-        out[nodes] = (weight[lc] * out[lc] + weight[rc] * out[rc]) / (weight[lc] + weight[rc])
-    return out
-
-
-def _baseline(intercept: float, trees: Sequence[Tree]) -> float:
-    """Return the intercept plus every tree's root expected value, summed in tree order."""
-    total = intercept
-    for tree in trees:
-        total += float(tree.value[0])
-    return total
-
-
-def _levels(left: np.ndarray, right: np.ndarray, is_leaf: np.ndarray) -> list[np.ndarray]:
-    """Return the node indices at each depth of a validated tree, root level first."""
-    levels = [np.zeros(1, dtype=np.int64)]
-    while True:
-        internal = levels[-1][~is_leaf[levels[-1]]]
-        if internal.size == 0:
-            return levels
-        levels.append(np.concatenate([left[internal], right[internal]]))
-
-
-def _ensemble_problems(intercept: Any, baseline: Any, n_features: Any,
-                       trees: Sequence[Tree | None]) -> list[str]:
-    """Return every problem found in the ensemble's scalars and trees, each naming where it is.
-
-    A None tree failed to parse and has been reported already; the baseline is checked only when
-    everything else is sound.
-    """
-    problems = []
-    if not _is_int(n_features) or int(n_features) < 1:
-        problems.append(f"n_features: expected a positive integer, got {n_features!r}")
-        n_features = None
-    for name, number in (("intercept", intercept), ("baseline", baseline)):
-        if not _is_finite_number(number):
-            problems.append(f"{name}: expected a finite number, got {number!r}")
-    if not trees:
-        problems.append("trees: an ensemble needs at least one tree")
-    sound = not problems
-    for i, tree in enumerate(trees):
-        if tree is None:
-            sound = False
-        elif not isinstance(tree, Tree):
-            problems.append(f"trees[{i}]: expected a Tree, got {type(tree).__name__}")
-            sound = False
-        else:
-            tree_problems = _tree_problems(tree, n_features, f"trees[{i}]")
-            problems.extend(tree_problems)
-            sound = sound and not tree_problems
-    if sound:
-        expected = _baseline(float(intercept), [t for t in trees if t is not None])
-        if not _close(float(baseline), expected):
-            problems.append(f"baseline: {baseline!r} is not the intercept plus the trees' root values ({expected!r})")
-    return problems
-
-
-def _tree_problems(tree: Tree, n_features: int | None, where: str) -> list[str]:
-    """Return the problems of one tree: structure first, then values only once the structure is sound."""
-    k = tree.n_nodes
-    if k == 0:
-        return [f"{where}: a tree needs at least one node"]
-    problems = []
-    internal = np.flatnonzero(~tree.is_leaf)
-    for side in ("left", "right"):
-        child = getattr(tree, side)[internal]
-        outside = (child < 0) | (child >= k)
-        if outside.any():
-            problems.append(f"{where}.{side}: {int(outside.sum())} child index(es) outside the tree's nodes "
-                            f"0..{k - 1} (first at node {int(internal[outside][0])})")
-        backward = ~outside & (child <= internal)
-        if backward.any():
-            problems.append(f"{where}.{side}: {int(backward.sum())} child index(es) not after their parent, "
-                            f"which would allow a cycle (first at node {int(internal[backward][0])})")
-    if problems:
-        return problems
-    parents = np.bincount(np.concatenate([tree.left[internal], tree.right[internal]]), minlength=k)
-    if parents[0] != 0:
-        problems.append(f"{where}: the root (node 0) is the child of another node")
-    shared, orphan = np.flatnonzero(parents[1:] > 1) + 1, np.flatnonzero(parents[1:] == 0) + 1
-    if shared.size:
-        problems.append(f"{where}: {shared.size} node(s) are the child of more than one node "
-                        f"(first node {int(shared[0])})")
-    if orphan.size:
-        problems.append(f"{where}: {orphan.size} node(s) are not reachable from the root (first node {int(orphan[0])})")
-    if problems:
-        return problems
-
-    if n_features is not None:
-        feature = tree.feature[internal]
-        bad = (feature < 0) | (feature >= n_features)
-        if bad.any():
-            problems.append(f"{where}.feature: {int(bad.sum())} split(s) on a feature outside 0..{n_features - 1} "
-                            f"(first at node {int(internal[bad][0])})")
-    threshold = tree.threshold[internal]
-    # +inf is scikit-learn's "every non-missing value goes left"; scoring maps a +inf input onto the largest
-    # float, so a finite threshold there would be ambiguous.
-    bad = ~((threshold < _MAX_FLOAT) | (threshold == math.inf))
-    if bad.any():
-        problems.append(f"{where}.threshold: {int(bad.sum())} threshold(s) NaN, -inf or the largest float "
-                        f"(first at node {int(internal[bad][0])})")
-    bad = ~np.isfinite(tree.value)
-    if bad.any():
-        problems.append(f"{where}.value: {int(bad.sum())} value(s) not finite "
-                        f"(first at node {int(np.flatnonzero(bad)[0])})")
-    bad = tree.count < 1
-    if bad.any():
-        problems.append(f"{where}.count: {int(bad.sum())} count(s) below 1 "
-                        f"(first at node {int(np.flatnonzero(bad)[0])})")
-    elif internal.size:
-        bad = tree.count[internal] != tree.count[tree.left[internal]] + tree.count[tree.right[internal]]
-        if bad.any():
-            problems.append(f"{where}.count: {int(bad.sum())} internal node(s) whose count is not the sum of "
-                            f"their children's (first at node {int(internal[bad][0])})")
-    if problems:
-        return problems
-
-    expected = _expected_values(tree.left, tree.right, tree.is_leaf, tree.count, tree.value)
-    off = ~_close_array(tree.value[internal], expected[internal])
-    if off.any():
-        problems.append(f"{where}.value: {int(off.sum())} internal node value(s) are not the count-weighted mean "
-                        f"of their children's (first at node {int(internal[off][0])})")
-    return problems
-
-
 def _make_plan(trees: tuple[Tree, ...], n_features: int) -> _Plan:
     """Return the scoring plan of validated trees: per-node tests, leaf bit masks, leaf attributions."""
     max_leaves = max(tree.n_leaves for tree in trees)
@@ -394,7 +221,7 @@ def _make_plan(trees: tuple[Tree, ...], n_features: int) -> _Plan:
     leaf_offset = 0
     for tree in trees:
         is_leaf, left, right = tree.is_leaf, tree.left, tree.right
-        levels = _levels(left, right, is_leaf)
+        levels = tree_levels(left, right, is_leaf)
         # Leaf ranks, leftmost first: a node's leaves start where its parent's do, a right child's after
         # its left sibling's leaves. Index order need not be left to right, so this walks the levels.
         n_below = is_leaf.astype(np.int64)
@@ -438,7 +265,7 @@ def _doubled_columns(tree: Tree, internal: np.ndarray, n_features: int) -> tuple
     missing_left = tree.missing_go_to_left[internal]
     columns = tree.feature[internal] + np.where(missing_left, 0, n_features)
     thresholds = tree.threshold[internal].copy()
-    thresholds[~missing_left & (thresholds == math.inf)] = _MAX_FLOAT
+    thresholds[~missing_left & (thresholds == math.inf)] = MAX_FLOAT
     return columns.tolist(), thresholds.tolist()
 
 
@@ -457,7 +284,7 @@ def _doubled_input(X: np.ndarray) -> np.ndarray:
     missing = np.isnan(X)
     doubled = np.empty((2 * X.shape[1], X.shape[0]), dtype=np.float64)
     doubled[: X.shape[1]] = np.where(missing, -np.inf, X).T
-    doubled[X.shape[1]:] = np.where(missing, np.inf, np.minimum(X, _MAX_FLOAT)).T
+    doubled[X.shape[1]:] = np.where(missing, np.inf, np.minimum(X, MAX_FLOAT)).T
     return doubled
 
 
@@ -513,92 +340,3 @@ def _sum_leaf_contributions(plan: _Plan, leaf_rows: np.ndarray | None) -> np.nda
     return np.asarray(one_hot @ plan.leaf_contributions)
 
 
-def _parse_tree(raw: Any, where: str, problems: list[str]) -> Tree | None:
-    """Return a Tree from its JSON object, or None after adding to `problems` what is wrong with it."""
-    if not isinstance(raw, dict):
-        problems.append(f"{where}: expected an object, got {_json_type(raw)}")
-        return None
-    kinds = {"feature": "int", "threshold": "threshold", "missing_go_to_left": "bool", "left": "int",
-             "right": "int", "is_leaf": "bool", "value": "number", "count": "int"}
-    arrays: dict[str, np.ndarray] = {}
-    before = len(problems)
-    for key, kind in kinds.items():
-        items = raw.get(key)
-        if not isinstance(items, list):
-            problems.append(f"{where}.{key}: expected a list, got {_json_type(items)}")
-            continue
-        check = {"int": _is_int, "bool": lambda v: isinstance(v, bool), "number": _is_number,
-                 "threshold": lambda v: v is None or _is_number(v)}[kind]
-        bad = [i for i, item in enumerate(items) if not check(item)]
-        if bad:
-            expected = {"int": "integers", "bool": "true/false", "number": "numbers",
-                        "threshold": "numbers or null"}[kind]
-            problems.append(f"{where}.{key}: {len(bad)} item(s) are not {expected} (first at node {bad[0]})")
-            continue
-        if kind == "threshold":
-            items = [math.inf if item is None else item for item in items]
-        dtype = {"int": np.int64, "bool": np.bool_, "number": np.float64, "threshold": np.float64}[kind]
-        try:
-            arrays[key] = np.array(items, dtype=dtype)
-        except OverflowError:
-            problems.append(f"{where}.{key}: an integer is too large")
-    if len(problems) > before:
-        return None
-    lengths = {key: array.size for key, array in arrays.items()}
-    if len(set(lengths.values())) != 1:
-        listed = ", ".join(f"{key} {size}" for key, size in lengths.items())
-        problems.append(f"{where}: the node lists must all have one length, got {listed}")
-        return None
-    return Tree(**arrays)
-
-
-def _is_int(value: Any) -> bool:
-    """Return whether value is an integer and not a bool."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """Return whether value is an int or float and not a bool."""
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
-def _is_finite_number(value: Any) -> bool:
-    """Return whether value is a number, not a bool, that converts to a finite float."""
-    try:
-        return _is_number(value) and math.isfinite(float(value))
-    except OverflowError:  # an integer beyond the float range
-        return False
-
-
-def _json_type(value: Any) -> str:
-    """Return the JSON name of value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _close(a: float, b: float) -> bool:
-    """Return whether a and b agree to the consistency tolerance."""
-    return abs(a - b) <= _CONSISTENCY_RTOL * max(1.0, abs(a), abs(b))
-
-
-def _close_array(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Return elementwise whether a and b agree to the consistency tolerance."""
-    return np.abs(a - b) <= _CONSISTENCY_RTOL * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
-
-
-def _problem_message(title: str, problems: list[str]) -> str:
-    """Return one error message listing the first problems and counting the rest."""
-    listed = "; ".join(problems[:_MAX_LISTED])
-    more = f"; and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-    return f"{title}: {len(problems)} problem(s): {listed}{more}"

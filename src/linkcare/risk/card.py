@@ -53,6 +53,27 @@ def _subgroup_rows(subgroups: dict[str, list[dict[str, Any]]]) -> list[str]:
     return rows
 
 
+#: The model card's sections that are the same for every model folder.
+_EXPLANATIONS_AND_LIMITS = (
+    "## Explanations",
+    "",
+    "Each score comes with its top contributing factors. Contributions are on the log-odds scale and add "
+    "up exactly: the baseline plus every factor's contribution is the person's calibrated log-odds. For "
+    "gradient boosting they are path attributions through each tree; for the logistic model, coefficient "
+    "times standardised value. A contribution says how the model used a factor for this person, not that "
+    "the factor causes admissions.",
+    "",
+    "## Limitations",
+    "",
+    "- The model sees only what the linked extracts hold. Records the linkage failed to join, or joined "
+    "wrongly, change a person's features; check the linkage report before relying on the scores.",
+    "- Deaths before the outcome window ends count as no admission; people who move away stay in the "
+    "denominator until their registration ends.",
+    "- Performance drifts as services change; retrain each month or quarter and compare these figures.",
+    "",
+)
+
+
 def model_card(config: Config, metrics: dict[str, Any], model: RiskModel) -> str:
     """Return the model card (Markdown) of a trained model folder."""
     fit, ev = metrics["fitting"], metrics["evaluation"]
@@ -112,22 +133,7 @@ def model_card(config: Config, metrics: dict[str, Any], model: RiskModel) -> str
         "",
         *_subgroup_rows(metrics["subgroups"]),
         "",
-        "## Explanations",
-        "",
-        "Each score comes with its top contributing factors. Contributions are on the log-odds scale and add "
-        "up exactly: the baseline plus every factor's contribution is the person's calibrated log-odds. For "
-        "gradient boosting they are path attributions through each tree; for the logistic model, coefficient "
-        "times standardised value. A contribution says how the model used a factor for this person, not that "
-        "the factor causes admissions.",
-        "",
-        "## Limitations",
-        "",
-        "- The model sees only what the linked extracts hold. Records the linkage failed to join, or joined "
-        "wrongly, change a person's features; check the linkage report before relying on the scores.",
-        "- Deaths before the outcome window ends count as no admission; people who move away stay in the "
-        "denominator until their registration ends.",
-        "- Performance drifts as services change; retrain each month or quarter and compare these figures.",
-        "",
+        *_EXPLANATIONS_AND_LIMITS,
         "## Disclosure control",
         "",
         f"Counts of people are rounded to the nearest {disclosure['rounding']}; counts from 1 to "

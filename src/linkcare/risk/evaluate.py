@@ -10,7 +10,7 @@ import polars as pl
 from linkcare.disclosure import Disclosure
 from linkcare.errors import DataError
 from linkcare.risk.metrics import risk_metrics, subgroup_metrics
-from linkcare.risk.train import SUBGROUPS, publish_counts
+from linkcare.risk.training import SUBGROUPS, publish_counts
 
 TRUE_VALUES = ("1", "true", "t", "yes", "y")
 FALSE_VALUES = ("0", "false", "f", "no", "n")

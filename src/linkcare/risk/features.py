@@ -14,24 +14,20 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from linkcare.config import Config
+from linkcare.cohort.dataset import Cohort
+from linkcare.cohort.demographics import AGE_BANDS, ETHNIC_GROUPS, deprivation_decile
+from linkcare.config import Config, RiskSettings
 from linkcare.errors import ConfigError, DataError
 from linkcare.risk.comorbidity import comorbidity_scores
-from linkcare.risk.config import RiskSettings
 
 EMERGENCY = "emergency_admission"
 ELECTIVE = "elective_admission"
 # Outpatient attendance codes (NHS Data Dictionary ATTENDED): 3 did not attend, 7 arrived late and not seen.
 MISSED_OUTPATIENT = ("3", "7")
-# NHS ethnic category codes grouped as in the Census: A-C White, D-G Mixed, H-L Asian, M-P Black, R-S Other.
-ETHNIC_GROUPS = {**dict.fromkeys("ABC", "White"), **dict.fromkeys("DEFG", "Mixed"), **dict.fromkeys("HJKL", "Asian"),
-                 **dict.fromkeys("MNP", "Black"), **dict.fromkeys("RS", "Other")}
-AGE_BANDS = ((0, "0-17"), (18, "18-44"), (45, "45-64"), (65, "65-74"), (75, "75-84"), (85, "85+"))
 LONG_TERM = ("community", "residential", "nursing")
 GROUPS = ("demographics", "hospital use", "comorbidity and frailty", "social care")
 
@@ -43,15 +39,6 @@ class Feature:
     name: str
     factor: str
     group: str
-
-
-@dataclass(frozen=True)
-class Cohort:
-    """The cohort dataset written by `linkcare link`, as lazy frames."""
-
-    folder: Path
-    events: pl.LazyFrame
-    persons: pl.LazyFrame
 
 
 @dataclass(frozen=True)
@@ -69,32 +56,15 @@ class FeatureSet:
         return self.frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
 
 
-def open_cohort(folder: Path) -> Cohort:
-    """Return the cohort dataset in `folder`, checking that the files `linkcare link` writes are there."""
-    folder = Path(folder)
-    for name in ("events.parquet", "persons.parquet"):
-        if not (folder / name).is_file():
-            raise DataError(f"{folder / name}: not found; give --cohort the output folder of `linkcare link`")
-    try:
-        events = pl.scan_parquet(folder / "events.parquet")
-        persons = pl.scan_parquet(folder / "persons.parquet")
-        events.collect_schema()
-        persons.collect_schema()
-    except (OSError, pl.exceptions.PolarsError):
-        raise DataError(f"{folder}: events.parquet or persons.parquet cannot be read; rerun `linkcare link`") from None
-    return Cohort(folder, events, persons)
-
-
 def spine_source(config: Config) -> str:
-    """Return the name of the source whose registrations are the population."""
+    """Return the name of the source whose registrations are the population (resolved when the config
+    loaded); raise ConfigError if there is not exactly one to choose from."""
     if config.risk.spine is not None:
         return config.risk.spine
     spines = [s.name for s in config.sources if s.kind == "gp_registrations"]
-    if len(spines) != 1:
-        found = f"{len(spines)} ({', '.join(spines)})" if spines else "none"
-        raise ConfigError(f"{config.path}: risk.spine: risk needs one source of kind gp_registrations as the "
-                          f"population, found {found}; name it with [risk] spine = \"...\"")
-    return spines[0]
+    found = f"{len(spines)} ({', '.join(spines)})" if spines else "none"
+    raise ConfigError(f"{config.path}: risk.spine: risk needs one source of kind gp_registrations as the "
+                      f"population, found {found}; name it with [risk] spine = \"...\"")
 
 
 def history_start(cohort: Cohort) -> dt.date | None:
@@ -140,8 +110,7 @@ def _population(cohort: Cohort, spine: str, index: dt.date) -> pl.DataFrame:
             .select("person_id", "record_id", "practice", "ethnicity").sort("person_id"))
 
 
-def _demographics(cohort: Cohort, settings: RiskSettings, people: pl.DataFrame, index: dt.date,
-                  config: Config) -> pl.DataFrame:
+def _demographics(cohort: Cohort, settings: RiskSettings, people: pl.DataFrame, index: dt.date) -> pl.DataFrame:
     names = cohort.persons.collect_schema().names()
     roles = {role: column for role, column in settings.fields.items() if column in names}
     persons = cohort.persons.select("person_id", *roles.values()).collect()
@@ -160,7 +129,7 @@ def _demographics(cohort: Cohort, settings: RiskSettings, people: pl.DataFrame, 
         pl.col("ethnicity").str.strip_chars().str.to_uppercase().replace_strict(
             ETHNIC_GROUPS, default="Unknown", return_dtype=pl.String).alias("ethnic_group"),
     )
-    frame = frame.with_columns(deprivation_decile(config, settings, frame, roles))
+    frame = frame.with_columns(deprivation_decile(settings.deprivation, roles))
     bands = pl.lit(AGE_BANDS[0][1])
     for low, label in AGE_BANDS[1:]:
         bands = pl.when(pl.col("age") >= low).then(pl.lit(label)).otherwise(bands)
@@ -175,32 +144,6 @@ def _demographics(cohort: Cohort, settings: RiskSettings, people: pl.DataFrame, 
     for group in ("Asian", "Black", "Mixed", "Other", "Unknown"):  # White is the reference
         frame = frame.with_columns((pl.col("ethnic_group") == group).cast(pl.Float64).alias(f"ethnic_{group.lower()}"))
     return frame.drop([c for c in frame.columns if c.startswith("_")])
-
-
-def deprivation_decile(config: Config, settings: RiskSettings, frame: pl.DataFrame, roles: dict[str, str]) -> pl.Expr:
-    """Return the `deprivation_decile` column: each person's area looked up in [risk] deprivation
-    (null where there is no lookup, no area field, or the area is not in it)."""
-    lookup = settings.deprivation
-    if lookup is None or "area" not in roles:
-        return pl.lit(None, pl.Float64).alias("deprivation_decile")
-    try:
-        if lookup.format == "parquet":
-            table = pl.read_parquet(lookup.path, columns=[lookup.area, lookup.decile])
-        else:
-            table = pl.read_csv(lookup.path, separator=lookup.delimiter, infer_schema=False,
-                                columns=[lookup.area, lookup.decile])
-    except (OSError, pl.exceptions.PolarsError):
-        raise DataError(f"{lookup.path}: cannot read columns {lookup.area} and {lookup.decile} "
-                        "(risk.deprivation)") from None
-    table = table.select(
-        pl.col(lookup.area).cast(pl.String).str.strip_chars().str.to_lowercase().alias("_key"),
-        pl.col(lookup.decile).cast(pl.Float64, strict=False).alias("_decile"))
-    bad = table.filter(pl.col("_decile").is_null() | (pl.col("_decile") < 1) | (pl.col("_decile") > 10)).height
-    if bad:
-        raise DataError(f"{lookup.path}: column {lookup.decile}: {bad} row(s) are not a decile from 1 to 10")
-    mapping = dict(zip(table["_key"].to_list(), table["_decile"].to_list(), strict=True))
-    return (pl.col("_area").str.strip_chars().str.to_lowercase()
-            .replace_strict(mapping, default=None, return_dtype=pl.Float64).alias("deprivation_decile"))
 
 
 def _hospital(events: pl.LazyFrame, people: pl.LazyFrame, index: dt.date, windows: tuple[int, ...]) -> pl.DataFrame:
@@ -317,7 +260,7 @@ def build_features(config: Config, cohort: Cohort, index: dt.date, windows: tupl
     whether each had an emergency admission in the `horizon` days from the index date on."""
     settings = config.risk
     people = _population(cohort, spine_source(config), index)
-    frame = _demographics(cohort, settings, people, index, config)
+    frame = _demographics(cohort, settings, people, index)
     keys = people.lazy().select("person_id")
     parts = [_hospital(cohort.events, keys, index, windows),
              _comorbidity(cohort.events, keys, index, max(windows)),
@@ -336,5 +279,5 @@ def build_features(config: Config, cohort: Cohort, index: dt.date, windows: tupl
     return FeatureSet(index, frame.sort("person_id"), features, windows)
 
 
-__all__ = ["Cohort", "Feature", "FeatureSet", "build_features", "feature_list", "history_start", "open_cohort",
-           "spine_source", "usable_windows"]
+__all__ = ["Feature", "FeatureSet", "build_features", "feature_list", "history_start", "spine_source",
+           "usable_windows"]

@@ -252,16 +252,18 @@ def _calibration(y: BoolArray, p: FloatArray) -> tuple[float, float]:
     q = np.clip(p, _CLIP, 1 - _CLIP)
     x = np.log(q) - np.log1p(-q)
     yf = y.astype(np.float64)
-    slope = _fit_logistic(x, yf, fit_slope=True)[1] if np.ptp(x) > 0 else math.nan
-    intercept = _fit_logistic(x, yf, fit_slope=False)[0]
+    slope = fit_logistic_line(x, yf, fit_slope=True)[1] if np.ptp(x) > 0 else math.nan
+    intercept = fit_logistic_line(x, yf, fit_slope=False)[0]
     return slope, intercept
 
 
-def _fit_logistic(x: FloatArray, y: FloatArray, fit_slope: bool, max_iter: int = 50,
+def fit_logistic_line(x: FloatArray, y: FloatArray, fit_slope: bool = True, max_iter: int = 50,
                   tol: float = 1e-10) -> tuple[float, float]:
     """Return (a, b) maximising the likelihood of logit P(y=1) = a + b x; with fit_slope False, b stays 1.
 
     Damped Newton-Raphson from (0, 1), the perfectly calibrated model; (nan, nan) without convergence.
+    This is linkcare's one logistic fit of a line: the calibration slope and intercept of an
+    evaluation, and the Platt calibration of a risk model (linkcare.risk.model).
     """
     theta = np.array([0.0, 1.0])
     eta = x.copy()

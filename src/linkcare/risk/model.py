@@ -17,20 +17,24 @@ Models are saved as JSON, never pickled, and loaded only after their checks pass
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from linkcare import __version__
+from linkcare.log import get_logger
 from linkcare.risk.boosting import TreeEnsemble
 from linkcare.risk.features import Feature
+from linkcare.risk.metrics import fit_logistic_line
 
 MODEL_FORMAT = "linkcare-risk-model"
 FORMAT_VERSION = 1
 CALIBRATION_SHARE = 0.2  # of the fitting people, held out to fit the calibration line
 COUNT_GROUPS = ("hospital use", "social care")
 AGE_KNOTS = (45.0, 65.0, 80.0)
+log = get_logger("risk")
 
 
 @dataclass(frozen=True)
@@ -226,19 +230,13 @@ def _logistic_from_json(data: Any, names: list[str]) -> Logistic:
 
 
 def _platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Return (slope, intercept) of the logistic regression of y on the raw log-odds (Newton-Raphson)."""
-    a, b = 1.0, 0.0
-    for _ in range(100):
-        eta = np.clip(b + a * raw, -35, 35)
-        p = 1.0 / (1.0 + np.exp(-eta))
-        w = p * (1 - p)
-        g = np.array([np.sum((y - p) * raw), np.sum(y - p)])
-        h = np.array([[np.sum(w * raw * raw), np.sum(w * raw)], [np.sum(w * raw), np.sum(w)]]) + 1e-9 * np.eye(2)
-        step = np.linalg.solve(h, g)
-        a, b = a + step[0], b + step[1]
-        if np.abs(step).max() < 1e-10:
-            break
-    return float(a), float(b)
+    """Return (slope, intercept) of the logistic regression of y on the raw log-odds; without
+    convergence (outcomes that the raw score separates perfectly), the raw score unchanged (1, 0)."""
+    intercept, slope = fit_logistic_line(raw.astype(np.float64), y.astype(np.float64), max_iter=100)
+    if not (math.isfinite(intercept) and math.isfinite(slope)):
+        log.warning("the calibration fit did not converge; the model's scores are left uncalibrated")
+        return 1.0, 0.0
+    return slope, intercept
 
 
 def _fit_logistic(features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray) -> Logistic:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from linkcare.risk.config import Tier
+from linkcare.config import Tier
 from linkcare.risk.model import RiskModel
 
 TOP_FACTORS = 3

@@ -1,1 +1,2 @@
-"""What each kind of extract means: its default event columns, and which of them are required."""
+"""Reading extracts: each file checked and read as text, its linkage fields standardised, its rows
+checked (rejects with reasons, never values); and pseudonymisation for the data controller."""

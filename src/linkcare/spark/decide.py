@@ -1,6 +1,6 @@
 """Score, accept and cluster on Spark, and attach the records no exact rule could place.
 
-Scoring runs linkcare.linkage.pipeline's `match_weights` a batch at a time; people are connected
+Scoring runs linkcare.linkage.scoring's `match_weights` a batch at a time; people are connected
 components (linkcare.spark.graph) of the exact clusters joined by accepted pairs; the attach step
 builds, with joins, the table linkcare.linkage.attach's `choose_attachments` decides on, and runs
 that function on partitions that hold every row of their orphans. Only small tables reach the
@@ -18,9 +18,8 @@ import polars as pl
 
 from linkcare.config import Linkage
 from linkcare.linkage.attach import choose_attachments
-from linkcare.linkage.compare import n_levels
 from linkcare.linkage.model import MatchModel, PatternCodec
-from linkcare.linkage.pipeline import match_probabilities, match_weights, pattern_table
+from linkcare.linkage.scoring import match_probabilities, match_weights, pattern_table
 from linkcare.log import get_logger
 from linkcare.spark.frames import materialize, polars_map
 from linkcare.spark.graph import components
@@ -40,7 +39,7 @@ def score_pairs(pairs: DataFrame, model: MatchModel, tf_totals: dict[int, tuple[
     of nodes holding the left node's value and the number of nodes holding any value."""
     from pyspark.sql.types import DoubleType, StructField, StructType
 
-    patterns = PatternCodec([n_levels(c) for c in model.comparisons])
+    patterns = PatternCodec([c.n_levels for c in model.comparisons])
     table = pattern_table(model, patterns, SHIPPED_TABLE)
 
     def score(batch: pl.DataFrame) -> pl.DataFrame:
@@ -97,7 +96,7 @@ def people(spark: SparkSession, nodes: DataFrame, accepted: DataFrame) -> DataFr
 
 
 def _among(nodes: DataFrame, blocking: tuple[tuple[str, ...], ...]) -> DataFrame:
-    """Return (src, available, among) as linkcare.linkage.pipeline._owner_among_candidates: per
+    """Return (src, available, among) as linkcare.linkage.attach.owner_among_candidates: per
     source and set of passes a node can take part in, the share of placed records whose person
     has another record agreeing on one of those passes' keys; only sums per (source, passes)
     reach the driver."""

@@ -2,8 +2,8 @@
 one Parquet file with the local engine's columns, types and row order.
 
 The per-node decisions are joined back to records in Spark; person IDs come from
-linkcare.linkage.cluster.person_ids (a keyed hash of each person's smallest source/record key),
-and events from linkcare.cohort's `event_exprs` and `shape_events`, a batch at a time.
+linkcare.cohort.lineage.person_ids (a keyed hash of each person's smallest source/record key),
+and events from linkcare.cohort.events' `event_exprs` and `shape_events`, a batch at a time.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from linkcare.cohort import EVENT_COLUMNS, event_exprs, shape_events
+from linkcare.cohort.events import EVENT_COLUMNS, event_exprs, shape_events
+from linkcare.cohort.lineage import assign_ids, person_ids
 from linkcare.config import Comparison, Config, Source
-from linkcare.linkage.cluster import person_ids
-from linkcare.linkage.compare import n_levels
-from linkcare.linkage.lineage import assign_ids
 from linkcare.linkage.model import PatternCodec
-from linkcare.linkage.prepare import scan_source
+from linkcare.sources.read import scan_source
 from linkcare.spark.frames import materialize, polars_map, write_parquet_file
 from linkcare.spark.read import scan_extract
 
@@ -48,10 +46,10 @@ def _spark_type(dtype: Any) -> DataType:
 def node_decisions(nodes: DataFrame, person: DataFrame, probability: DataFrame, key: bytes, has_nhs: bool,
                    carry: tuple[DataFrame, DataFrame] | None = None) -> tuple[DataFrame, pl.DataFrame | None]:
     """Return per node its person_id, match_stage and match_probability (null when unlinked), as
-    linkcare.cohort.node_persons: records sharing every identifier (one node) or joined by an exact
+    linkcare.cohort.persons.node_persons: records sharing every identifier (one node) or joined by an exact
     rule are deterministic; other nodes of a person of several are probabilistic. With `carry`
     (this run's record_node and a previous run's person_index), person IDs are carried over as
-    linkcare.linkage.lineage describes, and the lineage table is returned too (else None)."""
+    linkcare.cohort.lineage describes, and the lineage table is returned too (else None)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, StringType, StructField, StructType
@@ -87,7 +85,7 @@ def _carry_over(frame: DataFrame, anchors: DataFrame, record_node: DataFrame, pr
 
     The records shared by each new and previous person are counted with a join and a group-by; the
     counts, the anchors and the previous IDs (a row per person each, not per record) come to the
-    driver, where linkcare.linkage.lineage.assign_ids decides as on one machine."""
+    driver, where linkcare.cohort.lineage.assign_ids decides as on one machine."""
     from pyspark.sql import functions as F
 
     records = record_node.select("source", "record_id", "node").join(frame.select("node", "person"), "node")
@@ -185,7 +183,7 @@ def write_pairs(scored: DataFrame, dropped: DataFrame | None, nodes: DataFrame, 
     (pairs written, pairs accepted)."""
     from pyspark.sql import functions as F
 
-    codec = PatternCodec([n_levels(c) for c in comparisons])
+    codec = PatternCodec([c.n_levels for c in comparisons])
     kept = scored.where(F.col("probability") >= min_probability).select("l", "r", "code", "weight", "probability")
     accepted = F.col("probability") >= threshold
     if dropped is not None:

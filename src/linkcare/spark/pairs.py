@@ -17,9 +17,9 @@ import polars as pl
 
 from linkcare.config import Comparison, Linkage
 from linkcare.linkage.blocking import BlockPlan, check_pair_counts
-from linkcare.linkage.compare import compare_values, n_levels
+from linkcare.linkage.compare import compare_values
+from linkcare.linkage.engine import TRAIN_PAIRS_PER_PASS
 from linkcare.linkage.model import PatternCodec, PatternCounts
-from linkcare.linkage.pipeline import TRAIN_PAIRS_PER_PASS
 from linkcare.spark.frames import materialize, polars_map, with_index
 from linkcare.spark.nodes import present
 
@@ -153,7 +153,7 @@ def compare_in_partitions(pairs: DataFrame, comparisons: list[Comparison], carry
     at a time by linkcare.linkage.compare (the same comparators as on one machine)."""
     from pyspark.sql.types import LongType, StructField, StructType
 
-    codec = PatternCodec([n_levels(c) for c in comparisons])
+    codec = PatternCodec([c.n_levels for c in comparisons])
     left_names = {f"{c.field}__l": c.field for c in comparisons}
     right_names = {f"{c.field}__r": c.field for c in comparisons}
 
@@ -183,7 +183,7 @@ def compare_candidates(nodes: DataFrame, passes: list[Pass], lk: Linkage, tf_col
     from pyspark.sql import functions as F
 
     comparisons = list(lk.comparisons)
-    codec = PatternCodec([n_levels(c) for c in comparisons])
+    codec = PatternCodec([c.n_levels for c in comparisons])
     every = pass_pairs(passes, lk.link_type).withColumn("sampled", sampled(sample_rates(passes), lk.seed))
     # Each distinct pair once, with the first pass that found it and the passes whose training samples hold it.
     distinct = materialize(every.groupBy("l", "r").agg(

@@ -1,8 +1,8 @@
 """Read and standardise every source on Spark, with the local engine's polars expressions.
 
 Spark reads each extract (every CSV column as a string) and hands it to Python an Arrow batch at a
-time; each batch goes through the same `record_exprs` (linkcare.linkage.prepare), row checks and
-`mark_checks` (linkcare.linkage.rejects) as on one machine. What the driver gets back are counts:
+time; each batch goes through the same `record_exprs` (linkcare.sources.read), row checks and
+`mark_checks` (linkcare.sources.checks) as on one machine. What the driver gets back are counts:
 rows, rows per check, the first failing row, ids missing or repeated.
 
 Rows are numbered as the local engine numbers them (from 1 after the header): Spark splits a file
@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from linkcare.config import Config, Source
+from linkcare.config import ComparisonMethod, Config, Source
 from linkcare.errors import DataError
-from linkcare.linkage.prepare import _unreadable, record_exprs, record_fields, report_rejects, scan_source
-from linkcare.linkage.rejects import REASON, REJECTED, SourceRejects, check_flags, mark_checks, row_checks
+from linkcare.sources.checks import REASON, REJECTED, RowCheck, SourceRejects, check_flags, mark_checks, row_checks
+from linkcare.sources.read import record_exprs, record_fields, report_rejects, scan_source, unreadable_error
 from linkcare.spark.frames import materialize, polars_map
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def scan_extract(spark: SparkSession, source: Source, header: list[str]) -> Data
 
 
 def _read_source(spark: SparkSession, config: Config, source: Source, fields: tuple[str, ...],
-                 methods: dict[str, str], today: dt.date, strict: bool,
+                 methods: dict[str, ComparisonMethod], today: dt.date, strict: bool,
                  ) -> tuple[DataFrame, SourceRejects, DataFrame]:
     from pyspark.sql import functions as F
     from pyspark.sql.types import BooleanType, LongType, StringType, StructField, StructType
@@ -119,9 +119,25 @@ def _read_source(spark: SparkSession, config: Config, source: Source, fields: tu
     except Exception as exc:
         # Spark's reader failed on the file (its message may quote the row, so it is not shown).
         if "MALFORMED_RECORD" in str(exc) or "Malformed" in str(exc):
-            raise _unreadable(source, exc) from None
+            raise unreadable_error(source, exc) from None
         raise
-    per_part = sorted((r.asDict() for r in found_parts), key=lambda r: r["p"])
+    offsets, found = _found(source, [r.asDict() for r in found_parts], checks, std)
+    report_rejects(source, found, config.validation.max_reject_share, strict)
+
+    table = spark.createDataFrame(list(offsets.items()) or [(0, 0)], "p long, _offset long")
+    rejected = (std.where(F.col(REJECTED)).join(F.broadcast(table), part == F.col("p"))
+                .select((F.col("_offset") + position + 1).alias("row"), "record_id", F.col(REASON).alias("reason")))
+    kept = std.where(~F.col(REJECTED)).select("source", "record_id", *fields)
+    return kept, found, rejected
+
+
+def _found(source: Source, counts: list[dict[str, Any]], checks: list[RowCheck],
+           std: DataFrame) -> tuple[dict[int, int], SourceRejects]:
+    """Return each partition's first row number and what the row checks found, from the counts per
+    partition; raise DataError for bytes that are not UTF-8, no rows, or missing or repeated ids."""
+    from pyspark.sql import functions as F
+
+    per_part = sorted(counts, key=lambda r: r["p"])
     offsets, total = {}, 0
     for r in per_part:
         offsets[r["p"]] = total
@@ -144,21 +160,14 @@ def _read_source(spark: SparkSession, config: Config, source: Source, fields: tu
     if duplicated:
         raise DataError(f"{source.path}: column {source.id}: {duplicated} row(s) repeat a record id "
                         "already used in this file; record ids must be unique")
-    counts = []
+    found = []
     for i, check in enumerate(checks):
         n = sum(r[f"n{i}"] for r in per_part)
         if n:
-            counts.append((check, n, first_row(f"r{i}")))
+            found.append((check, n, first_row(f"r{i}")))
     n_rejected = sum(r["rejected"] for r in per_part)
     empty = pl.DataFrame(schema={"row": pl.Int64, "record_id": pl.String, "reason": pl.String})
-    found = SourceRejects(empty, counts, total, rejected=n_rejected)
-    report_rejects(source, found, config.validation.max_reject_share, strict)
-
-    table = spark.createDataFrame(list(offsets.items()) or [(0, 0)], "p long, _offset long")
-    rejected = (std.where(F.col(REJECTED)).join(F.broadcast(table), part == F.col("p"))
-                .select((F.col("_offset") + position + 1).alias("row"), "record_id", F.col(REASON).alias("reason")))
-    kept = std.where(~F.col(REJECTED)).select("source", "record_id", *fields)
-    return kept, found, rejected
+    return offsets, SourceRejects(empty, found, total, rejected=n_rejected)
 
 
 __all__ = ["SparkRecords", "read_records", "scan_extract"]

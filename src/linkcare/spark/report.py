@@ -2,7 +2,7 @@
 
 What reaches the driver is small: the weight histogram (120 bins), the records summed per source,
 stage and group (a few thousand rows at most), and the kept pairs near the threshold. Each node's
-and each person's groups are worked out per partition by linkcare.report.link_report's own
+and each person's groups are worked out per partition by linkcare.cohort.equity's own
 functions; only their join and the sums run as Spark operations.
 """
 
@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from linkcare.config import Config
-from linkcare.linkage.model import MatchModel
-from linkcare.linkage.pipeline import WEIGHT_EDGES, weight_counts
-from linkcare.report.link_report import (
-    _GROUPS,
+from linkcare.cohort.equity import (
     DIMENSIONS,
+    GROUP_TYPES,
     STAGES,
-    LinkReportData,
     latest_ethnicity,
     own_groups,
     person_groups,
     report_deprivation,
 )
+from linkcare.config import Config
+from linkcare.linkage.engine import LinkReportData
+from linkcare.linkage.model import MatchModel
+from linkcare.linkage.scoring import WEIGHT_EDGES, weight_counts
 from linkcare.spark.frames import polars_map
 
 if TYPE_CHECKING:
@@ -60,9 +60,8 @@ def spark_report_data(spark: SparkSession, config: Config, decisions: DataFrame,
     from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
     roles = {role: name for role, name in config.risk.fields.items() if name in decisions.columns}
-    empty = pl.DataFrame({f"_{role}": pl.Series([], dtype=pl.String) for role in roles})
-    deprivation, why = report_deprivation(config, empty, roles)
-    dims = list(_GROUPS)
+    deprivation, why = report_deprivation(config, roles)
+    dims = list(GROUP_TYPES)
     text = StringType()
 
     def own(batch: pl.DataFrame) -> pl.DataFrame:

@@ -9,7 +9,7 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from linkcare.pseudonymise import tokenise
+from linkcare.sources.pseudonymise import tokenise
 from linkcare.synth.conditions import (
     ACUTE_CODES,
     ACUTE_CODES_OLDER,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linkcare.pseudonymise import nhs_check_digit
+from linkcare.sources.pseudonymise import nhs_check_digit
 
 # England and Wales, Census 2021: share of the population in each five-year age band (0-4 … 90+).
 AGE_BANDS = np.array(

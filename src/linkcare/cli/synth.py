@@ -1,4 +1,4 @@
-"""`linkcare synth`: the click command; the work is in `linkcare.synth.site`."""
+"""`linkcare synth`: the click command; the work is in linkcare.synth.site."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from linkcare.pseudonymise import read_key
-from linkcare.summary import json_option, print_json, print_table
+from linkcare.cli.output import json_option, print_json, print_table
+from linkcare.sources.pseudonymise import read_key
 from linkcare.synth.options import ErrorRates, SynthOptions
 from linkcare.synth.site import write_site
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from linkcare.config import Config, FieldSpec, Source
+from linkcare.config.kinds import match_columns
 from linkcare.errors import DataError
-from linkcare.sources.kinds import match_columns
 
 #: A pseudonymised NHS token, unless the field gives its own pattern: one run of 16 to 128
 #: letters, digits or base64/url-safe symbols. A 10-digit NHS number is not a token.

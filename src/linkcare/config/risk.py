@@ -1,17 +1,16 @@
 """The `[risk]` and `[disclosure]` tables of a site config: how to build features, which model to
 score with, how to tier people and how to publish counts. Checked with the rest of the config,
-every problem collected (see linkcare.config)."""
+every problem collected (see linkcare.config.load)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from linkcare.disclosure import Disclosure
-from linkcare.io.toml_tables import (
+from linkcare.config.model import DEMOGRAPHIC_FIELDS, RISK_MODELS, DeprivationLookup, RiskSettings, Tier
+from linkcare.config.toml import (
     KeyProblems,
     expect_choice,
     expect_text,
@@ -20,62 +19,28 @@ from linkcare.io.toml_tables import (
     key_path,
     open_table,
 )
+from linkcare.disclosure import Disclosure
 
-RISK_MODELS = ("gradient_boosting", "logistic")
-DEMOGRAPHIC_FIELDS = ("birth_year", "birth_month", "sex", "area")
-_RISK_KEYS = ("horizon_days", "lookback_days", "spine", "model", "seed", "tiers", "deprivation", "fields")
-_TIER_KEYS = ("name", "share")
-_DEPRIVATION_KEYS = ("path", "area", "decile", "format", "delimiter")
-_DISCLOSURE_KEYS = ("threshold", "rounding")
-
-
-@dataclass(frozen=True)
-class Tier:
-    """A band of the risk pyramid: `share` of the scored people, counted from the top."""
-
-    name: str
-    share: float
-
-
-# The NHS risk pyramid: top 0.5% case management, next 4.5% high risk, next 15% moderate, the rest low.
-DEFAULT_TIERS = (Tier("case management", 0.005), Tier("high risk", 0.045), Tier("moderate risk", 0.15),
-                 Tier("low risk", 0.8))
-
-
-@dataclass(frozen=True)
-class DeprivationLookup:
-    """A public lookup of area code to deprivation decile (1 = most deprived), such as the English
-    Indices of Deprivation by LSOA."""
-
-    path: Path
-    area: str
-    decile: str
-    format: str = "csv"
-    delimiter: str = ","
-
-
-@dataclass(frozen=True)
-class RiskSettings:
-    """How risk is modelled and published."""
-
-    horizon_days: int = 365
-    lookback_days: tuple[int, ...] = (90, 365, 730)
-    spine: str | None = None  # the gp_registrations source; None = the only one there is
-    model: str = "gradient_boosting"
-    seed: int = 0
-    tiers: tuple[Tier, ...] = DEFAULT_TIERS
-    deprivation: DeprivationLookup | None = None
-    #: demographic role -> the linkage field (a column of persons.parquet) that holds it
-    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({f: f for f in DEMOGRAPHIC_FIELDS}),
-                                      hash=False)
+RISK_KEYS = ("horizon_days", "lookback_days", "spine", "model", "seed", "tiers", "deprivation", "fields")
+TIER_KEYS = ("name", "share")
+DEPRIVATION_KEYS = ("path", "area", "decile", "format", "delimiter")
+DISCLOSURE_KEYS = ("threshold", "rounding")
 
 
 def check_risk(value: Any, base: Path, source_kinds: Mapping[str, str], mapped: set[str],
                p: KeyProblems) -> RiskSettings:
-    """Return the `[risk]` settings, recording every problem in `p`."""
-    value = open_table(value, "risk", _RISK_KEYS, p)
-    if value is None:
-        return RiskSettings()
+    """Return the `[risk]` settings, recording every problem in `p`. Without `spine`, the spine is
+    the only source of kind gp_registrations, if there is exactly one."""
+    value = open_table(value, "risk", RISK_KEYS, p)
+    out = {} if value is None else _risk_settings(value, base, source_kinds, mapped, p)
+    spines = [name for name, kind in source_kinds.items() if kind == "gp_registrations"]
+    if "spine" not in out and len(spines) == 1:
+        out["spine"] = spines[0]
+    return RiskSettings(**out)
+
+
+def _risk_settings(value: dict[str, Any], base: Path, source_kinds: Mapping[str, str], mapped: set[str],
+                   p: KeyProblems) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "horizon_days" in value:
         horizon = expect_whole(value["horizon_days"], "risk.horizon_days", 1, "horizon_days = 365", p)
@@ -114,7 +79,7 @@ def check_risk(value: Any, base: Path, source_kinds: Mapping[str, str], mapped: 
         fields = _check_fields(value["fields"], mapped, p)
         if fields is not None:
             out["fields"] = fields
-    return RiskSettings(**out)
+    return out
 
 
 def _check_tiers(value: Any, p: KeyProblems) -> tuple[Tier, ...] | None:
@@ -126,7 +91,7 @@ def _check_tiers(value: Any, p: KeyProblems) -> tuple[Tier, ...] | None:
     ok = True
     for i, t in enumerate(value):
         where = f"risk.tiers[{i}]"
-        p.unknown_keys(t, _TIER_KEYS, where)
+        p.unknown_keys(t, TIER_KEYS, where)
         name = expect_text(t.get("name"), f"{where}.name", 'name = "high risk"', p) if "name" in t else None
         if "name" not in t:
             p.missing(where, "name", 'name = "high risk"')
@@ -162,7 +127,7 @@ def _check_deprivation(value: Any, base: Path, p: KeyProblems) -> DeprivationLoo
     if not isinstance(value, dict):
         p.add("risk.deprivation", f"must be a table, e.g. {example}")
         return None
-    p.unknown_keys(value, _DEPRIVATION_KEYS, "risk.deprivation")
+    p.unknown_keys(value, DEPRIVATION_KEYS, "risk.deprivation")
     got: dict[str, str] = {}
     for key in ("path", "area", "decile"):
         if key not in value:
@@ -208,7 +173,7 @@ def _check_fields(value: Any, mapped: set[str], p: KeyProblems) -> Mapping[str, 
 def check_disclosure(value: Any, p: KeyProblems) -> Disclosure:
     """Return the `[disclosure]` settings: counts below `threshold` are shown as "<threshold", others
     rounded to the nearest `rounding`."""
-    value = open_table(value, "disclosure", _DISCLOSURE_KEYS, p)
+    value = open_table(value, "disclosure", DISCLOSURE_KEYS, p)
     if value is None:
         return Disclosure()
     out: dict[str, int] = {}
@@ -220,5 +185,4 @@ def check_disclosure(value: Any, p: KeyProblems) -> Disclosure:
     return Disclosure(**out)
 
 
-__all__ = ["DEFAULT_TIERS", "RISK_MODELS", "DeprivationLookup", "RiskSettings", "Tier", "check_disclosure",
-           "check_risk"]
+__all__ = ["check_disclosure", "check_risk"]

@@ -22,6 +22,7 @@ fresh keyed ID that no previous run used.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -30,9 +31,26 @@ import polars as pl
 
 from linkcare.errors import DataError
 from linkcare.io.checksum import check_written_by
-from linkcare.linkage.cluster import person_ids
 
 LINEAGE_SCHEMA = {"person_id": pl.String, "previous_person_id": pl.String, "change": pl.String}
+
+
+def person_ids(anchor: pl.Series, key: bytes) -> pl.Series:
+    """Return a person ID per cluster from its anchor (its smallest source/record key).
+
+    The ID is a keyed hash, so it reveals nothing about the records, and it stays the same for
+    as long as the same record anchors the person.
+    """
+    digest = [hashlib.blake2b(a.encode(), key=key, digest_size=8).hexdigest() for a in anchor.to_list()]
+    return pl.Series("person_id", ["P" + d for d in digest], dtype=pl.String)
+
+
+def write_lineage(folder: Path, lineage: pl.DataFrame | None) -> dict[str, int] | None:
+    """Write lineage.parquet into `folder` (given a lineage) and return the people per change."""
+    if lineage is None:
+        return None
+    lineage.write_parquet(folder / "lineage.parquet")
+    return {c: int(n) for c, n in lineage.group_by("change").len().sort("change").iter_rows()}
 
 
 def read_previous(folder: Path, check_only: bool = False) -> pl.DataFrame | None:
@@ -143,4 +161,4 @@ def _lineage(overlap: pl.DataFrame, ids: pl.DataFrame, previous_ids: pl.Series) 
             .sort(["person_id", "previous_person_id"], nulls_last=True))
 
 
-__all__ = ["LINEAGE_SCHEMA", "assign_ids", "carry_over", "read_previous"]
+__all__ = ["LINEAGE_SCHEMA", "assign_ids", "carry_over", "person_ids", "read_previous", "write_lineage"]

@@ -17,10 +17,10 @@ from typing import IO, Any
 import click
 
 from linkcare import __version__
+from linkcare.cli.output import json_option, print_json, print_table
+from linkcare.cli.synth import synth
 from linkcare.errors import EXIT_DATA, LinkcareError, ProblemList
 from linkcare.log import configure_logging, get_logger
-from linkcare.summary import json_option, print_json, print_table
-from linkcare.synth.cli import synth
 
 log = get_logger("cli")
 
@@ -96,7 +96,7 @@ def validate(config: Path, as_json: bool) -> None:
     Reads only each extract's header (CSV) or schema (Parquet), so it is quick on any size of
     site. Exits 2 if the config is wrong, 1 if only the extracts are, 0 if all is well.
     """
-    from linkcare.validate import validate_site
+    from linkcare.commands.validate import validate_site
 
     report = validate_site(config)
     base = report.config.path.parent
@@ -152,17 +152,12 @@ def pseudonymise(
     district. OUTPUT is written whole or not at all, and must differ from INPUT. The key is read
     from --key-file or --key-env and never printed or logged. Options override the --spec file.
     """
-    from linkcare.pseudonymise import PseudonymiseSpec, load_spec, pseudonymise_file, read_key
+    from linkcare.commands.pseudonymise import run_pseudonymise
 
     if key_file is not None and key_env is not None:
         raise click.UsageError("give --key-file or --key-env, not both")
-    spec = load_spec(spec_path) if spec_path is not None else PseudonymiseSpec()
-    overrides = {"nhs": nhs_column, "dob": dob_column, "postcode": postcode_column,
-                 "dob_format": dob_format}
-    spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
-    key = read_key(key_file, key_env)
-    log.info("pseudonymising %s into %s", input_path, output_path)
-    report = pseudonymise_file(input_path, output_path, spec, key)
+    overrides = {"nhs": nhs_column, "dob": dob_column, "postcode": postcode_column, "dob_format": dob_format}
+    spec, report = run_pseudonymise(input_path, output_path, spec_path, overrides, key_file, key_env)
     if as_json:
         print_json("pseudonymise", {"output": str(output_path), **dataclasses.asdict(report)})
         return
@@ -204,8 +199,8 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
     all at once or not at all, and prints records, rejected rows and linked share per source,
     pairs per blocking pass, and time and peak memory per stage.
     """
-    from linkcare.linkage.run import LinkOptions, run_link
-    from linkcare.pseudonymise import read_key
+    from linkcare.commands.link import LinkOptions, run_link
+    from linkcare.sources.pseudonymise import read_key
 
     key = read_key(key_file=key_file) if key_file is not None else None
     summary = run_link(config, out, LinkOptions(model_path, key, previous, strict, engine))
@@ -262,8 +257,8 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
     follows. Writes gradient_boosting.json and logistic.json (plain JSON, no pickle), metrics.json,
     model_card.md and manifest.json.
     """
+    from linkcare.commands.train import train_models
     from linkcare.config import load_config
-    from linkcare.risk.train import train_models
 
     result = train_models(load_config(config), cohort, out, _index_date(as_of, "--as-of"), horizon)
     if as_json:
@@ -304,8 +299,8 @@ def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_o
     their contributions on the log-odds scale) and worklists/<practice>.csv, one per GP practice,
     listing the spine's pseudonymised record keys from the highest risk down.
     """
+    from linkcare.commands.stratify import stratify as run_stratify
     from linkcare.config import load_config
-    from linkcare.risk.stratify import stratify as run_stratify
 
     summary = run_stratify(load_config(config), cohort, out, model_dir, _index_date(as_of, "--as-of"))
     if as_json:
@@ -341,9 +336,9 @@ def evaluate_links_command(out_dir: Path, truth: Path, as_json: bool) -> None:
     """
     import json
 
-    from linkcare.linkage.evaluate import evaluate_links
+    from linkcare.commands.evaluate import evaluate_linkage
 
-    scores = evaluate_links(out_dir, truth)
+    scores = evaluate_linkage(out_dir, truth)
     if as_json:
         click.echo(json.dumps({k: v.as_dict() for k, v in scores.items()}, indent=2))
         return
@@ -368,11 +363,9 @@ def evaluate_risk_command(risk_dir: Path, outcomes: Path, config: Path | None, a
     """
     import json
 
-    from linkcare.config import load_config
-    from linkcare.risk.evaluate import evaluate_risk
+    from linkcare.commands.evaluate import evaluate_scores
 
-    disclosure = load_config(config).disclosure if config is not None else None
-    result = evaluate_risk(risk_dir, outcomes, disclosure)
+    result = evaluate_scores(risk_dir, outcomes, config)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -1,0 +1,84 @@
+"""`linkcare stratify`: score, tier and explain every living registered person, and write
+risk.parquet, one worklist per GP practice, risk_report.html and manifest.json, whole or not at all;
+without a model folder, train on the same cohort first (into the output's `model/`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from linkcare.cohort.dataset import open_cohort
+from linkcare.commands.train import train_into
+from linkcare.config import Config
+from linkcare.io.atomic import atomic_dir, output_lock
+from linkcare.io.checksum import file_sha256
+from linkcare.io.manifest import checksums, write_manifest
+from linkcare.log import get_logger, peak_mib
+from linkcare.report.risk_report import REPORT_NAME, Inputs, write_stratify_report
+from linkcare.risk.features import spine_source
+from linkcare.risk.store import load_model
+from linkcare.risk.stratify import score_people, tier_counts, write_worklists
+
+log = get_logger("risk")
+
+
+@dataclass(frozen=True)
+class StratifySummary:
+    """What `linkcare stratify` did; holds no record values."""
+
+    out: Path
+    index_date: dt.date
+    people: int
+    model: str
+    trained_here: bool
+    tiers: list[dict[str, Any]]
+    practices: int
+    seconds: float
+    peak_mib: float
+
+
+def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None = None,
+             as_of: dt.date | None = None) -> StratifySummary:
+    """Score everyone living at the index date and write risk.parquet and the worklists into `out`,
+    whole or not at all; without `model_dir`, train on the same cohort first."""
+    started = time.perf_counter()
+    index = as_of or config.reference_date
+    cohort = open_cohort(cohort_dir)
+    spine = spine_source(config)
+    inputs = Inputs(config, Path(cohort_dir).name, file_sha256(Path(cohort_dir) / "events.parquet"))
+    with output_lock(Path(out)), atomic_dir(Path(out)) as tmp:
+        if model_dir is None:
+            log.info("no --model given: training on this cohort first (written to %s)", Path(out) / "model")
+            (tmp / "model").mkdir()
+            train_into(tmp / "model", config, cohort_dir)
+            model = load_model(tmp / "model", config.risk.model)
+        else:
+            model = load_model(model_dir, config.risk.model)
+        table = score_people(config, cohort, model, index, model_dir)
+        log.info("writing risk.parquet and the worklists…")
+        table.write_parquet(tmp / "risk.parquet")
+        practices = write_worklists(table, tmp / "worklists", spine, config)
+        tiers = tier_counts(table)
+        write_manifest(tmp, "stratify", config, {
+            "index_date": index.isoformat(),
+            "cohort": {"folder": inputs.cohort_folder, "events_sha256": inputs.events_sha256},
+            "model": {"kind": model.kind, "folder": "model" if model_dir is None else Path(model_dir).name,
+                      "trained_here": model_dir is None, "fitted": model.fitted},
+            "people": table.height, "practices": practices,
+            "tiers": [{"tier": r["tier"], "people": config.disclosure.value(r["people"])} for r in tiers.to_dicts()],
+            "outputs": checksums(tmp, ["risk.parquet"]),
+        })
+        log.info("writing %s…", REPORT_NAME)
+        model_folder = tmp / "model" if model_dir is None else Path(model_dir)
+        write_stratify_report(tmp / REPORT_NAME, inputs, table, index, model.horizon_days, model.kind, model_folder,
+                              "model (trained by this run)" if model_dir is None else Path(model_dir).name)
+    tier_rows = [{"tier": r["tier"], "people": r["people"], "risk_from": r["from"], "risk_to": r["to"]}
+                 for r in tiers.to_dicts()]
+    return StratifySummary(Path(out), index, table.height, model.kind, model_dir is None, tier_rows, practices,
+                           time.perf_counter() - started, peak_mib())
+
+
+__all__ = ["StratifySummary", "stratify"]

@@ -1,0 +1,210 @@
+"""The resolved site config: frozen objects with absolute paths and every default filled in.
+
+What the user wrote is checked by the other modules of this package (one per table); these are
+what they build. The names and defaults are the public contract documented in docs/config.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from linkcare.config.methods import METHODS, ComparisonMethod
+from linkcare.disclosure import Disclosure
+
+CONFIG_VERSION = 1
+FORMATS = ("csv", "parquet")
+LINK_TYPES = ("link_only", "dedupe_only", "link_and_dedupe")
+DATE_PARTS = ("year", "month", "day")
+DEFAULT_THRESHOLD = 0.95
+#: The linkage models: linkcare's own Fellegi-Sunter, or recordlinkage's ECM or logistic classifiers.
+MODELS = ("fellegi_sunter", "ecm", "logistic")
+INDEXERS = ("auto", "recordlinkage", "polars")
+INVALID_ACTIONS = ("reject", "missing")
+#: The risk models `linkcare train` fits, in the order it fits them.
+RISK_MODELS = ("gradient_boosting", "logistic")
+DEMOGRAPHIC_FIELDS = ("birth_year", "birth_month", "sex", "area")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """Where a linkage field comes from: a column, optionally parsed as a date (and cut to one part
+    of it) and recoded through a map of raw values."""
+
+    column: str
+    format: str | None = None
+    part: str | None = None
+    values: Mapping[str, str] | None = field(default=None, hash=False)
+    #: A regular expression every non-empty value must match (after trimming spaces).
+    pattern: str | None = None
+    #: What a value failing the row checks does to its row: "reject" it (to the rejects file), or
+    #: keep the row and treat the value as "missing".
+    invalid: str = "reject"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Row checks: how many rows may be rejected before a run fails, and which birth years are real."""
+
+    #: A source with more than this share of its rows rejected stops the run.
+    max_reject_share: float = 0.01
+    #: Birth years before this (or after the reference date's year) are out of range.
+    min_birth_year: int = 1900
+
+
+@dataclass(frozen=True)
+class Source:
+    """One extract: where it is, how to read it, which columns are its key, fields and events."""
+
+    name: str
+    path: Path
+    format: str
+    id: str
+    kind: str
+    delimiter: str
+    fields: Mapping[str, FieldSpec] = field(hash=False)
+    #: event key -> column, glob, or tuple of columns; the kind's defaults merged with overrides.
+    #: An empty tuple means the extract does not have that (optional) event attribute.
+    events: Mapping[str, str | tuple[str, ...]] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How one field is compared: the method and its agreement levels, best first."""
+
+    field: str
+    method: str
+    levels: tuple[float, ...] = ()
+    term_frequency: bool = False
+
+    @property
+    def spec(self) -> ComparisonMethod:
+        """The method's entry in the registry of comparison methods."""
+        return METHODS[self.method]
+
+    @property
+    def n_levels(self) -> int:
+        """How many levels the comparison has, the missing level included."""
+        return self.spec.n_levels(self.levels)
+
+    @property
+    def level_names(self) -> list[str]:
+        """A readable name for each level, for models and reports."""
+        return self.spec.level_names(self.levels)
+
+
+@dataclass(frozen=True)
+class SortedNeighbourhood:
+    """A sorted-neighbourhood pass: records whose values of `field`, sorted, lie within `window`
+    distinct values of each other (centred: window // 2 on each side), within each `block`."""
+
+    field: str
+    window: int
+    block: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Linkage:
+    """How the sources are linked."""
+
+    link_type: str = "link_and_dedupe"
+    threshold: float = DEFAULT_THRESHOLD
+    deterministic: tuple[tuple[str, ...], ...] = ()
+    blocking: tuple[tuple[str, ...], ...] = ()
+    comparisons: tuple[Comparison, ...] = ()
+    model: str = "fellegi_sunter"
+    labels: Path | None = None
+    max_pairs: int = 200_000_000
+    one_to_one: tuple[str, ...] = ()
+    indexer: str = "auto"
+    seed: int = 0
+    chunk_pairs: int = 2_000_000
+    pairs_min_probability: float = 0.01
+    sorted_neighbourhood: tuple[SortedNeighbourhood, ...] = ()
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where `linkcare link --engine spark` runs; the local engine ignores it."""
+
+    #: The Spark master URL; None: from the Spark environment (spark-submit, spark-defaults.conf), else local[*].
+    master: str | None = None
+    #: Where the iterative steps checkpoint (a path or URI every executor can reach); None: local checkpoints.
+    checkpoint_dir: str | None = None
+    #: Spark settings ("spark.executor.memory" = "4g"), as strings.
+    spark: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A band of the risk pyramid: `share` of the scored people, counted from the top."""
+
+    name: str
+    share: float
+
+
+# The NHS risk pyramid: top 0.5% case management, next 4.5% high risk, next 15% moderate, the rest low.
+DEFAULT_TIERS = (Tier("case management", 0.005), Tier("high risk", 0.045), Tier("moderate risk", 0.15),
+                 Tier("low risk", 0.8))
+
+
+@dataclass(frozen=True)
+class DeprivationLookup:
+    """A public lookup of area code to deprivation decile (1 = most deprived), such as the English
+    Indices of Deprivation by LSOA."""
+
+    path: Path
+    area: str
+    decile: str
+    format: str = "csv"
+    delimiter: str = ","
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    """How risk is modelled and published."""
+
+    horizon_days: int = 365
+    lookback_days: tuple[int, ...] = (90, 365, 730)
+    #: the gp_registrations source whose registrations are the population: as configured, else the
+    #: only such source (resolved when the config loads); None when there is not exactly one
+    spine: str | None = None
+    model: str = "gradient_boosting"
+    seed: int = 0
+    tiers: tuple[Tier, ...] = DEFAULT_TIERS
+    deprivation: DeprivationLookup | None = None
+    #: demographic role -> the linkage field (a column of persons.parquet) that holds it
+    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({f: f for f in DEMOGRAPHIC_FIELDS}),
+                                      hash=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole site config, resolved: absolute paths, defaults filled in."""
+
+    path: Path
+    version: int
+    reference_date: dt.date
+    sources: tuple[Source, ...]
+    linkage: Linkage
+    risk: RiskSettings = field(default_factory=RiskSettings)
+    disclosure: Disclosure = field(default_factory=Disclosure)
+    validation: Validation = field(default_factory=Validation)
+    engine: Engine = field(default_factory=Engine)
+
+    def source(self, name: str) -> Source:
+        """Return the source of that name."""
+        return next(s for s in self.sources if s.name == name)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every linkage field any source maps, sorted."""
+        return tuple(sorted({f for s in self.sources for f in s.fields}))
+
+
+__all__ = ["CONFIG_VERSION", "DEFAULT_TIERS", "DEMOGRAPHIC_FIELDS", "FORMATS", "INDEXERS", "LINK_TYPES", "MODELS",
+           "RISK_MODELS", "Comparison", "Config", "DeprivationLookup", "Engine", "FieldSpec", "Linkage",
+           "RiskSettings", "SortedNeighbourhood", "Source", "Tier", "Validation"]

@@ -1,0 +1,99 @@
+"""Read an extract as text and standardise its linkage fields, with clear errors for a bad file.
+
+Standardised values are strings: trimmed, lower-cased, runs of spaces collapsed, leading zeros
+of all-digit values dropped (so "04" and "4" agree), recoded through the config's `values`, and
+dates written as YYYY-MM-DD (or just the year, month or day when the config asks for a part); a
+field's comparison method may standardise it its own way (linkcare.config.methods). Empty strings
+are missing values. Both engines read every extract through these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+
+from linkcare.config import ComparisonMethod, Config, FieldSpec, Source
+from linkcare.config.methods import standard_text
+from linkcare.errors import DataError, ProblemList
+from linkcare.io.extracts import check_last_line, count_non_utf8_lines, read_header
+from linkcare.log import get_logger
+from linkcare.sources.checks import SourceRejects, describe, enforce_limits, field_date
+from linkcare.sources.columns import check_columns
+
+log = get_logger("link")
+
+
+def scan_source(source: Source) -> pl.LazyFrame:
+    """Return a lazy frame over a source's extract with every column read as a string, after
+    checking the file: clear errors for a missing, empty, mis-delimited, non-UTF-8 or truncated
+    file, and for every mapped column its header lacks."""
+    header = read_header(source)
+    missing, _ = check_columns(source, header)
+    if missing:
+        raise ProblemList(list(missing))
+    if source.format == "parquet":
+        lf = pl.scan_parquet(source.path)
+        return lf.with_columns(pl.all().cast(pl.String))
+    check_last_line(source.path, source.delimiter, len(header))
+    return pl.scan_csv(source.path, separator=source.delimiter, infer_schema=False, encoding="utf8")
+
+
+def field_expr(spec: FieldSpec, method: ComparisonMethod | None = None) -> pl.Expr:
+    """Return the expression giving a field's standardised string value from its column: as its
+    comparison method standardises it, or as text for a field that is not compared."""
+    raw = pl.col(spec.column).cast(pl.String).str.strip_chars()
+    raw = pl.when(raw == "").then(None).otherwise(raw)
+    if spec.values:
+        raw = raw.replace(dict(spec.values))
+    if spec.format:
+        parsed = field_date(raw, spec.format)
+        if spec.part == "year":
+            return parsed.dt.year().cast(pl.String)
+        if spec.part == "month":
+            return parsed.dt.month().cast(pl.String)
+        if spec.part == "day":
+            return parsed.dt.day().cast(pl.String)
+        return parsed.dt.strftime("%Y-%m-%d")
+    return standard_text(raw) if method is None else method.standardise(raw)
+
+
+def unreadable_error(source: Source, exc: Exception) -> DataError:
+    """Return the error for an extract polars could not read: bad bytes counted by line, else the kind."""
+    if source.format == "csv":
+        bad, first = count_non_utf8_lines(source.path)
+        if bad:
+            return DataError(f"{source.path}: {bad} line(s) are not UTF-8 text (the first is line {first}); "
+                             "re-export the extract as UTF-8")
+    return DataError(f"{source.path}: cannot be read as {source.format} ({type(exc).__name__}); "
+                     "check that every row has the header's columns")
+
+
+def record_exprs(source: Source, fields: tuple[str, ...], methods: Mapping[str, ComparisonMethod]) -> list[pl.Expr]:
+    """Return the expressions giving a source's `source`, `record_id` and standardised fields (a
+    missing field is null), over the extract's columns read as strings."""
+    exprs = [pl.lit(source.name).alias("source"), pl.col(source.id).cast(pl.String).alias("record_id")]
+    for name in fields:
+        spec = source.fields.get(name)
+        exprs.append(field_expr(spec, methods.get(name)).alias(name) if spec is not None
+                     else pl.lit(None, pl.String).alias(name))
+    return exprs
+
+
+def record_fields(config: Config) -> tuple[tuple[str, ...], dict[str, ComparisonMethod]]:
+    """Return every linkage field any source maps (sorted), and the comparison method of each compared one."""
+    return config.fields, {c.field: c.spec for c in config.linkage.comparisons}
+
+
+def report_rejects(source: Source, found: SourceRejects, max_share: float, strict: bool) -> None:
+    """Raise DataError if the rejects are fatal; otherwise log what the row checks set aside."""
+    enforce_limits(source, found, max_share, strict)
+    rejected, blanked = describe(found)
+    if rejected:
+        log.warning("source %s: %s row(s) rejected (see rejects/%s.parquet): %s",
+                    source.name, f"{found.n:,}", source.name, rejected)
+    if blanked:
+        log.warning("source %s: values kept as missing (invalid = \"missing\"): %s", source.name, blanked)
+
+
+__all__ = ["field_expr", "record_exprs", "record_fields", "report_rejects", "scan_source", "unreadable_error"]
