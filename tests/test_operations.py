@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -113,6 +114,37 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(small_s
     # Once the first run is over, the lock is free again.
     result = runner.invoke(cli, ["-q", "link", str(small_site / "site.toml"), "--out", str(out)])
     assert result.exit_code == 0, result.output
+
+
+def test_a_lock_file_removed_before_it_is_locked_is_not_held(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run opens the lock file just as the run holding it finishes and removes it: the run's first
+    # open gets the removed file. Its lock must end up on the file at the path, which any later run
+    # also opens, not on the removed one.
+    import fcntl
+
+    import linkcare.io.atomic as atomic
+
+    out = tmp_path / "cohort"
+    path = tmp_path / ".cohort.lock"
+    path.write_text("")
+    removed = os.open(path, os.O_RDWR)
+    path.unlink()
+    real_open = os.open
+    opened: list[int] = []
+
+    def first_the_removed_file(name: Any, flags: int, mode: int = 0o777) -> int:
+        opened.append(1)
+        return removed if len(opened) == 1 else real_open(name, flags, mode)
+
+    monkeypatch.setattr(atomic.os, "open", first_the_removed_file)
+    with output_lock(out):
+        assert len(opened) == 2 and path.exists()
+        other = real_open(path, os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(other)
+    assert not path.exists()
 
 
 def test_a_lock_left_by_a_dead_run_is_taken_over(small_site: Path, tmp_path: Path, runner: CliRunner) -> None:

@@ -9,6 +9,8 @@
 - `output_lock` stops a second run from writing the same target while one is running. It holds
   an flock on `.<name>.lock` beside the target, removed when the run ends; the kernel drops the
   lock when the process dies, however it dies, so a lock file left by a dead run is taken over.
+  A lock is kept only on the file that is at the path, so two runs can never hold locks on
+  different files of the same name.
 """
 
 from __future__ import annotations
@@ -127,16 +129,8 @@ def output_lock(target: Path) -> Iterator[None]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     path = target.parent / f".{target.name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    held = False
+    fd = _lock_file(path, target)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise OutputLocked(f"{target}: another linkcare run (process {holder}) is writing this output; "
-                               "wait for it to finish, or stop it, then run again") from None
-        held = True
         # Temporary folders of this output can only be left by a run that died holding the lock.
         for leftover in target.parent.glob(f".{target.name}.*.tmp"):
             shutil.rmtree(leftover, ignore_errors=True)
@@ -144,11 +138,36 @@ def output_lock(target: Path) -> Iterator[None]:
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         yield
     finally:
-        if held:
-            # Removed while still held: a run that opened it meanwhile fails to lock it and says so;
-            # a run that starts after this creates a fresh one.
-            path.unlink(missing_ok=True)
+        # Removed while still held, so a run that opened it meanwhile sees, once it has the lock,
+        # that the file is gone, and starts again on the one at the path (see _lock_file).
+        path.unlink(missing_ok=True)
         os.close(fd)  # closing drops the flock
+
+
+def _lock_file(path: Path, target: Path) -> int:
+    """Return an open descriptor of the lock file at `path`, flocked by this process.
+
+    A run that finishes removes its lock file while holding it. A run that opened that file just
+    before could then lock it after the removal, holding a lock no later run can see; so, once
+    locked, the file must still be the one at the path, else the lock is let go and taken again.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputLocked(f"{target}: another linkcare run (process {holder}) is writing this output; "
+                               "wait for it to finish, or stop it, then run again") from None
+        held = os.fstat(fd)
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+        os.close(fd)  # locked a file that was removed meanwhile: try the one at the path now
 
 
 __all__ = ["OutputLocked", "atomic_dir", "atomic_path", "output_lock", "owner_only", "recover_target"]
