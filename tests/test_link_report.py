@@ -159,3 +159,23 @@ def test_borderline_pairs_are_a_small_sample_shown_as_levels_only(reported: Path
         assert {level.split(" (")[0] for level in row[1:1 + len(fields)]} <= LEVELS, row
         assert abs(float(row[-3]) - threshold_weight) <= 3.0
         assert row[-1] in ("yes", "no")
+
+
+def test_report_figures_leave_the_process_matplotlib_alone() -> None:
+    # A notebook that imports linkcare keeps its own backend and figures: the reports draw on
+    # figures of their own, not pyplot's.
+    import matplotlib
+
+    matplotlib.use("pdf")  # stands for the notebook's backend
+    import matplotlib.pyplot as plt
+
+    from linkcare.report.html import new_figure, svg
+
+    mine = plt.figure()
+    fig, ax = new_figure(3.0, 2.0)
+    ax.plot([0, 1], [1, 0])
+    drawn = svg(fig)
+    assert drawn.startswith("<svg") and "<path" in drawn
+    assert matplotlib.get_backend() == "pdf"
+    assert plt.get_fignums() == [mine.number]
+    plt.close(mine)

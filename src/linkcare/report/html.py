@@ -41,30 +41,32 @@ _PLOT_RC: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "linkcare", 
 
 
 def new_figure(width: float = 7.0, height: float = 3.6, ncols: int = 1) -> tuple[Any, Any]:
-    """Return a matplotlib figure and its axes, drawn off-screen (no display needed)."""
-    import matplotlib
+    """Return a matplotlib figure and its axes, drawn off-screen (no display needed).
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    The figure is a `matplotlib.figure.Figure` of its own, not one of pyplot's: pyplot's backend
+    and figure list belong to the process (a notebook that imports linkcare keeps its own), and a
+    figure nobody registered needs no closing.
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
 
     with matplotlib.rc_context(cast(Any, _PLOT_RC)):
-        fig, ax = plt.subplots(1, ncols, figsize=(width, height), layout="constrained")
+        fig = Figure(figsize=(width, height), layout="constrained")
+        ax = fig.subplots(1, ncols)
     return fig, ax
 
 
 def svg(fig: Any) -> str:
-    """Return a matplotlib figure as an inline <svg> element, and close it.
+    """Return a matplotlib figure as an inline <svg> element.
 
     The XML prolog, DOCTYPE, metadata and namespace declarations are dropped: inline SVG in HTML
     needs none of them, and they hold URLs a strict offline check would flag.
     """
     import matplotlib
-    import matplotlib.pyplot as plt
 
     buf = io.StringIO()
     with matplotlib.rc_context(cast(Any, _PLOT_RC)):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
-    plt.close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg"):]
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
