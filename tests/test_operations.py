@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -283,7 +284,8 @@ BAD_INPUTS = [
     ("dates that do not parse", 1, "fail the row checks, above [validation] max_reject_share = 0.01: column "
      "Registration_Date (events.registration_date): 150 row(s) not a date (YYYY-MM-DD or YYYYMMDD), "
      "the first at row 10"),
-    ("dates in the future", 1, "column Registration_Date (events.registration_date): 150 row(s) a date after today, "
+    ("dates in the future", 1, "column Registration_Date (events.registration_date): 150 row(s) a date after the "
+     "reference date 2026-03-31, "
      "the first at row 10"),
     ("birth years out of range", 1, "column Birth_Year (fields.birth_year): 150 row(s) birth year before 1900 or "
      "after 2026, the first at row 10"),
@@ -350,6 +352,23 @@ def _site_with_bad_rows(small_site: Path, tmp_path: Path) -> Path:
     return site
 
 
+def test_row_checks_judge_dates_against_the_reference_date_not_the_clock(small_site: Path, tmp_path: Path) -> None:
+    # A day after the site's reference date (2026-03-31) is in the past by the clock this test runs
+    # on, yet it cannot be in an extract taken at that date: the same inputs reject the same rows
+    # on any day. The reference date itself is kept.
+    site = tmp_path / "site"
+    shutil.copytree(small_site, site)
+    gp = site / "gp_registrations.csv"
+    _set_rows(gp, "Registration_Date", "2026-04-01", rows=(7,))
+    _set_rows(gp, "Registration_Date", "2026-03-31", rows=(8,))
+    out = tmp_path / "cohort"
+    result = CliRunner().invoke(cli, ["-q", "link", str(site / "site.toml"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rejects = pl.read_parquet(out / "rejects" / "gp.parquet")
+    assert rejects.select("row", "reason").rows() == [(7, "Registration_Date: a date after the reference date "
+                                                          "2026-03-31")]
+
+
 def test_rejected_rows_are_set_aside_with_their_reason_and_counted(small_site: Path, tmp_path: Path) -> None:
     site = _site_with_bad_rows(small_site, tmp_path)
     out = tmp_path / "cohort"
@@ -360,7 +379,8 @@ def test_rejected_rows_are_set_aside_with_their_reason_and_counted(small_site: P
     assert rejects["row"].to_list() == [3, 30, 300, 1_000]
     assert rejects["record_id"].to_list() == [gp["Patient_ID"][r - 1] for r in (3, 30, 300, 1_000)]
     assert rejects["reason"].to_list() == [
-        "Registration_Date: not a date (YYYY-MM-DD or YYYYMMDD)", "Registration_Date: a date after today",
+        "Registration_Date: not a date (YYYY-MM-DD or YYYYMMDD)",
+        "Registration_Date: a date after the reference date 2026-03-31",
         "Birth_Year: birth year before 1900 or after 2026", "Pseudo_NHS_Number: not a well-formed pseudonymised token"]
     # Set aside, not silently dropped: not in the index or the events, counted in the summary and manifest.
     ids = rejects["record_id"].implode()

@@ -6,7 +6,6 @@ the dense integer codes of a field's values.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,17 +33,16 @@ def standardised_records(config: Config) -> pl.DataFrame:
     return read_records(config).frame
 
 
-def read_records(config: Config, strict: bool = False, today: dt.date | None = None) -> Records:
+def read_records(config: Config, strict: bool = False) -> Records:
     """Return the standardised records of every source in the config, rows failing the row checks
     set aside as rejects; raise DataError if a source rejects too many (any, if `strict`)."""
     fields, methods = record_fields(config)
-    today = today or dt.date.today()
     frames = []
     rows: dict[str, int] = {}
     rejects: dict[str, SourceRejects] = {}
     for source in config.sources:
         lf = scan_source(source).with_row_index("row", offset=1)
-        checks = row_checks(source, lf.collect_schema().names(), config, today)
+        checks = row_checks(source, lf.collect_schema().names(), config)
         exprs = [pl.col("row"), *record_exprs(source, fields, methods)]
         try:
             frame = lf.select(exprs + check_flags(checks)).collect()

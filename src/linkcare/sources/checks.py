@@ -1,7 +1,7 @@
 """Row checks: the rows of an extract that cannot be trusted, with the reason, never a value.
 
-A row fails when a value that is present is wrong: a date that does not parse or lies in the
-future, a birth year out of range, an NHS token that is not a well-formed token, or a value that
+A row fails when a value that is present is wrong: a date that does not parse or lies after the
+config's reference date, a birth year out of range, an NHS token that is not a well-formed token, or a value that
 does not match its field's `pattern`. Empty values are missing, not wrong. A failing row is
 rejected (written to `rejects/<source>.parquet` by `link` and left out of the cohort) unless its
 field says `invalid = "missing"`, in which case the row is kept and the value treated as missing.
@@ -9,7 +9,6 @@ field says `invalid = "missing"`, in which case the row is kept and the value tr
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 import polars as pl
@@ -22,8 +21,8 @@ from linkcare.errors import DataError
 #: letters, digits or base64/url-safe symbols. A 10-digit NHS number is not a token.
 DEFAULT_TOKEN_PATTERN = r"^[0-9A-Za-z+/=_-]{16,128}$"
 TOKEN_FIELD = "nhs"
-#: Event dates that record something that has happened, so cannot lie after today; end dates
-#: may be planned.
+#: Event dates that record something that has happened, so cannot lie after the reference date;
+#: end dates may be planned.
 PAST_EVENT_DATES = ("start_date", "registration_date", "death_date")
 EVENT_DATES = (*PAST_EVENT_DATES, "end_date")
 
@@ -63,8 +62,13 @@ def _is_birth(name: str) -> bool:
     return name == "birth_year" or "birth" in name or name.startswith("dob")
 
 
-def row_checks(source: Source, header: list[str], config: Config, today: dt.date) -> list[RowCheck]:
-    """Return the checks every row of a source must pass, one per column and kind of fault."""
+def row_checks(source: Source, header: list[str], config: Config) -> list[RowCheck]:
+    """Return the checks every row of a source must pass, one per column and kind of fault.
+
+    A date is judged against the config's reference date, not the machine's clock, so that the same
+    inputs reject the same rows on any day."""
+    as_of = config.reference_date
+    after = f"a date after the reference date {as_of.isoformat()}"
     checks: dict[tuple[str, str], RowCheck] = {}
     first_year, last_year = config.validation.min_birth_year, config.reference_date.year
     years = f"birth year before {first_year} or after {last_year}"
@@ -88,7 +92,7 @@ def row_checks(source: Source, header: list[str], config: Config, today: dt.date
         if spec.format:
             parsed = field_date(raw, spec.format)
             add(spec.column, key, present & parsed.is_null(), f"not a date in the format {spec.format}", spec, name)
-            add(spec.column, key, parsed > today, "a date after today", spec, name)
+            add(spec.column, key, parsed > as_of, after, spec, name)
             if _is_birth(name):
                 year = parsed.dt.year()
                 add(spec.column, key, (year < first_year) | (year > last_year), years, spec, name)
@@ -113,7 +117,7 @@ def row_checks(source: Source, header: list[str], config: Config, today: dt.date
         add(columns[0], f"events.{key}", present & parsed.is_null(), "not a date (YYYY-MM-DD or YYYYMMDD)",
             None, None)
         if key in PAST_EVENT_DATES:
-            add(columns[0], f"events.{key}", parsed > today, "a date after today", None, None)
+            add(columns[0], f"events.{key}", parsed > as_of, after, None, None)
     return list(checks.values())
 
 

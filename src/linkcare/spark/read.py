@@ -12,7 +12,6 @@ place in its own.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,14 +42,12 @@ class SparkRecords:
     reject_rows: dict[str, DataFrame]  # row, record_id, reason
 
 
-def read_records(spark: SparkSession, config: Config, strict: bool = False,
-                 today: dt.date | None = None) -> SparkRecords:
+def read_records(spark: SparkSession, config: Config, strict: bool = False) -> SparkRecords:
     """Return the standardised records of every source, as linkcare.linkage.prepare.read_records does."""
     fields, methods = record_fields(config)
-    today = today or dt.date.today()
     frames, rows, rejects, reject_rows = [], {}, {}, {}
     for source in config.sources:
-        kept, found, rejected = _read_source(spark, config, source, fields, methods, today, strict)
+        kept, found, rejected = _read_source(spark, config, source, fields, methods, strict)
         frames.append(kept)
         rows[source.name] = found.rows
         rejects[source.name] = found
@@ -77,14 +74,14 @@ def scan_extract(spark: SparkSession, source: Source, header: list[str]) -> Data
 
 
 def _read_source(spark: SparkSession, config: Config, source: Source, fields: tuple[str, ...],
-                 methods: dict[str, ComparisonMethod], today: dt.date, strict: bool,
+                 methods: dict[str, ComparisonMethod], strict: bool,
                  ) -> tuple[DataFrame, SourceRejects, DataFrame]:
     from pyspark.sql import functions as F
     from pyspark.sql.types import BooleanType, LongType, StringType, StructField, StructType
 
     lf = scan_source(source)  # on the driver: the file, its header and its last line are checked
     header = lf.collect_schema().names()
-    checks = row_checks(source, header, config, today)
+    checks = row_checks(source, header, config)
     flags = [f"_fails_{i}" for i in range(len(checks))]
     exprs = [pl.col("_mid"), *record_exprs(source, fields, methods), *check_flags(checks)]
     cast_all = source.format == "parquet"  # as the local engine reads Parquet: every column as text
