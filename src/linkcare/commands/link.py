@@ -32,7 +32,6 @@ from linkcare.report.link_report import REPORT_NAME, write_link_report
 
 log = get_logger("link")
 DEFAULT_PERSON_KEY = b"linkcare-person-id/v1"
-ENGINES = ("local", "spark")
 COHORT_FILES = ("person_index.parquet", "persons.parquet", "events.parquet", "pairs.parquet")
 
 
@@ -204,5 +203,5 @@ def _write_link_manifest(folder: Path, config: Config, options: LinkOptions, inp
     write_manifest(folder, "link", config, facts)
 
 
-__all__ = ["DEFAULT_PERSON_KEY", "ENGINES", "LinkOptions", "LinkSummary", "Linked", "link_stages", "open_engine",
+__all__ = ["DEFAULT_PERSON_KEY", "LinkOptions", "LinkSummary", "Linked", "link_stages", "open_engine",
            "run_link"]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from linkcare import __version__
+from linkcare.config import RISK_MODELS
 from linkcare.log import get_logger
 from linkcare.risk.boosting import TreeEnsemble
 from linkcare.risk.features import Feature
@@ -188,7 +189,7 @@ class RiskModel:
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"format version {data.get('format_version')!r} is not {FORMAT_VERSION}; retrain it")
         kind = data.get("kind")
-        if kind not in ("gradient_boosting", "logistic"):
+        if kind not in RISK_MODELS:
             raise ValueError(f"unknown model kind {kind!r}")
         try:
             features = tuple(Feature(str(f["name"]), str(f["factor"]), str(f["group"])) for f in data["features"])
