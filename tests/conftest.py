@@ -1,7 +1,10 @@
-"""Shared fixtures: tiny polars frames and one small synthetic site written once per session."""
+"""Shared fixtures: tiny polars frames and one small synthetic site written once per session, and
+helpers: a site config rewritten for one test, the groups of a labelling, the values of a site."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
@@ -77,3 +80,37 @@ def record_values(site: Path) -> set[str]:
             if any(k in column for k in ("NHS", "Pseudo", "LSOA", "_ID", "Ident", "KEY", "Record")):
                 values |= {v for v in frame[column].drop_nulls().unique().to_list() if len(v) >= 6}
     return values
+
+
+def write_config(config: Path, dest: Path, *, linkage: str = "", replace: Mapping[str, str] | None = None,
+                 extra: str = "") -> Path:
+    """Write `dest`, a copy of the site config `config` for one test, and return it.
+
+    Every relative `path` and `labels` is made absolute, so the copy reads the site's files where
+    they are; `linkage` (TOML lines) is added to the [linkage] table; each `replace` is applied once
+    and must be found; `extra` (TOML tables) is appended.
+    """
+    text = config.read_text(encoding="utf-8")
+    base = config.resolve().parent
+    if linkage:
+        assert "[linkage]\n" in text
+        text = text.replace("[linkage]\n", f"[linkage]\n{linkage}\n", 1)
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new, 1)
+
+    def absolute(match: re.Match[str]) -> str:
+        return f'{match.group(1)} = "{(base / match.group(2)).resolve().as_posix()}"'
+
+    text = re.sub(r'\b(path|labels) = "([^"/][^"]*)"', absolute, text + extra)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text, encoding="utf-8")
+    return dest
+
+
+def partition(labels: np.ndarray | list) -> list[frozenset[int]]:
+    """Return the groups of a labelling (index sets of equal labels), ordered by their smallest index."""
+    groups: dict[object, set[int]] = {}
+    for i, label in enumerate(list(labels)):
+        groups.setdefault(label, set()).add(i)
+    return sorted((frozenset(g) for g in groups.values()), key=min)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from html import unescape
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from conftest import record_values
+from conftest import record_values, write_config
 from linkcare.cli import cli
 from linkcare.commands.link import link_stages
 from linkcare.config import load_config
@@ -29,18 +28,6 @@ PUBLISHED = re.compile(r"^(0|<\d+|\d{1,3}(,\d{3})*)$")
 KEEP_EVERY_PAIR = {"threshold = 0.95\n": "threshold = 0.95\npairs_min_probability = 0.0\n"}
 
 
-def _site(small_site: Path, folder: Path, replace: dict[str, str], extra: str = "") -> Path:
-    """Copy the small site into `folder` with its config changed; return the config."""
-    shutil.copytree(small_site, folder, ignore=shutil.ignore_patterns("truth"))
-    config = folder / "site.toml"
-    text = config.read_text()
-    for old, new in replace.items():
-        assert old in text, old
-        text = text.replace(old, new, 1)
-    config.write_text(text + extra)
-    return config
-
-
 def _link(config: Path, out: Path) -> Path:
     result = CliRunner().invoke(cli, ["-q", "link", str(config), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -52,7 +39,8 @@ def reported(small_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """The small site linked with every scored pair kept in pairs.parquet, counts rounded to 5 and
     suppressed below 8; returns the output folder."""
     root = tmp_path_factory.mktemp("link_report")
-    config = _site(small_site, root / "site", KEEP_EVERY_PAIR, "\n[disclosure]\nthreshold = 8\nrounding = 5\n")
+    config = write_config(small_site / "site.toml", root / "site.toml", replace=KEEP_EVERY_PAIR,
+                          extra="\n[disclosure]\nthreshold = 8\nrounding = 5\n")
     return _link(config, root / "cohort")
 
 
@@ -116,10 +104,10 @@ def test_counts_of_records_and_people_pass_through_disclosure_control(reported: 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # recordlinkage's ECM on this small site
 def test_small_groups_show_no_share_and_a_model_without_m_and_u_says_so(small_site: Path, tmp_path: Path) -> None:
-    config = _site(small_site, tmp_path / "site", {
+    config = write_config(small_site / "site.toml", tmp_path / "site.toml", replace={
         "threshold = 0.95\n": 'threshold = 0.95\nmodel = "ecm"\n',
         'deprivation = { path = "areas.csv", area = "LSOA11CD", decile = "IMD_Decile" }\n': ""},
-        "\n[disclosure]\nthreshold = 1000\nrounding = 1\n")
+        extra="\n[disclosure]\nthreshold = 1000\nrounding = 1\n")
     text = (_link(config, tmp_path / "cohort") / "link_report.html").read_text(encoding="utf-8")
     sections = _sections(text)
     groups = _rows(sections["equity"])
@@ -137,7 +125,7 @@ def test_the_weights_histogram_counts_every_scored_pair(reported: Path, small_si
     pairs = pl.read_parquet(reported / "pairs.parquet")
     rows = dict(r for r in _rows(_sections((reported / "link_report.html").read_text())["weights"]) if len(r) == 2)
     assert int(rows["scored"].replace(",", "")) == pairs.height > 1_000
-    config = _site(small_site, tmp_path / "site", KEEP_EVERY_PAIR)
+    config = write_config(small_site / "site.toml", tmp_path / "site.toml", replace=KEEP_EVERY_PAIR)
     linked = link_stages(LocalEngine(load_config(config)), StageLog()).decisions
     assert linked.weight_histogram.size == WEIGHT_EDGES.size - 1
     assert int(linked.weight_histogram.sum()) == linked.pairs.height == pairs.height

@@ -71,7 +71,7 @@ def linked_once(small_site: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def test_a_killed_link_leaves_the_previous_output_whole(small_site: Path, linked_once: Path, tmp_path: Path,
                                                         marker: str) -> None:
     out = tmp_path / "cohort"
-    os.system(f"cp -a '{linked_once}' '{out}'")  # the previous month's complete output
+    shutil.copytree(linked_once, out)  # the previous month's complete output
     before = _digests(out)
     killed = _run_and_kill(["link", str(small_site / "site.toml"), "--out", str(out)], marker)
     assert killed, f"the run finished before {marker!r}"
@@ -304,9 +304,9 @@ def test_bad_input_gets_one_clear_error_and_leaves_the_previous_output(small_sit
                                                                        tmp_path: Path, case: str, code: int,
                                                                        message: str) -> None:
     site = tmp_path / "site"
-    os.system(f"cp -a '{small_site}' '{site}'")
+    shutil.copytree(small_site, site)
     out = tmp_path / "cohort"
-    os.system(f"cp -a '{linked_once}' '{out}'")
+    shutil.copytree(linked_once, out)
     before = _digests(out)
     _break(site, case)
     result = CliRunner().invoke(cli, ["-q", "link", str(site / "site.toml"), "--out", str(out)])
@@ -321,9 +321,9 @@ def test_bad_input_gets_one_clear_error_and_leaves_the_previous_output(small_sit
 def test_extracts_pseudonymised_with_different_keys_are_caught(small_site: Path, linked_once: Path,
                                                                tmp_path: Path) -> None:
     site = tmp_path / "site"
-    os.system(f"cp -a '{small_site}' '{site}'")
+    shutil.copytree(small_site, site)
     out = tmp_path / "cohort"
-    os.system(f"cp -a '{linked_once}' '{out}'")
+    shutil.copytree(linked_once, out)
     before = _digests(out)
     # The hospital extract's tokens made with another key: the same people, none of the same tokens.
     apc = pl.read_csv(site / "apc.csv", infer_schema=False)
@@ -345,7 +345,7 @@ def _site_with_bad_rows(small_site: Path, tmp_path: Path) -> Path:
     """Copy the small site and break four gp rows (under 1% of 1,500): one each of a date that
     does not parse, a date in the future, a birth year out of range and a malformed NHS token."""
     site = tmp_path / "site"
-    os.system(f"cp -a '{small_site}' '{site}'")
+    shutil.copytree(small_site, site)
     gp = site / "gp_registrations.csv"
     for (column, bad), row in zip(ROW_BREAKS.values(), (3, 30, 300, 1_000), strict=True):
         _set_rows(gp, column, bad, rows=(row,))
@@ -401,7 +401,7 @@ def test_rejected_rows_are_set_aside_with_their_reason_and_counted(small_site: P
 def test_strict_makes_any_reject_fatal(small_site: Path, linked_once: Path, tmp_path: Path) -> None:
     site = _site_with_bad_rows(small_site, tmp_path)
     out = tmp_path / "cohort"
-    os.system(f"cp -a '{linked_once}' '{out}'")
+    shutil.copytree(linked_once, out)
     before = _digests(out)
     result = CliRunner().invoke(cli, ["-q", "link", str(site / "site.toml"), "--out", str(out), "--strict"])
     assert result.exit_code == 1
@@ -417,7 +417,7 @@ def test_strict_makes_any_reject_fatal(small_site: Path, linked_once: Path, tmp_
 
 def test_the_reject_share_is_configurable(small_site: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
-    os.system(f"cp -a '{small_site}' '{site}'")
+    shutil.copytree(small_site, site)
     _set_rows(site / "gp_registrations.csv", "Registration_Date", "31/02/2023", every=10)
     config = site / "site.toml"
     config.write_text(config.read_text() + "\n[validation]\nmax_reject_share = 0.2\n")
@@ -429,7 +429,7 @@ def test_the_reject_share_is_configurable(small_site: Path, tmp_path: Path) -> N
 
 def test_a_field_marked_invalid_missing_keeps_the_row_without_the_value(small_site: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
-    os.system(f"cp -a '{small_site}' '{site}'")
+    shutil.copytree(small_site, site)
     _set_rows(site / "gp_registrations.csv", "Birth_Year", "1850", every=10)
     config = site / "site.toml"
     config.write_text(config.read_text().replace('birth_year = "Birth_Year"',
@@ -460,7 +460,7 @@ def test_a_refresh_keeps_ids_and_records_what_changed(small_site: Path, tmp_path
 
     def month(name: str, without: int, mistyped: int | None) -> Path:
         site = tmp_path / name
-        os.system(f"cp -a '{small_site}' '{site}'")
+        shutil.copytree(small_site, site)
         for source, file in files.items():
             drop = truth.filter((pl.col("person") == without) & (pl.col("source") == source))["record_id"]
             frame = pl.read_csv(site / file, infer_schema=False).filter(~pl.col(ids[source]).is_in(drop.implode()))
@@ -531,7 +531,7 @@ def test_a_refresh_keeps_ids_and_records_what_changed(small_site: Path, tmp_path
 
 def test_previous_may_be_the_output_folder_itself(small_site: Path, linked_once: Path, tmp_path: Path) -> None:
     out = tmp_path / "cohort"
-    os.system(f"cp -a '{linked_once}' '{out}'")
+    shutil.copytree(linked_once, out)
     before = pl.read_parquet(out / "person_index.parquet")
     result = CliRunner().invoke(cli, ["-q", "link", str(small_site / "site.toml"), "--out", str(out),
                                       "--previous", str(out)])
@@ -542,7 +542,7 @@ def test_previous_may_be_the_output_folder_itself(small_site: Path, linked_once:
 
 def test_a_previous_folder_that_was_changed_is_refused(small_site: Path, linked_once: Path, tmp_path: Path) -> None:
     old = tmp_path / "old"
-    os.system(f"cp -a '{linked_once}' '{old}'")
+    shutil.copytree(linked_once, old)
     index = pl.read_parquet(old / "person_index.parquet")
     index.with_columns(pl.lit("P0").alias("person_id")).write_parquet(old / "person_index.parquet")
     result = CliRunner().invoke(cli, ["-q", "link", str(small_site / "site.toml"), "--out", str(tmp_path / "new"),

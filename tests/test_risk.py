@@ -170,8 +170,16 @@ def test_explanations_add_up_to_the_calibrated_log_odds(kind: str) -> None:
     np.testing.assert_allclose(base + parts.sum(axis=1), model.log_odds(x[:500]), atol=1e-9)
     p = model.predict(x[:500])
     np.testing.assert_allclose(p, 1 / (1 + np.exp(-model.log_odds(x[:500]))), atol=1e-12)
-    # The model learnt the signal: emergency admissions raise risk.
-    assert model.factors.index("emergency admissions") >= 0
+    # The model learnt the signal: emergency admissions raise risk. More admissions, everything else
+    # the same, give a higher mean risk, and the factor's contribution is positive for the people
+    # with the most admissions and negative for those with the fewest.
+    admissions = next(j for j, f in enumerate(features) if f.name == "emergency_admissions_90d")
+    more = x[:500].copy()
+    more[:, admissions] += 1.0
+    assert model.predict(more).mean() > p.mean() + 0.01
+    factor = model.factors.index("emergency admissions")
+    top, bottom = np.quantile(x[:500, admissions], [0.9, 0.1])
+    assert parts[x[:500, admissions] >= top, factor].mean() > 0 > parts[x[:500, admissions] <= bottom, factor].mean()
     again = RiskModel.from_json(json.loads(json.dumps(model.to_json())))
     np.testing.assert_allclose(again.predict(x[:500]), p, atol=1e-12)
 

@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from conftest import write_config
 from linkcare.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,9 +140,7 @@ def test_spark_writes_the_same_link_report(linked: tuple[Path, Path]) -> None:
 def test_spark_carries_person_ids_over_as_the_local_engine(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # Last month's run linked the sample at a stricter threshold, so this month's people merge some
     # of last month's: both engines must carry the same IDs over and record the same lineage.
-    strict = tmp_path / "strict.toml"
-    strict.write_text(SAMPLE.read_text().replace("threshold = 0.95", "threshold = 0.9999")
-                      .replace('"../sample_data/', f'"{ROOT / "sample_data"}/'))
+    strict = write_config(SAMPLE, tmp_path / "strict.toml", replace={"threshold = 0.95": "threshold = 0.9999"})
     runner = CliRunner()
     before = runner.invoke(cli, ["-q", "link", str(strict), "--out", str(tmp_path / "before")])
     assert before.exit_code == 0, before.output
@@ -177,15 +176,12 @@ def test_spark_link_only_sorted_neighbourhood_and_one_to_one(spark, small_site: 
                                                              tmp_path: Path) -> None:
     """Another link type, a sorted-neighbourhood pass and one-to-one between two sources: the same pairs
     (with their levels and decisions) and the same people."""
-    text = (small_site / "site.toml").read_text()
-    text = text.replace('link_type = "link_and_dedupe"', 'link_type = "link_only"').replace(
-        'blocking = [["nhs"], ["la_id"], ["birth_year", "birth_month", "area"]]',
+    config = write_config(small_site / "site.toml", tmp_path / "variant.toml", replace={
+        'link_type = "link_and_dedupe"': 'link_type = "link_only"',
+        'blocking = [["nhs"], ["la_id"], ["birth_year", "birth_month", "area"]]':
         'blocking = [["nhs"], ["birth_year", "birth_month", "area"]]\n'
         'sorted_neighbourhood = [{ field = "area", window = 3, block = ["birth_year", "sex"] }]\n'
-        'one_to_one = ["gp", "social_care"]')
-    assert "sorted_neighbourhood" in text
-    config = small_site / "variant_spark.toml"
-    config.write_text(text)
+        'one_to_one = ["gp", "social_care"]'})
     runner = CliRunner()
     for engine in ("local", "spark"):
         result = runner.invoke(cli, ["-q", "link", str(config), "--out", str(tmp_path / engine), "--engine", engine])
@@ -225,9 +221,7 @@ def test_engine_spark_without_pyspark_says_how_to_install(monkeypatch: pytest.Mo
      'not an array; e.g. [engine.spark] "spark.executor.memory" = "4g"'),
 ])
 def test_a_bad_engine_table_is_a_config_error(tmp_path: Path, table: str, message: str) -> None:
-    text = SAMPLE.read_text().replace("../sample_data/", str(ROOT / "sample_data") + "/") + "\n" + table + "\n"
-    config = tmp_path / "site.toml"
-    config.write_text(text)
+    config = write_config(SAMPLE, tmp_path / "site.toml", extra="\n" + table + "\n")
     commands = [["validate", str(config)]]
     if HAVE_PYSPARK:  # without PySpark, --engine spark stops before reading the config
         commands.append(["link", str(config), "--out", str(tmp_path / "out"), "--engine", "spark"])
