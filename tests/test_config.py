@@ -283,7 +283,7 @@ def test_link_only_needs_two_sources(site: Path) -> None:
          "engine"),
         ('id = "Patient_ID"', 'idd = "Patient_ID"\nid = "Patient_ID"', "sources[0].idd: unknown "
          "key; did you mean 'id'? allowed keys: name, path, format, id, kind, delimiter, fields, "
-         "events"),
+         "events, attach"),
         ('part = "year"', 'part = "year", colum = "x"', "sources[1].fields.birth_year.colum: "
          "unknown key; did you mean 'column'? allowed keys: column, format, part, values, pattern, invalid"),
         ("threshold = 0.9", "threshold = 0.9\nthresold = 0.8", "linkage.thresold: unknown key; "
@@ -441,7 +441,7 @@ def test_validate_reports_config_and_data_problems_in_one_run(site: Path) -> Non
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         "Error: site.toml: sources[1].idd: unknown key; did you mean 'id'? allowed keys: name, "
-        "path, format, id, kind, delimiter, fields, events",
+        "path, format, id, kind, delimiter, fields, events, attach",
         f"Error: source 'gp': {site / 'gp.csv'}: file not found; check the source's path "
         "(relative to the config)",
         f"Error: source 'apc': fields.sex: column 'GENDER' not found in {site / 'data/apc.csv'} "

@@ -113,4 +113,26 @@ def persons(decided: NodeDecisions, per_node: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(data).sort("person_id")
 
 
-__all__ = ["NodeDecisions", "node_persons", "person_index", "persons", "weighted_mode"]
+#: The attach step's decision for every record of an unplaced cluster that had a candidate person.
+ATTACHMENTS_NAME = "attachments.parquet"
+ATTACHMENT_COLUMNS = {"source": pl.String, "record_id": pl.String, "person_id": pl.String,
+                      "candidate_person_id": pl.String, "posterior": pl.Float64, "none": pl.Float64,
+                      "candidates": pl.Int64, "attached": pl.Boolean}
+
+
+def attachments(decided: pl.DataFrame, record_node: pl.DataFrame, per_node: pl.DataFrame) -> pl.DataFrame:
+    """Return attachments.parquet: per record of an unplaced cluster with a candidate person, its
+    person, its likeliest candidate's person, that candidate's posterior, the posterior that it is
+    none of them, the candidates and whether it was attached. `decided` holds node, candidate_node,
+    posterior, none, candidates and attached; `per_node` each node's person_id."""
+    ids = per_node.select("node", "person_id")
+    return (decided.join(ids, on="node", how="left")
+            .join(ids.rename({"node": "candidate_node", "person_id": "candidate_person_id"}), on="candidate_node",
+                  how="left")
+            .join(record_node, on="node", how="inner")
+            .select(list(ATTACHMENT_COLUMNS)).cast(ATTACHMENT_COLUMNS)  # type: ignore[arg-type]
+            .sort("source", "record_id"))
+
+
+__all__ = ["ATTACHMENTS_NAME", "ATTACHMENT_COLUMNS", "NodeDecisions", "attachments", "node_persons", "person_index",
+           "persons", "weighted_mode"]

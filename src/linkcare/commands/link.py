@@ -196,6 +196,8 @@ def _write_link_manifest(folder: Path, config: Config, options: LinkOptions, inp
         "blocking": list(pass_pairs),
         "stages": stages.stages,
     }
+    if written.attach is not None:
+        facts["attach"] = written.attach
     where = engine.facts()
     if where is not None:
         facts["engine"] = where

@@ -69,6 +69,8 @@ class Source:
     #: event key -> column, glob, or tuple of columns; the kind's defaults merged with overrides.
     #: An empty tuple means the extract does not have that (optional) event attribute.
     events: Mapping[str, str | tuple[str, ...]] = field(hash=False)
+    #: The attach step may place this source's records that no exact rule could place (linkcare.linkage.attach).
+    attach: bool = True
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from linkcare.config.toml import (
     type_name,
 )
 
-SOURCE_KEYS = ("name", "path", "format", "id", "kind", "delimiter", "fields", "events")
+SOURCE_KEYS = ("name", "path", "format", "id", "kind", "delimiter", "fields", "events", "attach")
 FIELD_KEYS = ("column", "format", "part", "values", "pattern", "invalid")
 VALIDATION_KEYS = ("max_reject_share", "min_birth_year")
 NAME = re.compile(r"^[a-z0-9_]+$")
@@ -113,6 +113,10 @@ def _check_source(t: Mapping[str, Any], where: str, base: Path, p: KeyProblems) 
         fields, names = _check_fields(t["fields"], f"{where}.fields", p)
 
     events = _check_events(t.get("events"), f"{where}.events", kind, p)
+    attach = t.get("attach", True)
+    if not isinstance(attach, bool):
+        p.add(f"{where}.attach", f"must be true or false, not {type_name(attach)}; e.g. attach = false")
+        attach = True
     source = None
     if path is not None and fmt is not None:
         source = Source(
@@ -124,6 +128,7 @@ def _check_source(t: Mapping[str, Any], where: str, base: Path, p: KeyProblems) 
             delimiter=delimiter,
             fields=MappingProxyType(fields),
             events=MappingProxyType(events),
+            attach=attach,
         )
     return SourceDraft(source, names)
 

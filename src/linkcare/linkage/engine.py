@@ -64,6 +64,8 @@ class CohortWritten:
     shares: list[dict[str, Any]]
     #: the lineage table when person IDs were carried over from a previous run, else None
     lineage: pl.DataFrame | None
+    #: what the attach step measured on its trials and did (linkcare.linkage.attach), when it ran
+    attach: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,24 @@ from linkcare.cohort.equity import (
 )
 from linkcare.cohort.events import write_events
 from linkcare.cohort.lineage import read_previous
-from linkcare.cohort.persons import NodeDecisions, node_persons, person_index, persons
+from linkcare.cohort.persons import ATTACHMENTS_NAME, NodeDecisions, attachments, node_persons, person_index, persons
 from linkcare.config import Config
 from linkcare.errors import ConfigError
-from linkcare.linkage.attach import activity_shape, attach_unplaced, owner_among_candidates, placed_nodes
+from linkcare.linkage.attach import (
+    AttachPrior,
+    activity_weights,
+    attach_decisions,
+    attach_facts,
+    choose_attachments,
+    fit_prior,
+    log_attach_prior,
+    orphan_candidates,
+    orphan_rows,
+    pass_masks,
+    placed_nodes,
+    prior_columns,
+)
+from linkcare.linkage.attach_check import attach_trials
 from linkcare.linkage.blocking import (
     BlockPlan,
     candidate_pairs,
@@ -98,6 +112,7 @@ class LocalCompared:
     """The candidate pairs left to score (node pairs and packed patterns) and the counts that train EM."""
 
     clusters: LocalClusters
+    plans: list[BlockPlan]
     fields: list[FieldData]
     patterns: PatternCodec
     sessions: Sessions
@@ -117,6 +132,10 @@ class LocalDecisions:
     weight_histogram: np.ndarray
     model: MatchModel
     pass_pairs: list[dict[str, int | str]]
+    #: per unplaced cluster with candidates: its nodes, its likeliest candidate (a node of it), that
+    #: candidate's posterior, the posterior of none, the candidates and whether it was attached
+    attach: pl.DataFrame | None = None
+    attach_prior: AttachPrior | None = None
 
 
 class LocalEngine:
@@ -133,7 +152,7 @@ class LocalEngine:
         return read_records(self.config, strict)
 
     def reduce(self, records: Records) -> LocalNodes:
-        nodes = reduce_records(records)
+        nodes = reduce_records(records, self.config.linkage.deterministic)
         check_pseudonymisation_keys(nodes)
         log.info("%s records reduce to %s distinct identifier tuples", f"{records.frame.height:,}", f"{nodes.n:,}")
         return LocalNodes(nodes, encode_fields(nodes.frame, nodes.fields), source_codes(nodes.frame),
@@ -186,8 +205,9 @@ class LocalEngine:
         pass_pairs: list[dict[str, int | str]] = [
             {"blocking": plan.label, "pairs": plan.pairs, "new_pairs": int(new_per_pass[i])}
             for i, plan in enumerate(plans.plans)]
-        return LocalCompared(clusters, fields, patterns, sessions, candidates, _joined(kept_left, np.int32),
-                             _joined(kept_right, np.int32), _joined(kept_codes, patterns.dtype), pass_pairs)
+        return LocalCompared(clusters, plans.plans, fields, patterns, sessions, candidates,
+                             _joined(kept_left, np.int32), _joined(kept_right, np.int32),
+                             _joined(kept_codes, patterns.dtype), pass_pairs)
 
     def _tasks(self, plans: LocalPlans, indexer: str, new_per_pass: np.ndarray,
                ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
@@ -235,8 +255,9 @@ class LocalEngine:
         probability = np.zeros(nodes.n)
         np.maximum.at(probability, left[accepted], scored.accepted_probability)
         np.maximum.at(probability, right[accepted], scored.accepted_probability)
+        attach, prior = None, None
         if lk.deterministic:
-            person = self._attach(compared, scored, person, placed, el, er, probability)
+            person, attach, prior = self._attach(compared, scored, model, person, placed, el, er, probability)
         # Records sharing every identifier (one node) or joined by an exact rule are deterministic.
         person_size = np.bincount(person)[person]
         exact = (clusters.size[clusters.cluster] > 1) | ((person_size == 1) & (nodes.records > 1))
@@ -247,7 +268,7 @@ class LocalEngine:
             compared.pattern[k]), scored.kept_weight, scored.kept_probability, scored.kept_accepted)
         decided = NodeDecisions(nodes.nodes.frame, nodes.nodes.record_node, nodes.nodes.fields, person, stage,
                                 probability, nodes.codes)
-        return LocalDecisions(decided, pairs, scored.weight_histogram, model, compared.pass_pairs)
+        return LocalDecisions(decided, pairs, scored.weight_histogram, model, compared.pass_pairs, attach, prior)
 
     def _one_to_one(self, scored: Scored, left: np.ndarray, right: np.ndarray, nodes: LocalNodes) -> np.ndarray:
         """Return the accepted pairs that one_to_one keeps, updating `scored` to match."""
@@ -259,25 +280,37 @@ class LocalEngine:
         scored.kept_accepted &= ~np.isin(scored.kept, acc[~keep])
         return acc[keep]
 
-    def _attach(self, compared: LocalCompared, scored: Scored, person: np.ndarray, placed: np.ndarray,
-                el: np.ndarray, er: np.ndarray, probability: np.ndarray) -> np.ndarray:
-        """Return the people after attaching unplaced clusters to existing people (linkcare.linkage.attach),
-        raising `probability` of the attached nodes to their posterior."""
-        lk, clusters = self.config.linkage, compared.clusters
-        nodes = clusters.nodes
-        among = owner_among_candidates(nodes.codes, lk.blocking, clusters.cluster, clusters.size, nodes.src,
-                                       nodes.records, placed)
-        log.debug("chance an owner is among the candidates, per source: %s", np.unique(among).round(4))
-        alpha = activity_shape(clusters.cluster[placed], nodes.src[placed], nodes.records[placed])
-        log.debug("records per person, gamma shape per source: %s", alpha.round(3))
+    def _attach(self, compared: LocalCompared, scored: Scored, model: MatchModel, person: np.ndarray,
+                placed: np.ndarray, el: np.ndarray, er: np.ndarray,
+                probability: np.ndarray) -> tuple[np.ndarray, pl.DataFrame, AttachPrior]:
+        """Return the people after attaching unplaced clusters to existing people or to none
+        (linkcare.linkage.attach), what was decided per unplaced cluster, and the prior measured on
+        the trials; `probability` of the attached nodes is raised to their posterior."""
+        lk, nodes = self.config.linkage, compared.clusters.nodes
+        names = sorted(nodes.nodes.frame["source"].unique().to_list())
+        placed_cluster = np.bincount(person, weights=placed.astype(np.float64)) > 0
+        anchored = placed_cluster[person]
+        weights, people = activity_weights(person[anchored], nodes.src[anchored], nodes.records[anchored],
+                                           len(names))
+        trials = attach_trials(compared.plans, compared.fields, model, nodes.codes, nodes.src, nodes.records, person,
+                               placed, lk.link_type, lk.threshold, lk.seed)
+        allowed = np.array([self.config.source(name).attach for name in names])
+        prior = fit_prior(trials, weights, people, allowed, lk.threshold)
+        log_attach_prior(prior, names)
         o = scored.orphan
-        al, ar, ap = attach_unplaced(person, placed, nodes.src, nodes.records, compared.left[o], compared.right[o],
-                                     scored.orphan_bf, among, lk.threshold, alpha)
+        rows = orphan_candidates(person, placed_cluster, compared.left[o], compared.right[o], scored.orphan_bf)
+        masks = pass_masks({f: code >= 0 for f, code in nodes.codes.items()}, [p.key for p in compared.plans])
+        rows = prior_columns(orphan_rows(rows, person, nodes.src, nodes.records, masks), prior)
+        chosen = choose_attachments(rows, lk.threshold, prior.temperature)
+        al, ar, ap = (chosen[c].to_numpy() for c in ("orphan_node", "other_node", "posterior"))
         log.info("attached %s unplaced clusters to existing people", f"{al.size:,}")
+        decided = attach_decisions(rows, chosen, person, prior.temperature)
         if not al.size:
-            return person
+            return person, decided, prior
+        # An attachment joins its two nodes as an accepted pair does: both are linked at its posterior.
         np.maximum.at(probability, al, ap)
-        return components(nodes.n, np.concatenate([el, al]), np.concatenate([er, ar]))
+        np.maximum.at(probability, ar, ap)
+        return components(nodes.n, np.concatenate([el, al]), np.concatenate([er, ar])), decided, prior
 
     def write_cohort(self, decisions: LocalDecisions, folder: Path, key: bytes,
                      previous: Path | None) -> tuple[CohortWritten, LinkReportData]:
@@ -291,7 +324,10 @@ class LocalEngine:
         people.write_parquet(folder / "persons.parquet")
         n_people = people.height
         persons_for_report = report_persons(config, people, per_node)  # the report needs them after events
-        del people, per_node
+        del people
+        if decisions.attach is not None:
+            attachments(decisions.attach, decided.record_node, per_node).write_parquet(folder / ATTACHMENTS_NAME)
+        del per_node
         write_events(config, index, folder / "events.parquet")
         decisions.pairs.write_parquet(folder / "pairs.parquet")
         shares = index.group_by("source").agg(
@@ -300,7 +336,10 @@ class LocalEngine:
             (pl.col("match_stage") == "probabilistic").sum().alias("probabilistic"),
         ).sort("source")
         accepted = int(decisions.pairs["accepted"].sum()) if decisions.pairs.height else 0
-        written = CohortWritten(n_people, int(decisions.pairs.height), accepted, shares.to_dicts(), lineage)
+        prior = decisions.attach_prior
+        names = sorted(decided.frame["source"].unique().to_list())
+        written = CohortWritten(n_people, int(decisions.pairs.height), accepted, shares.to_dicts(), lineage,
+                                None if prior is None else attach_facts(prior, names))
         return written, self._report_data(decisions, persons_for_report, folder / "events.parquet")
 
     def _report_data(self, decisions: LocalDecisions, persons: pl.DataFrame, events: Path) -> LinkReportData:

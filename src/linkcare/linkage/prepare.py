@@ -82,20 +82,36 @@ class Nodes:
         return self.frame.height
 
 
-def reduce_records(records: Records) -> Nodes:
+def reduce_records(records: Records, rules: tuple[tuple[str, ...], ...]) -> Nodes:
     """Return the distinct (source, fields…) tuples as numbered nodes, and each record's node.
 
-    Nodes are numbered in order of (source, smallest record id), so the numbering does not depend
-    on the order of rows in the extracts.
+    Only records that hold every field of an exact rule share a node with their identical records:
+    the rule says such records are one person. Records identical in fields that do not identify
+    anyone (sex and birth year, say) are not evidence of one person, so each is a node of its own,
+    compared and decided like any other record. Nodes are numbered in order of (source, smallest
+    record id), so the numbering does not depend on the order of rows in the extracts.
     """
-    keys = ["source", *records.fields]
-    grouped = (records.frame.group_by(keys)
+    keys = ["source", *records.fields, SINGLE]
+    grouped = (records.frame.with_columns(single_key(rules))
+               .group_by(keys)
                .agg(pl.len().alias("records"), pl.col("record_id").min().alias("first_id"),
                     pl.col("record_id").alias("record_ids"))
                .sort(["source", "first_id"]).with_row_index("node").with_columns(pl.col("node").cast(pl.Int64)))
     record_node = (grouped.select("node", "source", pl.col("record_ids").alias("record_id"))
                    .explode("record_id").select("source", "record_id", "node"))
-    return Nodes(grouped.drop("record_ids"), record_node, records.fields)
+    return Nodes(grouped.drop("record_ids", SINGLE), record_node, records.fields)
+
+
+#: The column that keeps a record that holds no exact rule's fields a node of its own.
+SINGLE = "_single"
+
+
+def single_key(rules: tuple[tuple[str, ...], ...]) -> pl.Expr:
+    """Return the SINGLE column: null for a record holding every field of some exact rule (it may
+    share a node), else its record id (a node of its own)."""
+    placed = pl.any_horizontal([pl.all_horizontal([pl.col(f).is_not_null() for f in rule]) for rule in rules]) \
+        if rules else pl.lit(False)
+    return pl.when(placed).then(pl.lit(None, pl.String)).otherwise(pl.col("record_id")).alias(SINGLE)
 
 
 #: Two sources whose NHS tokens overlap less than this while their other identifiers overlap more than
