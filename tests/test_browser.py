@@ -84,7 +84,7 @@ def _screenshot(driver: Any, path: Path) -> None:
 
 
 SECTIONS = {
-    "link": ["sources", "blocking", "weights", "model", "equity", "borderline"],
+    "link": ["sources", "blocking", "weights", "precision", "model", "unlinkables", "clusters", "equity", "borderline"],
     "stratify": ["distribution", "performance", "subgroups", "factors"],
     "train": ["performance", "subgroups", "factors"],
 }
@@ -107,6 +107,9 @@ def test_report_renders_offline_without_errors(browser: Any, reports: dict[str, 
         assert heading.is_displayed() and heading.text.strip()
     plots = browser.find_elements(By.CSS_SELECTOR, "figure[data-plot] svg")
     assert len(plots) >= len(SECTIONS[name])
+    if name == "link":  # one plot in each section of the link report
+        for section in SECTIONS[name]:
+            assert len(browser.find_elements(By.CSS_SELECTOR, f"section#{section} figure[data-plot] svg")) == 1, section
     for plot in plots:  # each plot is drawn: it has a size on the page and marks inside it
         assert plot.size["width"] > 100 and plot.size["height"] > 50
         assert len(plot.find_elements(By.CSS_SELECTOR, "path, rect, line, polyline")) > 3

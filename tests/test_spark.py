@@ -130,10 +130,15 @@ def test_spark_writes_the_same_link_report(linked: tuple[Path, Path]) -> None:
     local, on_spark = (p / "link_report.html" for p in linked)
     assert on_spark.is_file()
     mine, theirs = _report_tables(on_spark), _report_tables(local)
-    assert list(mine) == ["sources", "blocking", "weights", "model", "equity", "borderline"]
-    assert mine == theirs  # every table of every section: counts, groups, weights, borderline pairs
+    assert list(mine) == ["sources", "blocking", "weights", "precision", "model", "unlinkables", "clusters", "equity",
+                          "borderline"]
+    # Every table of every section: counts, groups, weights, expected precision and recall, unlinkable
+    # records, cluster sizes and flags, borderline pairs.
+    assert mine == theirs
+    for name in ("precision", "unlinkables", "clusters"):
+        assert len(mine[name]) > 3, name
     figures = [len(re.findall("<figure data-plot=", p.read_text(encoding="utf-8"))) for p in (on_spark, local)]
-    assert figures[0] == figures[1] > 5
+    assert figures[0] == figures[1] == 9
 
 
 @needs_spark

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from linkcare.linkage.model import MatchModel
+from linkcare.linkage.quality import ThresholdCurve
 from linkcare.sources.checks import SourceRejects
 
 #: Candidate pairs a pass trains its EM session on, at most (a seeded sample of them beyond it).
@@ -82,6 +83,12 @@ class LinkReportData:
     nodes: pl.DataFrame
     #: why there are no deprivation quintiles, if there are none
     deprivation_note: str
+    #: records per source and reach (linkcare.linkage.quality.REACH), and per field the records missing it
+    reach: pl.DataFrame
+    #: expected true and false matches among the scored pairs at or above each threshold
+    curve: ThresholdCurve
+    #: people per records, sources and `merged` (more than one record from one gp_registrations source)
+    sizes: pl.DataFrame
 
 
 R = TypeVar("R", bound=ReadFacts)

@@ -60,6 +60,16 @@ from linkcare.linkage.compare import FieldData, field_data
 from linkcare.linkage.engine import TRAIN_PAIRS_PER_PASS, CohortWritten, LinkReportData
 from linkcare.linkage.model import MatchModel, PatternCodec, PatternCounts
 from linkcare.linkage.prepare import Nodes, Records, check_pseudonymisation_keys, read_records, reduce_records
+from linkcare.linkage.quality import (
+    ThresholdCurve,
+    pair_sums,
+    reach_counts,
+    reach_fields,
+    size_counts,
+    threshold_curve,
+    threshold_grid,
+    with_value_counts,
+)
 from linkcare.linkage.scoring import Scored, pairs_frame, score_pairs, total_pairs
 from linkcare.linkage.train import Sessions, estimate_u, fit_fellegi_sunter, fit_recordlinkage
 from linkcare.linkage.workers import ComparePool
@@ -356,7 +366,22 @@ class LocalEngine:
         people = person_groups(config, persons.rename({"cluster": "key"}), ethnicity_of(config, events), deprivation)
         nodes = combine_groups(own, people, deprivation is not None)
         return LinkReportData(decisions.model, decisions.pass_pairs, decisions.weight_histogram,
-                              decisions.pairs.lazy(), nodes, why)
+                              decisions.pairs.lazy(), nodes, why, *self._quality(decisions))
+
+    def _quality(self, decisions: LocalDecisions) -> tuple[pl.DataFrame, ThresholdCurve, pl.DataFrame]:
+        """Return the report's reach per source, threshold curve and people per size (linkcare.linkage.quality)."""
+        lk, decided = self.config.linkage, decisions.decided
+        frame, tf_totals = with_value_counts(decided.frame, decisions.model.comparisons)
+        reach = reach_counts(decisions.model, lk.deterministic, lk.threshold, reach_fields(self.config), frame,
+                             tf_totals)
+        grid = threshold_grid(lk.threshold, lk.pairs_min_probability)
+        pairs = decisions.pairs
+        sums = pair_sums(pairs["match_weight"].to_numpy(), pairs["match_probability"].to_numpy(), grid)
+        curve = threshold_curve(sums, decisions.weight_histogram, grid, lk.pairs_min_probability)
+        spines = [s.name for s in self.config.sources if s.kind == "gp_registrations"]
+        sizes = size_counts(pl.DataFrame({"key": decided.person, "source": decided.frame["source"],
+                                          "records": decided.frame["records"]}), spines)
+        return reach, curve, sizes
 
     def write_rejects(self, nodes: LocalNodes, name: str, path: Path) -> None:
         nodes.rejects[name].frame.write_parquet(path)

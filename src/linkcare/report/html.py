@@ -56,6 +56,17 @@ def new_figure(width: float = 7.0, height: float = 3.6, ncols: int = 1) -> tuple
     return fig, ax
 
 
+def log_scale(ax: Any, which: str) -> None:
+    """Put a log scale on the x or y axis (`which`) of matplotlib axes, labelled with plain numbers
+    ("1,000"): the default labels are typeset as powers of ten, which takes most of a plot's drawing time."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def svg(fig: Any) -> str:
     """Return a matplotlib figure as an inline <svg> element.
 
@@ -114,6 +125,23 @@ class Report:
         """Return a count of people as it may be published."""
         return self.disclosure.show(int(n))
 
+    def shown(self, whole: int) -> bool:
+        """Return whether a group of `whole` is large enough for a share of it to be published."""
+        return whole > 0 and whole >= self.disclosure.threshold
+
+    def share(self, part: int, whole: int) -> str:
+        """Return part/whole as a percentage, "suppressed" for a group below the disclosure threshold,
+        or "–" for an empty one."""
+        if whole == 0:
+            return "–"
+        if not self.shown(whole):
+            return "suppressed"
+        return f"{part / whole:.1%}"
+
+    def published(self, n: int) -> int:
+        """Return a count of people or records as it may be drawn in a plot: rounded, 0 if suppressed."""
+        return self.disclosure.value(int(n)) or 0
+
     def section(self, anchor: str, title: str, *parts: str) -> None:
         self.sections.append((anchor, title, "".join(parts)))
 
@@ -135,4 +163,4 @@ class Report:
         return len(text.encode("utf-8"))
 
 
-__all__ = ["Report", "escape", "figure", "new_figure", "note", "svg", "table"]
+__all__ = ["Report", "escape", "figure", "log_scale", "new_figure", "note", "svg", "table"]

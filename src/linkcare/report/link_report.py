@@ -8,7 +8,14 @@ Sections (their ids are stable; tests look for them):
 - `blocking`: candidate pairs and new pairs per blocking pass;
 - `weights`: the match weights of every scored pair (a histogram the link stage keeps with fixed
   bins, since pairs.parquet holds only the likelier pairs), with the threshold;
+- `precision`: expected precision and recall of the scored pairs against the threshold, estimated
+  from their match probabilities without labels, as a curve and at a few thresholds;
 - `model`: m, u and the weight of every comparison level per field;
+- `unlinkables`: per source, the records whose best possible match weight, even against an
+  identical record, cannot reach the threshold: those an exact rule can still place and those that
+  cannot link at all, with the fields they lack;
+- `clusters`: records and sources per person, with unusually large people flagged (more than one
+  record from one gp_registrations source, or far out in the tail; see linkcare.linkage.quality);
 - `equity`: the linked share by source, age band, sex, ethnicity and deprivation quintile, with the
   groups well below the overall share named;
 - `borderline`: a seeded sample of pairs near the threshold, as comparison levels only.
@@ -40,7 +47,8 @@ from linkcare.config import Comparison, Config, config_hash
 from linkcare.linkage.engine import LinkReportData
 from linkcare.linkage.model import MatchModel
 from linkcare.linkage.scoring import WEIGHT_EDGES
-from linkcare.report.html import Report, figure, new_figure, note, table
+from linkcare.report.html import Report, figure, log_scale, new_figure, note, table
+from linkcare.report.link_quality import clusters, precision, threshold_weight, unlinkables
 
 REPORT_NAME = "link_report.html"
 BORDERLINE_SAMPLE = 20
@@ -63,33 +71,18 @@ def write_link_report(path: Path, config: Config, data: LinkReportData, inputs: 
              *[(f"input {i['source']}", f"{i['file']} (SHA-256 {str(i['sha256'])[:12]}, {show(int(i['rows']))} rows)")
                for i in inputs],
              ("linkage model", f"{data.model.trained_by}, threshold {threshold:g} "
-                               f"(match weight {_weight(threshold):.2f})")]
+                               f"(match weight {threshold_weight(threshold):.2f})")]
     report = Report("linkcare link report", facts, config.disclosure, when)
     _sources(report, data.nodes, inputs, n_people)
     _blocking(report, data)
     _weights(report, data, threshold, config.linkage.pairs_min_probability)
+    precision(report, config, data)
     _model(report, data.model)
+    unlinkables(report, config, data)
+    clusters(report, config, data)
     _equity(report, data.nodes, data.deprivation_note)
     _borderline(report, data, threshold, config.linkage.seed)
     return report.write(path)
-
-
-def _weight(probability: float) -> float:
-    """Return the match weight (log2 odds) of a probability."""
-    return math.log2(probability / (1.0 - probability))
-
-
-def _share(report: Report, part: int, whole: int) -> str:
-    """Return part/whole as a percentage, or "suppressed" for a group below the disclosure threshold."""
-    if whole == 0:
-        return "–"
-    if whole < report.disclosure.threshold:
-        return "suppressed"
-    return f"{part / whole:.1%}"
-
-
-def _shown(report: Report, whole: int) -> bool:
-    return whole > 0 and whole >= report.disclosure.threshold
 
 
 # --- sections ---------------------------------------------------------------------------------------------
@@ -106,14 +99,14 @@ def _sources(report: Report, nodes: pl.DataFrame, inputs: Sequence[Mapping[str, 
         c = counts.get(name, dict.fromkeys(STAGES, 0))
         records = sum(c.values())
         rows.append((name, report.count(int(i["rows"])), report.count(int(i["rejected"])),
-                     *[report.count(c[s]) for s in STAGES], _share(report, records - c["unlinked"], records)))
-        if _shown(report, records):
+                     *[report.count(c[s]) for s in STAGES], report.share(records - c["unlinked"], records)))
+        if report.shown(records):
             shares[name] = [c[s] / records for s in STAGES]
         for key, value in (("rows", int(i["rows"])), ("rejected", int(i["rejected"])), *c.items()):
             total[key] += value
     records = sum(total[s] for s in STAGES)
     rows.append(("all sources", report.count(total["rows"]), report.count(total["rejected"]),
-                 *[report.count(total[s]) for s in STAGES], _share(report, records - total["unlinked"], records)))
+                 *[report.count(total[s]) for s in STAGES], report.share(records - total["unlinked"], records)))
     fig, ax = new_figure(7.0, 0.45 * len(shares) + 1.4)
     left = np.zeros(len(shares))
     names = list(shares)
@@ -149,7 +142,7 @@ def _blocking(report: Report, data: LinkReportData) -> None:
     ax.set_yticks(y, [str(p["blocking"]) for p in passes])
     ax.invert_yaxis()
     if passes and min(int(p["pairs"]) for p in passes) > 0:
-        ax.set_xscale("log")
+        log_scale(ax, "x")
         ax.set_xlabel("candidate pairs of distinct identifier tuples (log scale)")
     else:
         ax.set_xlabel("candidate pairs of distinct identifier tuples")
@@ -176,15 +169,15 @@ def _weights(report: Report, data: LinkReportData, threshold: float, min_probabi
     scored = int(counts.sum())
     totals = data.pairs.select(pl.len().alias("kept"), pl.col("accepted").cast(pl.Int64).sum()).collect()
     kept, accepted = int(totals["kept"][0]), int(totals["accepted"][0] or 0)
-    cut = _weight(threshold)
+    cut = threshold_weight(threshold)
     fig, ax = new_figure(7.0, 3.4)
     ax.bar(WEIGHT_EDGES[:-1], counts, width=np.diff(WEIGHT_EDGES), align="edge", color="#005eb8",
            label="scored pairs")
     if scored:
-        ax.set_yscale("log")
+        log_scale(ax, "y")
     ax.axvline(cut, color="#d5281b", linestyle="--", label=f"threshold {threshold:g} (weight {cut:.2f})")
     if min_probability > 0:
-        ax.axvline(_weight(min_probability), color="#768692", linestyle=":",
+        ax.axvline(threshold_weight(min_probability), color="#768692", linestyle=":",
                    label=f"kept in pairs.parquet from probability {min_probability:g}")
     ax.set_xlim(WEIGHT_EDGES[0], WEIGHT_EDGES[-1])
     ax.set_xlabel("match weight (log2 odds of a match)")
@@ -269,8 +262,8 @@ def _equity(report: Report, nodes: pl.DataFrame, deprivation_note: str) -> None:
         for group in order:
             n, k = found[group]
             label = _group_label(dim, group)
-            rows.append((title, label, report.count(n), _share(report, k, n)))
-            if _shown(report, n):
+            rows.append((title, label, report.count(n), report.share(k, n)))
+            if report.shown(n):
                 plotted.append((f"{title}: {label}", k / n))
                 if k / n < overall - EQUITY_GAP:
                     flagged.append(f"{title} {label} ({k / n:.1%})")
@@ -348,7 +341,7 @@ def short_level_names(comparison: Comparison) -> list[str]:
 def _borderline(report: Report, data: LinkReportData, threshold: float, seed: int) -> None:
     comparisons = data.model.comparisons
     levels = [f"level_{c.field}" for c in comparisons]
-    cut = _weight(threshold)
+    cut = threshold_weight(threshold)
     pairs = data.pairs.select(*levels, "match_weight", "match_probability", "accepted")
     # Only the pairs near the threshold (or the few nearest to it) are read into memory.
     band = pairs.filter((pl.col("match_weight") - cut).abs() <= BORDERLINE_BAND).collect()

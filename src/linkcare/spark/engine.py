@@ -34,7 +34,7 @@ from linkcare.spark.nodes import SparkNodes, check_pseudonymisation_keys, determ
 from linkcare.spark.output import node_decisions, write_events, write_pairs, write_person_index, write_persons
 from linkcare.spark.pairs import Compared, Pass, compare_candidates, plan_passes
 from linkcare.spark.read import SparkRecords, read_records
-from linkcare.spark.report import spark_report_data, weight_histogram
+from linkcare.spark.report import spark_report_data
 from linkcare.spark.session import jvm_memory, spark_session
 from linkcare.spark.usample import estimate_u
 
@@ -220,7 +220,7 @@ class SparkEngine:
         written = CohortWritten(n_people, n_pairs, n_accepted, [row.asDict() for row in shares], lineage)
         log.info("building the report's data…")
         report = spark_report_data(self.spark, self.config, per_node, folder, decisions.model, decisions.pass_pairs,
-                                   weight_histogram(decisions.scored))
+                                   decisions.scored, clusters.tf_totals)
         return written, report
 
     def write_rejects(self, reduced: Reduced, name: str, path: Path) -> None:
