@@ -172,9 +172,12 @@ def test_deterministic_edges_join_exactly_the_rule_groups(node_frame: pl.DataFra
     rules = (("x", "y", "z"), ("x", "z"))
     codes = encode_fields(node_frame, ("x", "y", "z"))
     src = source_codes(node_frame)
-    left, right = deterministic_edges(codes, rules, src, link_type)
+    left, right, rule = deterministic_edges(codes, rules, src, link_type)
     got = partition(components(node_frame.height, left, right))
     assert got == rule_partition(node_frame, rules, link_type)
+    # Each edge names a rule whose fields its two nodes share, none missing.
+    for a, b, r in zip(left.tolist(), right.tolist(), rule.tolist(), strict=True):
+        assert all(codes[f][a] == codes[f][b] >= 0 for f in rules[r])
     assert sum(len(g) > 1 for g in got) >= 5
 
 

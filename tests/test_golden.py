@@ -59,7 +59,8 @@ def stratified(trained: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPa
 
 def test_cohort_parquet_outputs_keep_their_columns_and_types(trained: tuple[Path, Path, Path]) -> None:
     _, cohort, _ = trained
-    names = ("person_index.parquet", "persons.parquet", "events.parquet", "pairs.parquet")
+    names = ("person_index.parquet", "persons.parquet", "events.parquet", "pairs.parquet", "nodes.parquet",
+             "attachments.parquet")
     _check("cohort_parquet.json", {name: _parquet_schema(cohort / name) for name in names})
 
 

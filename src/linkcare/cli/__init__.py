@@ -17,6 +17,7 @@ from typing import IO, Any
 import click
 
 from linkcare import __version__
+from linkcare.cli.explain import explain
 from linkcare.cli.output import json_option, print_json, print_table
 from linkcare.cli.synth import synth
 from linkcare.errors import EXIT_DATA, LinkcareError, ProblemList
@@ -397,6 +398,7 @@ cli.add_command(link)
 cli.add_command(train)
 cli.add_command(stratify)
 cli.add_command(evaluate)
+cli.add_command(explain)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,9 +62,10 @@ def node_persons(decided: NodeDecisions, key: bytes,
 
 
 def person_index(decided: NodeDecisions, per_node: pl.DataFrame) -> pl.DataFrame:
-    """Return one row per source record: its person, match probability and the stage that linked it."""
+    """Return one row per source record: its person, match probability, the stage that linked it and
+    its node (distinct identifier tuple, linkcare.cohort.nodes)."""
     index = decided.record_node.join(per_node, on="node", how="left")
-    columns = ["source", "record_id", "person_id", "match_probability", "match_stage"]
+    columns = ["source", "record_id", "person_id", "match_probability", "match_stage", "node"]
     if "has_nhs" in index.columns:
         columns.append("has_nhs")
     return index.select(columns).sort(["source", "record_id"])
@@ -117,15 +118,23 @@ def persons(decided: NodeDecisions, per_node: pl.DataFrame) -> pl.DataFrame:
 ATTACHMENTS_NAME = "attachments.parquet"
 ATTACHMENT_COLUMNS = {"source": pl.String, "record_id": pl.String, "person_id": pl.String,
                       "candidate_person_id": pl.String, "posterior": pl.Float64, "none": pl.Float64,
-                      "candidates": pl.Int64, "attached": pl.Boolean}
+                      "candidates": pl.Int64, "attached": pl.Boolean,
+                      "alternative_person_ids": pl.List(pl.String), "alternative_posteriors": pl.List(pl.Float64)}
 
 
 def attachments(decided: pl.DataFrame, record_node: pl.DataFrame, per_node: pl.DataFrame) -> pl.DataFrame:
     """Return attachments.parquet: per record of an unplaced cluster with a candidate person, its
     person, its likeliest candidate's person, that candidate's posterior, the posterior that it is
-    none of them, the candidates and whether it was attached. `decided` holds node, candidate_node,
-    posterior, none, candidates and attached; `per_node` each node's person_id."""
+    none of them, the candidates, whether it was attached and the runners-up's persons and
+    posteriors. `decided` holds node, candidate_node, posterior, none, candidates, attached,
+    alternative_nodes and alternative_posteriors; `per_node` each node's person_id."""
     ids = per_node.select("node", "person_id")
+    runners = (decided.select("node", "alternative_nodes").explode("alternative_nodes").drop_nulls()
+               .join(ids.rename({"node": "alternative_nodes"}), on="alternative_nodes", how="left",
+                     maintain_order="left")
+               .group_by("node", maintain_order=True).agg(pl.col("person_id").alias("alternative_person_ids")))
+    decided = decided.join(runners, on="node", how="left").with_columns(
+        pl.col("alternative_person_ids").fill_null(pl.lit([], dtype=pl.List(pl.String))))
     return (decided.join(ids, on="node", how="left")
             .join(ids.rename({"node": "candidate_node", "person_id": "candidate_person_id"}), on="candidate_node",
                   how="left")

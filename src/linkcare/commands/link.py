@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from linkcare.cohort.lineage import read_previous, write_lineage
+from linkcare.cohort.nodes import NODES_NAME, rule_label
+from linkcare.cohort.persons import ATTACHMENTS_NAME
 from linkcare.config import Config, load_config
 from linkcare.errors import ConfigError
 from linkcare.io.atomic import atomic_dir, output_lock
@@ -32,7 +34,7 @@ from linkcare.report.link_report import REPORT_NAME, write_link_report
 
 log = get_logger("link")
 DEFAULT_PERSON_KEY = b"linkcare-person-id/v1"
-COHORT_FILES = ("person_index.parquet", "persons.parquet", "events.parquet", "pairs.parquet")
+COHORT_FILES = ("person_index.parquet", "persons.parquet", "events.parquet", "pairs.parquet", NODES_NAME)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,16 @@ def link_inputs(config: Config, rows: Mapping[str, int], rejected: Mapping[str, 
              "rows": rows.get(s.name, 0), "rejected": rejected.get(s.name, 0)} for s in config.sources]
 
 
+def linkage_facts(config: Config) -> dict[str, Any]:
+    """Return the manifest's account of how the run decided (what `linkcare explain` needs beside the
+    outputs): the link type, the threshold, the exact rules and passes by their labels, and the
+    pairs_min_probability below which pairs are not kept."""
+    lk = config.linkage
+    return {"link_type": lk.link_type, "threshold": lk.threshold,
+            "deterministic": [rule_label(rule) for rule in lk.deterministic],
+            "pairs_min_probability": lk.pairs_min_probability}
+
+
 def _write_link_manifest(folder: Path, config: Config, options: LinkOptions, inputs: list[dict[str, Any]],
                          lineage: dict[str, int] | None, model: MatchModel, written: CohortWritten,
                          pass_pairs: list[dict[str, int | str]], stages: StageLog,
@@ -191,8 +203,9 @@ def _write_link_manifest(folder: Path, config: Config, options: LinkOptions, inp
         "model": {"trained_by": model.trained_by,
                   "reused_from": options.model_path.name if options.model_path else None,
                   "sha256": file_sha256(folder / "model.json")},
-        "outputs": checksums(folder, COHORT_FILES),
+        "outputs": checksums(folder, [*COHORT_FILES, *([ATTACHMENTS_NAME] if written.attach is not None else [])]),
         "persons": written.people,
+        "linkage": linkage_facts(config),
         "blocking": list(pass_pairs),
         "stages": stages.stages,
     }

@@ -395,17 +395,26 @@ def _checked(prior: AttachPrior, rows: pl.DataFrame, per_trial: pl.DataFrame, te
 def attach_decisions(rows: pl.DataFrame, chosen: pl.DataFrame, cluster: np.ndarray, temperature: float) -> pl.DataFrame:
     """Return per node of every unplaced cluster with a candidate: its likeliest candidate (as a node
     of it, `candidate_node`), that candidate's posterior, the posterior of none, how many candidates
-    it had and whether it was attached."""
+    it had, whether it was attached, and the next ALTERNATIVES candidates (`alternative_nodes`) with
+    their posteriors (`alternative_posteriors`)."""
     scored = with_posteriors(rows, temperature)
     best = (scored.sort(["orphan", "posterior", "candidate"], descending=[False, True, False])
             .group_by("orphan", maintain_order=True)
             .agg(pl.col("other_node").first().alias("candidate_node"), pl.col("posterior").first(),
-                 pl.col("none").first(), pl.len().alias("candidates"), pl.col("orphan_node").first()))
+                 pl.col("none").first(), pl.len().alias("candidates"), pl.col("orphan_node").first(),
+                 pl.col("other_node").slice(1, ALTERNATIVES).alias("alternative_nodes"),
+                 pl.col("posterior").slice(1, ALTERNATIVES).alias("alternative_posteriors")))
     best = best.with_columns(pl.col("orphan_node").is_in(chosen["orphan_node"].implode()).alias("attached"))
     nodes = pl.DataFrame({"node": np.arange(cluster.size, dtype=np.int64), "orphan": cluster})
     return (nodes.join(best, on="orphan", how="inner")
-            .select("node", "candidate_node", "posterior", "none", pl.col("candidates").cast(pl.Int64), "attached")
+            .select("node", "candidate_node", "posterior", "none", pl.col("candidates").cast(pl.Int64), "attached",
+                    pl.col("alternative_nodes").cast(pl.List(pl.Int64)),
+                    pl.col("alternative_posteriors").cast(pl.List(pl.Float64)))
             .sort("node"))
+
+
+#: The runners-up that attachments.parquet names beside each unplaced cluster's likeliest candidate.
+ALTERNATIVES = 4
 
 
 def log_attach_prior(prior: AttachPrior, names: list[str]) -> None:
@@ -431,7 +440,8 @@ def attach_facts(prior: AttachPrior, names: list[str]) -> dict[str, Any]:
     return facts
 
 
-__all__ = ["ACTIVITY_BANDS", "CALIBRATION_EDGES", "MIN_CHECKED", "AttachPrior", "activity_band", "activity_weights",
+__all__ = ["ACTIVITY_BANDS", "ALTERNATIVES", "CALIBRATION_EDGES", "MIN_CHECKED", "AttachPrior", "activity_band",
+           "activity_weights",
            "attach_decisions", "attach_facts", "choose_attachments", "fit_prior", "log_attach_prior",
            "orphan_candidates", "orphan_rows", "pass_masks", "placed_nodes", "prior_columns", "tempered_weights",
            "wilson_lower", "with_posteriors"]

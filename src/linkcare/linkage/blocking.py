@@ -60,12 +60,13 @@ def agree_on(codes: dict[str, np.ndarray], key: tuple[str, ...], left: np.ndarra
 
 
 def deterministic_edges(codes: dict[str, np.ndarray], rules: tuple[tuple[str, ...], ...],
-                        src: np.ndarray, link_type: str) -> tuple[np.ndarray, np.ndarray]:
-    """Return edges (left, right) joining every node to the first node that shares all of a rule's
-    fields, with no value missing; together they link every group the rules define."""
-    lefts, rights = [], []
+                        src: np.ndarray, link_type: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return edges (left, right, rule) joining every node to the first node that shares all of a
+    rule's fields, with no value missing, and the position of that rule; together they link every
+    group the rules define."""
+    lefts, rights, which = [], [], []
     n = src.size
-    for rule in rules:
+    for r, rule in enumerate(rules):
         present = np.ones(n, dtype=bool)
         for f in rule:
             present &= codes[f] >= 0
@@ -89,9 +90,10 @@ def deterministic_edges(codes: dict[str, np.ndarray], rules: tuple[tuple[str, ..
         edges = frame.filter(pl.col("head").is_not_null() & (pl.col("head") != pl.col("node")))
         lefts.append(edges["head"].to_numpy())
         rights.append(edges["node"].to_numpy())
+        which.append(np.full(edges.height, r, dtype=np.int8))
     if not lefts:
-        return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
-    return np.concatenate(lefts), np.concatenate(rights)
+        return np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.array([], dtype=np.int8)
+    return np.concatenate(lefts), np.concatenate(rights), np.concatenate(which)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from linkcare.cohort.equity import (
 )
 from linkcare.cohort.events import write_events
 from linkcare.cohort.lineage import read_previous
+from linkcare.cohort.nodes import NODES_NAME, candidate_counts, node_rules, node_table, smallest_members
 from linkcare.cohort.persons import ATTACHMENTS_NAME, NodeDecisions, attachments, node_persons, person_index, persons
 from linkcare.config import Config
 from linkcare.errors import ConfigError
@@ -107,6 +108,7 @@ class LocalClusters:
     cluster: np.ndarray  # per node, its cluster under the exact rules
     size: np.ndarray  # per cluster, its nodes
     known_match_pairs: float
+    rule: np.ndarray  # per edge, the position of its exact rule
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class LocalCompared:
     left: np.ndarray
     right: np.ndarray
     pattern: np.ndarray
+    passes: np.ndarray  # per pair, the first candidate pass that found it
     pass_pairs: list[dict[str, int | str]]
 
 
@@ -139,6 +142,7 @@ class LocalDecisions:
 
     decided: NodeDecisions
     pairs: pl.DataFrame
+    nodes: pl.DataFrame  # nodes.parquet (linkcare.cohort.nodes)
     weight_histogram: np.ndarray
     model: MatchModel
     pass_pairs: list[dict[str, int | str]]
@@ -170,11 +174,11 @@ class LocalEngine:
 
     def deterministic(self, nodes: LocalNodes) -> LocalClusters:
         lk = self.config.linkage
-        left, right = deterministic_edges(nodes.codes, lk.deterministic, nodes.src, lk.link_type)
+        left, right, rule = deterministic_edges(nodes.codes, lk.deterministic, nodes.src, lk.link_type)
         cluster = components(nodes.n, left, right)
         records = np.bincount(cluster, weights=nodes.records.astype(np.float64))
         return LocalClusters(nodes, left, right, cluster, np.bincount(cluster),
-                             float((records * (records - 1) / 2).sum()))
+                             float((records * (records - 1) / 2).sum()), rule)
 
     def plan(self, clusters: LocalClusters) -> LocalPlans:
         lk, nodes = self.config.linkage, clusters.nodes
@@ -197,7 +201,7 @@ class LocalEngine:
         patterns = PatternCodec([c.n_levels for c in comparisons])
         sessions = Sessions([p.key for p in plans.plans], [PatternCounts(patterns) for _ in plans.plans])
         candidates = PatternCounts(patterns)
-        kept_left, kept_right, kept_codes = [], [], []
+        kept_left, kept_right, kept_codes, kept_pass = [], [], [], []
         new_per_pass = np.zeros(len(plans.plans), dtype=np.int64)
         with (ComparePool(fields, indexer, nodes.nodes.frame, comparisons, self.workers) as pool,
               progress("compare", sum(p.pairs for p in plans.plans), "pairs") as advance):
@@ -212,12 +216,13 @@ class LocalEngine:
                 kept_left.append(left[needed].astype(np.int32))
                 kept_right.append(right[needed].astype(np.int32))
                 kept_codes.append(new_code)
+                kept_pass.append(np.full(new_code.size, i, dtype=np.int8))
         pass_pairs: list[dict[str, int | str]] = [
             {"blocking": plan.label, "pairs": plan.pairs, "new_pairs": int(new_per_pass[i])}
             for i, plan in enumerate(plans.plans)]
         return LocalCompared(clusters, plans.plans, fields, patterns, sessions, candidates,
                              _joined(kept_left, np.int32), _joined(kept_right, np.int32),
-                             _joined(kept_codes, patterns.dtype), pass_pairs)
+                             _joined(kept_codes, patterns.dtype), _joined(kept_pass, np.int8), pass_pairs)
 
     def _tasks(self, plans: LocalPlans, indexer: str, new_per_pass: np.ndarray,
                ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
@@ -275,10 +280,15 @@ class LocalEngine:
         stage = np.where(exact, "deterministic", np.where(person_size > 1, "probabilistic", "unlinked"))
         k = scored.kept
         pairs = pairs_frame(nodes.nodes, list(lk.comparisons), left[k], right[k], compared.patterns.decode(
-            compared.pattern[k]), scored.kept_weight, scored.kept_probability, scored.kept_accepted)
+            compared.pattern[k]), scored.kept_weight, scored.kept_probability, scored.kept_accepted,
+            compared.passes[k], [p.label for p in compared.plans])
         decided = NodeDecisions(nodes.nodes.frame, nodes.nodes.record_node, nodes.nodes.fields, person, stage,
                                 probability, nodes.codes)
-        return LocalDecisions(decided, pairs, scored.weight_histogram, model, compared.pass_pairs, attach, prior)
+        facts = node_table(nodes.nodes.frame, nodes.nodes.fields, lk.deterministic,
+                           node_rules(nodes.n, clusters.left, clusters.right, clusters.rule),
+                           smallest_members(clusters.cluster), candidate_counts(nodes.n, left, right))
+        return LocalDecisions(decided, pairs, facts, scored.weight_histogram, model, compared.pass_pairs, attach,
+                              prior)
 
     def _one_to_one(self, scored: Scored, left: np.ndarray, right: np.ndarray, nodes: LocalNodes) -> np.ndarray:
         """Return the accepted pairs that one_to_one keeps, updating `scored` to match."""
@@ -340,6 +350,7 @@ class LocalEngine:
         del per_node
         write_events(config, index, folder / "events.parquet")
         decisions.pairs.write_parquet(folder / "pairs.parquet")
+        decisions.nodes.write_parquet(folder / NODES_NAME)
         shares = index.group_by("source").agg(
             pl.len().alias("records"), (pl.col("match_stage") != "unlinked").mean().alias("linked_share"),
             (pl.col("match_stage") == "deterministic").sum().alias("deterministic"),

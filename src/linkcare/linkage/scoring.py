@@ -123,13 +123,19 @@ def tf_adjustments(model: MatchModel, patterns: PatternCodec, code: np.ndarray,
 
 
 def pairs_frame(nodes: Nodes, comparisons: list[Comparison], left: np.ndarray, right: np.ndarray, levels: np.ndarray,
-                 weight: np.ndarray, probability: np.ndarray, accepted: np.ndarray) -> pl.DataFrame:
+                 weight: np.ndarray, probability: np.ndarray, accepted: np.ndarray, passes: np.ndarray,
+                 pass_labels: list[str]) -> pl.DataFrame:
+    """Return pairs.parquet: per kept pair, the first record of each node, the two nodes, the first
+    candidate pass that found the pair (`pass`, by its label), the level per field, the match weight
+    and probability, and whether it was accepted."""
     first = nodes.frame.select("node", "source", "first_id")
     lf = pl.DataFrame({"node": left}).join(first, on="node", how="left", maintain_order="left")
     rf = pl.DataFrame({"node": right}).join(first, on="node", how="left", maintain_order="left")
     data = {
         "source_l": lf["source"], "record_id_l": lf["first_id"],
         "source_r": rf["source"], "record_id_r": rf["first_id"],
+        "node_l": pl.Series(left, dtype=pl.Int64), "node_r": pl.Series(right, dtype=pl.Int64),
+        "pass": pl.Series(pass_labels or [""], dtype=pl.String).gather(passes),
     }
     for j, c in enumerate(comparisons):
         data[f"level_{c.field}"] = pl.Series(levels[:, j], dtype=pl.Int8)
