@@ -18,6 +18,7 @@ from linkcare.synth.extracts import SOURCES, Site, build_site
 from linkcare.synth.health import make_health, simulate
 from linkcare.synth.options import SynthOptions
 from linkcare.synth.population import make_population
+from linkcare.synth.visitors import make_visitors
 
 log = get_logger("synth")
 AREAS_FILE = "areas.csv"
@@ -41,13 +42,17 @@ def synth_key(seed: int) -> bytes:
 
 def make_site(options: SynthOptions) -> Site:
     """Return the extracts and truth of a synthetic site, the same for the same options."""
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(options.seed).spawn(4)]
+    # Streams 4 and 5 (visitors; practice changes and what hospitals record of them) came later:
+    # the first four draw what they drew before, so a site with the later features switched off
+    # holds the same records as before.
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(options.seed).spawn(6)]
     pop = make_population(streams[0], options.people, options.history_days, options.errors.twins)
     health = make_health(streams[1], pop)
     sim = simulate(streams[2], pop, health, options.history_days)
+    visitors = make_visitors(streams[4], pop, health, sim, options.errors, options.history_days)
     key = options.key if options.key is not None else synth_key(options.seed)
     return build_site(streams[3], pop, health, sim, options.errors, key, options.reference_date,
-                      options.history_days)
+                      options.history_days, visitors, streams[5])
 
 
 _MYDOB = {"birth_year": '{ column = "MYDOB", format = "%m%Y", part = "year" }',
@@ -122,6 +127,7 @@ def write_site(out: Path, options: SynthOptions, *, overwrite: bool = False) -> 
             "history_days": options.history_days,
             "error_rates": asdict(options.errors),
             "rows": rows,
+            "visitors": int((~site.truth_persons["resident"]).sum()),
             "key": "given" if options.key is not None else "derived from the seed",
         }
         (tmp / "synth.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
