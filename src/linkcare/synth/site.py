@@ -62,24 +62,31 @@ _SEX_CODES = '{ column = "%s", values = { "1" = "M", "2" = "F" } }'
 _SITE_SOURCES: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
     ("gp", "gp_registrations", "Patient_ID", "gp_registrations", {
         "nhs": '"Pseudo_NHS_Number"', "birth_year": '"Birth_Year"', "birth_month": '"Birth_Month"',
-        "sex": '"Sex"', "area": '"LSOA"'}),
+        "sex": '"Sex"', "area": '"LSOA"', "practice": '"Practice_Code"'}),
     ("apc", "apc", "EPIKEY", "apc", {
-        "nhs": '"Pseudo_NHS_Number"', **_MYDOB, "sex": _SEX_CODES % "SEX", "area": '"LSOA11"'}),
+        "nhs": '"Pseudo_NHS_Number"', **_MYDOB, "sex": _SEX_CODES % "SEX", "area": '"LSOA11"',
+        "practice": '"GPPRAC"'}),
     ("ae", "ae", "EC_Ident", "ae", {
         "nhs": '"Pseudo_NHS_Number"',
         "birth_year": '{ column = "Birth_Month_Year", format = "%Y-%m", part = "year" }',
         "birth_month": '{ column = "Birth_Month_Year", format = "%Y-%m", part = "month" }',
-        "sex": _SEX_CODES % "Sex", "area": '"LSOA"'}),
+        "sex": _SEX_CODES % "Sex", "area": '"LSOA"', "practice": '"GP_Practice_Code"'}),
     ("outpatients", "outpatients", "ATTENDKEY", "outpatients", {
-        "nhs": '"Pseudo_NHS_Number"', **_MYDOB, "sex": _SEX_CODES % "SEX", "area": '"LSOA11"'}),
+        "nhs": '"Pseudo_NHS_Number"', **_MYDOB, "sex": _SEX_CODES % "SEX", "area": '"LSOA11"',
+        "practice": '"GPPRAC"'}),
     ("social_care", "social_care", "Der_Unique_Record_ID", "social_care", {
         "nhs": '"Der_NHS_Number_Traced_Pseudo"', "la_id": '"Der_LA_Person_Unique_Identifier_Pseudo"',
         "birth_year": '"Der_Birth_Year"', "birth_month": '"Der_Birth_Month"',
         "sex": '{ column = "Gender", values = { "Male" = "M", "Female" = "F" } }', "area": '"LSOA"'}),
 )
-# field, method and extra lines of each comparison.
+# field, method and extra lines of each comparison. The registered practice is compared exactly with
+# term frequencies: a practice holds thousands of the site's people, so agreeing on a large one says
+# little while agreeing on a small or an out-of-area one says much, and the code on a hospital
+# record is sometimes out of date, so disagreeing is evidence, not proof.
 _SITE_COMPARISONS = (("nhs", "exact", ""), ("la_id", "exact", ""), ("birth_year", "numeric", "levels = [0, 1]\n"),
-                     ("birth_month", "exact", ""), ("sex", "exact", ""), ("area", "exact", "term_frequency = true\n"))
+                     ("birth_month", "exact", ""), ("sex", "exact", ""), ("area", "exact", "term_frequency = true\n"),
+                     ("practice", "exact", "# agreeing on a large practice says less than on a small or an"
+                                           " out-of-area one\nterm_frequency = true\n"))
 
 
 def site_config(reference_date: str, prefix: str = "") -> str:
