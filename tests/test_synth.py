@@ -328,10 +328,10 @@ def test_visitors_have_their_own_identities(site) -> None:
     people = measure_visitors(site)["people"]
     n = people["visitors"]
     assert people["first_visitor"] == people["last_resident"] + 1
-    # Origins: overseas (no NHS number, LSOA or practice), living locally but registered with none
-    # of the site's practices, and the rest from other areas, each drawn per visitor.
+    # Origins, exact shares of the visitors: overseas (no NHS number, LSOA or practice), living
+    # locally but registered with none of the site's practices, and the rest from other areas.
     for key, rate in (("overseas", rates.visitor_overseas), ("local_unregistered", rates.visitor_local)):
-        assert abs(people[key] - rate) <= 4 * (rate * (1 - rate) / n) ** 0.5, key
+        assert abs(people[key] - rate) <= 1 / n, key
     assert people["with_nhs_token"] == pytest.approx(1 - people["overseas"])
     assert people["token_of_a_resident"] == 0.0
     assert people["with_practice"] == pytest.approx(1 - people["overseas"] - people["local_unregistered"])
@@ -443,6 +443,20 @@ def test_synth_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["synth", str(out), "--people", "200", "--overwrite"])
     assert result.exit_code == 0, result.output
     assert not (out / "precious.txt").exists() and (out / "site.toml").exists()
+
+
+def test_generated_config_maps_the_practice_but_does_not_compare_it(tmp_path: Path) -> None:
+    from linkcare.config import load_config
+
+    write_site(tmp_path / "site", SynthOptions(people=500, seed=1, reference_date=REF))
+    config = load_config(tmp_path / "site" / "site.toml")
+    columns = {s.name: s.fields["practice"].column for s in config.sources if "practice" in s.fields}
+    assert columns == {"gp": "Practice_Code", "apc": "GPPRAC", "ae": "GP_Practice_Code", "outpatients": "GPPRAC"}
+    # Compared beside area it counts an area's shared practice twice (precision 0.9996 -> 0.8985 on a
+    # 100,000-person site), so the comparisons and blocking are those of before.
+    assert [c.field for c in config.linkage.comparisons] == ["nhs", "la_id", "birth_year", "birth_month", "sex",
+                                                             "area"]
+    assert [list(b) for b in config.linkage.blocking] == [["nhs"], ["la_id"], ["birth_year", "birth_month", "area"]]
 
 
 def test_committed_sample_site_is_what_the_generator_writes(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import polars as pl
 from linkcare.synth.health import Health, Simulation
 from linkcare.synth.options import ErrorRates
 from linkcare.synth.population import Population, valid_nhs_numbers
+from linkcare.synth.shares import exact_masks
 
 REPEAT_SHARE = 0.2
 """After each of a visitor's records in an extract, the chance of another in the same extract:
@@ -174,10 +175,8 @@ def make_visitors(rng: np.random.Generator, pop: Population, health: Health, sim
     jitter = rng.integers(-AGE_JITTER_DAYS, AGE_JITTER_DAYS + 1, m)
     birth_day = np.minimum(pop.birth_day[model] + (visit_day - model_day) + jitter, visit_day)
 
-    u = rng.random(m)
-    origin = np.where(u < rates.visitor_overseas, "overseas",
-                      np.where(u < rates.visitor_overseas + rates.visitor_local, "local_unregistered",
-                               "out_of_area"))
+    overseas, local = exact_masks(rng, m, rates.visitor_overseas, rates.visitor_local)
+    origin = np.where(overseas, "overseas", np.where(local, "local_unregistered", "out_of_area"))
     n_areas, n_practices = pop.area_codes.size, pop.practice_codes.size
     away = origin == "out_of_area"
     area = np.where(away, n_areas + rng.integers(0, max(outside_areas.size, 1), m),
