@@ -262,7 +262,7 @@ class LocalEngine:
     def _attach(self, compared: LocalCompared, scored: Scored, person: np.ndarray, placed: np.ndarray,
                 el: np.ndarray, er: np.ndarray, probability: np.ndarray) -> np.ndarray:
         """Return the people after attaching unplaced clusters to existing people (linkcare.linkage.attach),
-        raising `probability` of the attached nodes to their posterior."""
+        raising `probability` of the attached nodes, and of the nodes they attach to, to the posterior."""
         lk, clusters = self.config.linkage, compared.clusters
         nodes = clusters.nodes
         among = owner_among_candidates(nodes.codes, lk.blocking, clusters.cluster, clusters.size, nodes.src,
@@ -277,6 +277,9 @@ class LocalEngine:
         if not al.size:
             return person
         np.maximum.at(probability, al, ap)
+        # The node attached to is linked by that posterior too: a spine record whose only link is an
+        # attachment would otherwise be "probabilistic" with probability 0.
+        np.maximum.at(probability, ar, ap)
         return components(nodes.n, np.concatenate([el, al]), np.concatenate([er, ar]))
 
     def write_cohort(self, decisions: LocalDecisions, folder: Path, key: bytes,
