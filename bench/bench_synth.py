@@ -1,5 +1,6 @@
 """Benchmark `linkcare synth`: wall time and peak memory at 100,000 and 1,000,000 people, the
-measured identifier error rates and the oracle AUROC of the generated sites.
+measured identifier error rates, changes of practice and the practice on hospital records, the
+people in no other extract, and the oracle AUROC of the generated sites.
 
 Each size runs `linkcare synth` as a child process; its peak resident memory comes from the
 kernel's accounting of that child (os.wait4), its time from a monotonic clock around it. The
@@ -17,7 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-from linkcare.synth.audit import load_site, measure_error_rates, oracle_auroc
+from linkcare.synth.audit import (
+    HOSPITAL,
+    load_site,
+    measure_error_rates,
+    measure_practices,
+    measure_visitors,
+    oracle_auroc,
+)
 
 TARGET_SECONDS_1M = 180.0
 
@@ -56,7 +64,8 @@ def main() -> None:
         results.append({"people": people, "seconds": round(seconds, 2), "peak_mib": round(peak_mib, 1),
                          "size_mib": round(size_mib, 1), "oracle_auroc": round(auroc, 4),
                          "outcome_rate": round(outcome_rate, 4), "people_scored": scored,
-                         "error_rates": rates})
+                         "error_rates": rates, "practices": measure_practices(site),
+                         "visitors": measure_visitors(site)})
         if not args.keep:
             shutil.rmtree(site_dir)
 
@@ -75,6 +84,22 @@ def main() -> None:
     sc = largest["error_rates"]["social_care"]
     print(f"social care: stale LSOA after a move {sc['stale_area']:.4f} of records; "
           f"two council IDs {sc['second_council_id']:.4f} of {int(sc['clients']):,} clients")
+    people = largest["practices"]["people"]
+    print(f"changes of practice: {people['change_on_move']:.4f} of {int(people['movers']):,} movers, "
+          f"{people['change_other']:.4f} of {int(people['others']):,} others")
+    origin = largest["visitors"]["people"]
+    print(f"people in no other extract: {int(origin['visitors']):,}; from overseas {origin['overseas']:.4f}, "
+          f"living locally but registered with no site practice {origin['local_unregistered']:.4f}")
+    print(f"{'extract':<12} {'records':>9} {'practice':>9} {'blank':>7} {'stale':>7} {'visitors':>9} "
+          f"{'repeat':>7} {'away':>6}")
+    for name in HOSPITAL:
+        p, v = largest["practices"][name], largest["visitors"][name]
+        print(f"{name:<12} {int(p['records']):>9,} {p['with_practice']:>9.4f} {p['practice_missing']:>7.4f} "
+              f"{p['practice_stale']:>7.4f} {v['visitor_share']:>9.4f} {v['visitors_with_repeats']:>7.4f} "
+              f"{v['visitor_records_out_of_area']:>6.4f}")
+    print("  practice: share of records with one; blank: of those whose person had one that day; stale: old practice "
+          "among records after a change; visitors: share of records; repeat: visitors with several records; "
+          "away: visitors' records with an LSOA outside the site")
     if largest["people"] >= 1_000_000:
         verdict = "meets" if largest["seconds"] <= TARGET_SECONDS_1M else "MISSES"
         print(f"\n1,000,000 people in {largest['seconds']:.0f} s: {verdict} the {TARGET_SECONDS_1M:.0f} s target")

@@ -38,6 +38,15 @@ _RATE_HELP = {
     "area_missing_hospital": "Share of APC, outpatient and A&E records with no LSOA.",
     "second_council_id": "Share of social-care clients known under two council person IDs.",
     "twins": "Share of people who are one of a pair of same-sex twins in the same area.",
+    "practice_change_on_move": "Share of people who move within the site who change GP practice.",
+    "practice_change_other": "Share of people who do not move who change GP practice during the history.",
+    "practice_stale_hospital": "Share of hospital records after a change of practice with the old practice.",
+    "practice_missing_hospital": "Share of APC, outpatient and A&E records with no GP practice.",
+    "visitors_apc": "Share of APC records of people in no other extract (out of area, visitors).",
+    "visitors_outpatients": "Share of outpatient records of people in no other extract.",
+    "visitors_ae": "Share of A&E attendances of people in no other extract.",
+    "visitor_overseas": "Share of those people from overseas: no NHS number, LSOA or practice.",
+    "visitor_local": "Share of those people living in the site's areas but registered with none of its practices.",
 }
 
 
@@ -60,7 +69,9 @@ def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file:
     OUT gets five pseudonymised extracts (gp_registrations, apc, ae, outpatients, social_care as
     CSV, with real field names), site.toml (a config that links them), synth.json (the options
     used) and truth/ (the true person of every record, and each person's true risk of emergency
-    admission in the year after the reference date), which is kept apart for evaluation.
+    admission in the year after the reference date), which is kept apart for evaluation. The
+    hospital extracts also hold people in no other extract (resident = false in
+    truth/persons.parquet), and the registered GP practice, sometimes out of date.
     """
     key = read_key(key_file=key_file) if key_file is not None else None
     options = SynthOptions(people=people, seed=seed, reference_date=reference_date.date(),

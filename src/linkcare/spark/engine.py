@@ -191,8 +191,10 @@ class SparkEngine:
             moves = chosen.select(F.col("orphan").alias("person"), "candidate")
             person = person.join(moves, "person", "left").select(
                 "node", F.coalesce("candidate", "person").alias("person"))
+            # Both ends of an attachment are linked by its posterior, as on one machine.
             touched = touched.unionByName(chosen.select(F.col("orphan_node").alias("node"),
-                                                        F.col("posterior").alias("probability")))
+                                                        F.col("posterior").alias("probability"))).unionByName(
+                chosen.select(F.col("other_node").alias("node"), F.col("posterior").alias("probability")))
         person = materialize(person)
         best = touched.groupBy("node").agg(F.max("probability").alias("best"))
         return Decisions(clusters, scored, dropped, person, best, model, compared.pass_pairs)

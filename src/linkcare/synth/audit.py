@@ -1,4 +1,5 @@
-"""Measure a synthetic site against its truth: identifier error rates and the oracle AUROC.
+"""Measure a synthetic site against its truth: identifier error rates, registered practices on
+hospital records, the people in no other extract, and the oracle AUROC.
 
 Used by the tests and by `make bench`, so that the rates quoted are measured, not assumed.
 """
@@ -26,6 +27,9 @@ AREA_COLUMN = {
     "gp_registrations": "LSOA", "apc": "LSOA11", "ae": "LSOA", "outpatients": "LSOA11", "social_care": "LSOA",
 }
 HOSPITAL = ("apc", "ae", "outpatients")
+PRACTICE_COLUMN = {"gp_registrations": "Practice_Code", "apc": "GPPRAC", "ae": "GP_Practice_Code",
+                   "outpatients": "GPPRAC"}
+DATE_COLUMN = {"apc": "ADMIDATE", "ae": "Arrival_Date", "outpatients": "APPTDATE"}
 
 
 def load_site(folder: Path) -> Site:
@@ -79,10 +83,13 @@ def measure_error_rates(site: Site) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name in SOURCES:
         j = recorded_identifiers(site, name)
+        # NHS tokens missing or wrong are shares of the records of people who have an NHS number.
+        numbered = j.filter(pl.col("nhs_token").is_not_null())
         out[name] = {
             "records": float(j.height),
-            "nhs_missing": _share(j["token"].is_null()),
-            "nhs_wrong": _share(j["token"].is_not_null() & (j["token"] != j["nhs_token"])),
+            "nhs_missing": _share(numbered["token"].is_null()),
+            "nhs_wrong": _share(numbered["token"].is_not_null() & (numbered["token"] != numbered["nhs_token"])),
+            "no_nhs_number": _share(j["nhs_token"].is_null()),
             "birth_month_wrong": _share(j["month"] != j["birth_month"]),
             "birth_year_wrong": _share(j["year"] != j["birth_year"]),
             "sex_wrong": _share(j["sex"] != j["sex_true"]),
@@ -100,6 +107,107 @@ def measure_error_rates(site: Site) -> dict[str, dict[str, float]]:
     per_client = sc.group_by("person").agg(pl.col("la_id").n_unique().alias("ids"))
     out["social_care"]["clients"] = float(per_client.height)
     out["social_care"]["second_council_id"] = _share(per_client["ids"] >= 2)
+    return out
+
+
+def _registration_dates(site: Site) -> pl.DataFrame:
+    """Return each spine person's registration date: person, registration_date."""
+    spine = site.extracts["gp_registrations"].select(
+        pl.col("Patient_ID").cast(pl.String).alias("record_id"),
+        pl.col("Registration_Date").cast(pl.String).str.to_date().alias("registration_date"))
+    return site.truth_records.filter(pl.col("source") == "gp").join(spine, on="record_id").select(
+        "person", "registration_date")
+
+
+def hospital_practices(site: Site, name: str) -> pl.DataFrame:
+    """Return each record of a hospital extract with its recorded practice beside the truth.
+
+    Columns: record_id, person, resident, date, recorded, expected (the practice the person was
+    registered with on the day: before registering with the site's, before or after a change),
+    previous_practice and practice_change_date."""
+    frame = site.extracts[name].select(
+        pl.col(ID_COLUMN[name]).cast(pl.String).alias("record_id"),
+        pl.col(DATE_COLUMN[name]).cast(pl.String).str.to_date().alias("date"),
+        pl.col(PRACTICE_COLUMN[name]).cast(pl.String).alias("recorded"))
+    truth = site.truth_records.filter(pl.col("source") == SOURCE_NAMES[name]).select("record_id", "person")
+    persons = site.truth_persons.select("person", "resident", "practice", "previous_practice",
+                                        "practice_change_date", "practice_before_registration")
+    joined = frame.join(truth, on="record_id").join(persons, on="person").join(
+        _registration_dates(site), on="person", how="left")
+    before_change = pl.col("practice_change_date").is_not_null() & (pl.col("date") < pl.col("practice_change_date"))
+    expected = (pl.when(pl.col("date") < pl.col("registration_date")).then(pl.col("practice_before_registration"))
+                .when(before_change).then(pl.col("previous_practice")).otherwise(pl.col("practice")))
+    return joined.with_columns(expected.alias("expected")).select(
+        "record_id", "person", "resident", "date", "recorded", "expected", "previous_practice",
+        "practice_change_date")
+
+
+def measure_practices(site: Site) -> dict[str, dict[str, float]]:
+    """Return the measured changes of practice (under "people") and, per hospital extract, the
+    share of records with a practice, blank among those whose person had one on the day, and out
+    of date among those made after a change that have one."""
+    persons = site.truth_persons.filter(pl.col("resident")).join(_registration_dates(site), on="person")
+    ref = site.extracts["gp_registrations"]["Registration_Date"].cast(pl.String).str.to_date().max()
+    changed = pl.col("practice_change_date").is_not_null()
+    movers = persons.filter(pl.col("move_date").is_not_null() & (pl.col("move_date") > pl.col("registration_date")))
+    stayers = persons.filter(pl.col("move_date").is_null()
+                             & (pl.col("registration_date") <= pl.lit(ref).dt.offset_by("-2d")))
+    out: dict[str, dict[str, float]] = {"people": {
+        "movers": float(movers.height), "change_on_move": _share(movers.select(changed).to_series()),
+        "others": float(stayers.height), "change_other": _share(stayers.select(changed).to_series()),
+        "changed": _share(persons.select(changed).to_series()),
+    }}
+    for name in HOSPITAL:
+        j = hospital_practices(site, name)
+        due = j.filter(pl.col("expected").is_not_null())
+        after = j.filter(pl.col("practice_change_date").is_not_null() & pl.col("recorded").is_not_null()
+                         & (pl.col("date") >= pl.col("practice_change_date")))
+        stale = after["recorded"] == after["previous_practice"]
+        fresh = j.filter(pl.col("recorded").is_not_null()).join(
+            after.filter(stale).select("record_id"), on="record_id", how="anti")
+        out[name] = {
+            "records": float(j.height),
+            "with_practice": _share(j["recorded"].is_not_null()),
+            "practice_missing": _share(due["recorded"].is_null()),
+            "records_after_change": float(after.height),
+            "practice_stale": _share(stale),
+            "recorded_as_on_the_day": _share(fresh["recorded"] == fresh["expected"]),
+        }
+    return out
+
+
+def measure_visitors(site: Site) -> dict[str, dict[str, float]]:
+    """Return, per hospital extract, the share of records of people in no other extract (visitors),
+    how many visitors and the share of them with more than one record there, and where their
+    records say they live; and, under "people", the visitors' origins as the truth shows them."""
+    site_areas = site.areas["LSOA11CD"].cast(pl.String).implode()
+    residents = site.truth_persons.filter(pl.col("resident"))
+    visitors = site.truth_persons.filter(~pl.col("resident"))
+    out: dict[str, dict[str, float]] = {"people": {
+        "visitors": float(visitors.height),
+        "first_visitor": float(visitors.select(pl.col("person").min().fill_null(0)).item()),
+        "last_resident": float(residents.select(pl.col("person").max().fill_null(0)).item()),
+        "overseas": _share(visitors["lsoa"].is_null()),
+        "local_unregistered": _share(visitors["lsoa"].is_in(site_areas)),
+        "with_nhs_token": _share(visitors["nhs_token"].is_not_null()),
+        "token_of_a_resident": _share(visitors["nhs_token"].is_in(residents["nhs_token"].implode())),
+        "with_practice": _share(visitors["practice"].is_not_null()),
+    }}
+    for name in HOSPITAL:
+        j = recorded_identifiers(site, name)
+        guests = j.filter(~pl.col("resident"))
+        per_visitor = guests.group_by("person").len().select(pl.col("len").cast(pl.Float64))["len"]
+        out[name] = {
+            "records": float(j.height),
+            "visitor_share": _share(~j["resident"]),
+            "visitors": float(per_visitor.len()),
+            "visitors_with_repeats": _share(per_visitor > 1),
+            "records_per_visitor": float(per_visitor.to_frame().select(pl.col("len").mean().fill_null(0.0)).item()),
+            "visitor_records_out_of_area": _share(guests["area"].is_not_null() & ~guests["area"].is_in(site_areas)),
+            "visitor_records_in_site_areas": _share(guests["area"].is_in(site_areas)),
+            "resident_records_out_of_area": _share(j.filter(pl.col("resident"))["area"].is_not_null()
+                                                   & ~j.filter(pl.col("resident"))["area"].is_in(site_areas)),
+        }
     return out
 
 

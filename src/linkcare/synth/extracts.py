@@ -1,5 +1,8 @@
 """Turn the simulated people and events into extracts with real field names and realistic
-identifier errors, and the truth tables that say whose each record is."""
+identifier errors, and the truth tables that say whose each record is.
+
+The hospital extracts (APC, A&E, outpatients) also hold the visitors of linkcare.synth.visitors,
+people in no other extract, and carry the registered GP practice of linkcare.synth.practices."""
 
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ from linkcare.synth.conditions import (
 from linkcare.synth.health import Health, Simulation
 from linkcare.synth.options import ErrorRates
 from linkcare.synth.population import Population, valid_nhs_numbers
+from linkcare.synth.practices import PracticeHistory, practice_history, recorded_practices
+from linkcare.synth.shares import exact_masks, exact_masks_within
+from linkcare.synth.visitors import Visitors
 
 N_DIAG = 6
 EMERGENCY_METHODS = (["21", "22", "23", "24", "25", "2A", "2B", "2C", "2D", "28"],
@@ -44,6 +50,31 @@ SOURCES = ("gp_registrations", "apc", "ae", "outpatients", "social_care")
 #: The name each extract's source has in the site config, and in truth/records.parquet.
 SOURCE_NAMES = {"gp_registrations": "gp", "apc": "apc", "ae": "ae", "outpatients": "outpatients",
                 "social_care": "social_care"}
+
+
+@dataclass(frozen=True)
+class _Patients:
+    """Per-person arrays of everyone a hospital record can belong to: the site's people (0 … n-1),
+    then the visitors (n …)."""
+
+    sex: np.ndarray
+    birth_day: np.ndarray
+    conditions: np.ndarray
+    frailty: np.ndarray
+    death_day: np.ndarray
+    visitor_area: np.ndarray  # a visitor's area (see Visitors.area); -1 for the site's people
+
+    @classmethod
+    def of(cls, pop: Population, health: Health, death_day: np.ndarray, visitors: Visitors) -> _Patients:
+        """Return the arrays of the site's people followed by the visitors'."""
+        return cls(
+            sex=np.concatenate([pop.sex, visitors.sex]),
+            birth_day=np.concatenate([pop.birth_day, visitors.birth_day]),
+            conditions=np.concatenate([health.conditions, visitors.conditions]),
+            frailty=np.concatenate([health.frailty, visitors.frailty]),
+            death_day=np.concatenate([death_day, np.full(visitors.n, 10**6, dtype=death_day.dtype)]),
+            visitor_area=np.concatenate([np.full(pop.n, -1, dtype=np.int64), visitors.area]),
+        )
 
 
 @dataclass
@@ -79,20 +110,6 @@ def _pick(rng: np.random.Generator, options: tuple[list[str], list[float]], n: i
     return rng.choice(np.array(values), size=n, p=np.array(p) / np.sum(p))
 
 
-def _exactly(rng: np.random.Generator, n: int, *rates: float) -> list[np.ndarray]:
-    """Return disjoint masks over `n` records holding exactly round(rate × n) records each, so that
-    documented error rates hold exactly, whatever the size of the site."""
-    order = rng.permutation(n)
-    masks, start = [], 0
-    for rate in rates:
-        k = int(round(rate * n))
-        mask = np.zeros(n, dtype=bool)
-        mask[order[start: start + k]] = True
-        masks.append(mask)
-        start += k
-    return masks
-
-
 def _record_ids(rng: np.random.Generator, prefix: str, n: int, width: int) -> np.ndarray:
     """Return `n` distinct record keys that reveal nothing about the person or the order of events."""
     numbers = rng.permutation(n) + rng.integers(10 ** (width - 2), 10 ** (width - 1))
@@ -100,21 +117,30 @@ def _record_ids(rng: np.random.Generator, prefix: str, n: int, width: int) -> np
 
 
 class _Identifiers:
-    """Recorded identifiers of records: the truth with the configured errors applied."""
+    """Recorded identifiers of records: the truth with the configured errors applied. Person
+    numbers from pop.n on are visitors."""
 
-    def __init__(self, rng: np.random.Generator, pop: Population, rates: ErrorRates, key: bytes):
-        self.rng, self.pop, self.rates = rng, pop, rates
+    def __init__(self, rng: np.random.Generator, pop: Population, rates: ErrorRates, key: bytes,
+                 visitors: Visitors, sex: np.ndarray):
+        self.rng, self.pop, self.rates, self.sex = rng, pop, rates, sex
         self.token = tokenise(pl.Series(pop.nhs_number), key).to_numpy()
         # Valid NHS numbers that belong to no one in the site, for mistyped numbers.
         extra = valid_nhs_numbers(rng, max(64, pop.n // 50))
-        extra = extra[~np.isin(extra, pop.nhs_number)]
+        extra = extra[~np.isin(extra, pop.nhs_number) & ~np.isin(extra, visitors.nhs_number)]
         self.stranger_token = tokenise(pl.Series(extra), key).to_numpy()
+        has_number = visitors.nhs_number != ""
+        numbers = pl.Series(visitors.nhs_number.tolist(), dtype=pl.String)
+        self.visitor_token = tokenise(numbers.zip_with(pl.Series(has_number), pl.Series([None], dtype=pl.String)),
+                                      key).to_numpy()
+        self.every_token = np.concatenate([self.token.astype(object), self.visitor_token.astype(object)])
+        self.has_number = np.concatenate([np.ones(pop.n, dtype=bool), has_number])
 
     def nhs(self, who: np.ndarray, missing: float, wrong: float) -> pl.Series:
-        """Return the recorded NHS token of each record (None where missing)."""
+        """Return the recorded NHS token of each record (None where missing). The shares missing and
+        wrong are of the records of people who have an NHS number; the others have none."""
         rng = self.rng
-        token = self.token[who].astype(object)
-        is_missing, is_wrong = _exactly(rng, who.size, missing, wrong)
+        token = self.every_token[who]
+        is_missing, is_wrong = exact_masks_within(rng, self.has_number[who], missing, wrong)
         someone_else = rng.random(who.size) < 0.5
         other = (who + rng.integers(1, self.pop.n, who.size)) % self.pop.n
         token[is_wrong & someone_else] = self.token[other[is_wrong & someone_else]]
@@ -129,36 +155,51 @@ class _Identifiers:
         rng, r = self.rng, self.rates
         year = birth_year[who].copy()
         month = birth_month[who].copy()
-        sex = self.pop.sex[who].copy()
-        (bad_month,) = _exactly(rng, who.size, r.birth_month_wrong)
+        sex = self.sex[who].copy()
+        (bad_month,) = exact_masks(rng, who.size, r.birth_month_wrong)
         month[bad_month] = (month[bad_month] - 1 + rng.integers(1, 12, int(bad_month.sum()))) % 12 + 1
-        (bad_year,) = _exactly(rng, who.size, r.birth_year_wrong)
+        (bad_year,) = exact_masks(rng, who.size, r.birth_year_wrong)
         step = np.where(rng.random(who.size) < 0.7, 1, 10) * np.where(rng.random(who.size) < 0.5, -1, 1)
         year[bad_year] += step[bad_year]
-        (bad_sex,) = _exactly(rng, who.size, r.sex_wrong)
+        (bad_sex,) = exact_masks(rng, who.size, r.sex_wrong)
         sex[bad_sex] = 3 - sex[bad_sex]
         return year, month, sex
 
 
 def build_site(rng: np.random.Generator, pop: Population, health: Health, sim: Simulation,
-               rates: ErrorRates, key: bytes, ref: date, history_days: int) -> Site:
-    """Return the five extracts and the truth for a simulated site."""
-    birth = _dates(pop.birth_day, ref)
+               rates: ErrorRates, key: bytes, ref: date, history_days: int, visitors: Visitors,
+               practice_rng: np.random.Generator) -> Site:
+    """Return the five extracts and the truth for a simulated site.
+
+    `rng` draws everything a site without visitors or practices would have drawn, in the same
+    order; `practice_rng` draws the changes of practice and what hospitals record of them."""
+    patients = _Patients.of(pop, health, sim.death_day, visitors)
+    birth = _dates(patients.birth_day, ref)
     birth_year = birth.dt.year().to_numpy().astype(np.int64)
     birth_month = birth.dt.month().to_numpy().astype(np.int64)
-    ids = _Identifiers(rng, pop, rates, key)
+    ids = _Identifiers(rng, pop, rates, key, visitors, patients.sex)
     first_day = -history_days
     death = sim.death_day
 
     social_care = _social_care_events(rng, pop, sim, first_day)
     stale = _move_for_stale_areas(rng, pop, social_care, rates.stale_area_social_care, first_day)
+    # After the moves made for stale social-care areas, so that those movers may change practice too.
+    practices = practice_history(practice_rng, pop, rates, history_days, visitors.outside_practices,
+                                 visitors.practice)
 
     extracts: dict[str, pl.DataFrame] = {}
     truth: list[pl.DataFrame] = []
+    area_table = np.concatenate([pop.area_codes, visitors.outside_areas])
 
     def area_codes(who: np.ndarray, day: np.ndarray, missing: float) -> pl.Series:
-        codes = pl.Series(pop.area_codes[pop.area_on(who, day)])
-        return codes.zip_with(pl.Series(~_exactly(rng, who.size, missing)[0]), pl.Series([None], dtype=pl.String))
+        resident = who < pop.n
+        area = np.where(resident, pop.area_on(np.where(resident, who, 0), day), patients.visitor_area[who])
+        (blank,) = exact_masks_within(rng, area >= 0, missing)
+        return _strings_where(area_table[np.maximum(area, 0)], (area >= 0) & ~blank)
+
+    def practice_codes(who: np.ndarray, day: np.ndarray) -> pl.Series:
+        practice = recorded_practices(practice_rng, practices, who, day, rates)
+        return _strings_where(practices.codes[np.maximum(practice, 0)], practice >= 0)
 
     def keep_truth(source: str, record_ids: np.ndarray, who: np.ndarray) -> None:
         truth.append(pl.DataFrame({"source": SOURCE_NAMES[source], "record_id": record_ids, "person": who},
@@ -183,17 +224,18 @@ def build_site(rng: np.random.Generator, pop: Population, health: Health, sim: S
     }).sort("Patient_ID")
     keep_truth("gp_registrations", record_id, who)
 
-    # Admitted patient care: emergency and planned spells, cut at death and at the reference date.
+    # Admitted patient care: emergency and planned spells, cut at death and at the reference date;
+    # the visitors' spells after the residents'.
     emergency = sim.emergency.with_columns(pl.lit(True).alias("emergency"))
     elective = sim.elective.with_columns(pl.lit(False).alias("emergency"))
-    apc = pl.concat([emergency, elective]).with_columns(
-        pl.Series("death", death[pl.concat([emergency, elective])["person"].to_numpy()]))
+    apc = pl.concat([emergency, elective, visitors.apc])
+    apc = apc.with_columns(pl.Series("death", patients.death_day[apc["person"].to_numpy()]))
     apc = apc.filter(pl.col("day") <= pl.col("death")).with_columns(
         (pl.col("day") + pl.col("los")).alias("discharge"))
     died_in = pl.col("discharge") >= pl.col("death")
     apc = apc.with_columns(pl.when(died_in).then(pl.col("death")).otherwise(pl.col("discharge")).alias("discharge"),
                            died_in.alias("died"))
-    who = apc["person"].to_numpy()
+    who, day = apc["person"].to_numpy(), apc["day"].to_numpy()
     n = who.size
     year, month, sex = ids.demographics(who, birth_year, birth_month)
     record_id = _record_ids(rng, "", n, 12)
@@ -201,14 +243,15 @@ def build_site(rng: np.random.Generator, pop: Population, health: Health, sim: S
     method = np.where(is_em, _pick(rng, EMERGENCY_METHODS, n), _pick(rng, ELECTIVE_METHODS, n))
     discharge = apc["discharge"].to_numpy()
     disdest = np.where(apc["died"].to_numpy(), "79", rng.choice(np.array(["19", "51", "54"]), n, p=[0.95, 0.03, 0.02]))
-    diagnoses = _diagnoses(rng, pop, health, who, apc["day"].to_numpy(), is_em)
+    diagnoses = _diagnoses(rng, patients, who, day, is_em)
     frame = pl.DataFrame({
         "EPIKEY": record_id,
         "Pseudo_NHS_Number": ids.nhs(who, rates.nhs_missing_hospital, rates.nhs_wrong_hospital),
         "MYDOB": np.char.add(np.char.zfill(month.astype(str), 2), year.astype(str)),
         "SEX": sex.astype(str),
-        "LSOA11": area_codes(who, apc["day"].to_numpy(), rates.area_missing_hospital),
-        "ADMIDATE": _dates(apc["day"], ref),
+        "LSOA11": area_codes(who, day, rates.area_missing_hospital),
+        "GPPRAC": practice_codes(who, day),
+        "ADMIDATE": _dates(day, ref),
         "DISDATE": _dates_where(discharge, discharge <= 0, ref),
         "ADMIMETH": method,
         "ADMISORC": rng.choice(np.array(["19", "51"]), n, p=[0.97, 0.03]),
@@ -219,12 +262,12 @@ def build_site(rng: np.random.Generator, pop: Population, health: Health, sim: S
     keep_truth("apc", record_id, who)
 
     # A&E attendances.
-    ae = sim.ae.filter(pl.col("day") <= pl.Series(death[sim.ae["person"].to_numpy()]))
+    ae = pl.concat([sim.ae.filter(pl.col("day") <= pl.Series(death[sim.ae["person"].to_numpy()])), visitors.ae])
     who, day, admitted = ae["person"].to_numpy(), ae["day"].to_numpy(), ae["admitted"].to_numpy()
     n = who.size
     year, month, sex = ids.demographics(who, birth_year, birth_month)
     record_id = _record_ids(rng, "EC", n, 10)
-    older = (day - pop.birth_day[who]) / 365.25 >= 75
+    older = (day - patients.birth_day[who]) / 365.25 >= 75
     ambulance = rng.random(n) < np.where(admitted, np.where(older, 0.8, 0.5), 0.15)
     outcome = np.where(admitted, "Admitted", rng.choice(np.array(["Home", "Referred"]), n, p=[0.85, 0.15]))
     extracts["ae"] = pl.DataFrame({
@@ -233,6 +276,8 @@ def build_site(rng: np.random.Generator, pop: Population, health: Health, sim: S
         "Birth_Month_Year": np.char.add(np.char.add(year.astype(str), "-"), np.char.zfill(month.astype(str), 2)),
         "Sex": sex.astype(str),
         "LSOA": area_codes(who, day, rates.area_missing_hospital),
+        # ECDS's GENERAL MEDICAL PRACTICE CODE (PATIENT REGISTRATION), as SUS+ ECDS extracts name it.
+        "GP_Practice_Code": practice_codes(who, day),
         "Arrival_Date": _dates(day, ref),
         "Arrival_Mode": np.where(ambulance, "Ambulance", "Other"),
         "Discharge_Destination": outcome,
@@ -240,7 +285,8 @@ def build_site(rng: np.random.Generator, pop: Population, health: Health, sim: S
     keep_truth("ae", record_id, who)
 
     # Outpatient appointments.
-    op = sim.outpatients.filter(pl.col("day") <= pl.Series(death[sim.outpatients["person"].to_numpy()]))
+    op = pl.concat([sim.outpatients.filter(pl.col("day") <= pl.Series(death[sim.outpatients["person"].to_numpy()])),
+                    visitors.outpatients])
     who, day = op["person"].to_numpy(), op["day"].to_numpy()
     n = who.size
     year, month, sex = ids.demographics(who, birth_year, birth_month)
@@ -251,10 +297,11 @@ def build_site(rng: np.random.Generator, pop: Population, health: Health, sim: S
         "MYDOB": np.char.add(np.char.zfill(month.astype(str), 2), year.astype(str)),
         "SEX": sex.astype(str),
         "LSOA11": area_codes(who, day, rates.area_missing_hospital),
+        "GPPRAC": practice_codes(who, day),
         "APPTDATE": _dates(day, ref),
         "ATTENDED": rng.choice(np.array(["5", "3", "2"]), n, p=[0.88, 0.08, 0.04]),
         "FIRSTATT": rng.choice(np.array(["1", "2"]), n, p=[0.3, 0.7]),
-        "TRETSPEF": _specialties(rng, health, who),
+        "TRETSPEF": _specialties(rng, patients.conditions, who),
     }).sort(["APPTDATE", "ATTENDKEY"])
     keep_truth("outpatients", record_id, who)
 
@@ -264,17 +311,34 @@ def build_site(rng: np.random.Generator, pop: Population, health: Health, sim: S
     truth.append(sc_truth)
 
     truth_records = pl.concat(truth).sort(["source", "record_id"])
+    truth_persons = _truth_persons(pop, health, sim, ids, practices, visitors, birth_year, birth_month,
+                                   first_day, ref)
+    # Like the English Indices of Deprivation by LSOA: every area of the site with its decile.
+    areas = pl.DataFrame({"LSOA11CD": pop.area_codes, "IMD_Decile": pop.area_decile.astype(np.int64)}).sort("LSOA11CD")
+    return Site(extracts, truth_records, truth_persons, areas)
+
+
+def _truth_persons(pop: Population, health: Health, sim: Simulation, ids: _Identifiers, practices: PracticeHistory,
+                   visitors: Visitors, birth_year: np.ndarray, birth_month: np.ndarray, first_day: int,
+                   ref: date) -> pl.DataFrame:
+    """Return truth/persons.parquet: one row per person of the site (`resident`), then one per visitor.
+
+    A visitor has no risk, outcome or life status (they are not followed up: null), and the
+    practice, area and NHS token they have, if any."""
+    n, death = pop.n, sim.death_day
     alive = death > 0
     moved_in_window = pop.move_day >= first_day
-    truth_persons = pl.DataFrame({
-        "person": np.arange(pop.n),
+    changed = practices.changed[:n]
+    before = practices.before_registration[:n]
+    residents = pl.DataFrame({
+        "person": np.arange(n),
         "risk": sim.risk,
         "outcome": sim.outcome,
         "alive_at_reference": alive,
         "death_date": _dates_where(death, ~alive, ref),
         "nhs_token": ids.token,
-        "birth_year": birth_year,
-        "birth_month": birth_month,
+        "birth_year": birth_year[:n],
+        "birth_month": birth_month[:n],
         "sex": pop.sex,
         "lsoa": pop.area_codes[pop.area],
         "previous_lsoa": _strings_where(pop.area_codes[pop.previous_area], moved_in_window),
@@ -286,24 +350,50 @@ def build_site(rng: np.random.Generator, pop: Population, health: Health, sim: S
         "frailty": health.frailty,
         "conditions": health.conditions.sum(axis=1),
         "care_status": sim.care_status,
+        "previous_practice": _strings_where(practices.codes[practices.previous[:n]], changed),
+        "practice_change_date": _dates_where(practices.change_day[:n], changed, ref),
+        "practice_before_registration": _strings_where(practices.codes[np.maximum(before, 0)], before >= 0),
+        "resident": np.ones(n, dtype=bool),
     }).with_columns(pl.col("risk").fill_nan(None),
                     pl.when(pl.col("alive_at_reference")).then(pl.col("outcome")).alias("outcome"))
-    # Like the English Indices of Deprivation by LSOA: every area of the site with its decile.
-    areas = pl.DataFrame({"LSOA11CD": pop.area_codes, "IMD_Decile": pop.area_decile.astype(np.int64)}).sort("LSOA11CD")
-    return Site(extracts, truth_records, truth_persons, areas)
+    m = visitors.n
+    area_table = np.concatenate([pop.area_codes, visitors.outside_areas])
+    decile = np.concatenate([pop.area_decile, np.zeros(visitors.outside_areas.size, dtype=pop.area_decile.dtype)])
+    local = (visitors.area >= 0) & (visitors.area < pop.area_codes.size)
+    none = pl.Series([None] * m)
+    guests = pl.DataFrame({
+        "person": visitors.first_person + np.arange(m),
+        "risk": none, "outcome": none, "alive_at_reference": none, "death_date": none,
+        "nhs_token": pl.Series(ids.visitor_token.tolist(), dtype=pl.String),
+        "birth_year": birth_year[n:],
+        "birth_month": birth_month[n:],
+        "sex": visitors.sex,
+        "lsoa": _strings_where(area_table[np.maximum(visitors.area, 0)], visitors.area >= 0),
+        "previous_lsoa": none, "move_date": none,
+        "deprivation_decile": pl.Series(decile[np.maximum(visitors.area, 0)]).zip_with(pl.Series(local), none),
+        "ethnicity": none,
+        "practice": _strings_where(practices.codes[np.maximum(visitors.practice, 0)], visitors.practice >= 0),
+        "twin_of": none,
+        "frailty": visitors.frailty,
+        "conditions": visitors.conditions.sum(axis=1),
+        "care_status": none,
+        "previous_practice": none, "practice_change_date": none, "practice_before_registration": none,
+        "resident": np.zeros(m, dtype=bool),
+    })
+    return pl.concat([residents, guests.cast(residents.schema)])
 
 
-def _diagnoses(rng: np.random.Generator, pop: Population, health: Health, who: np.ndarray, day: np.ndarray,
+def _diagnoses(rng: np.random.Generator, patients: _Patients, who: np.ndarray, day: np.ndarray,
                emergency: np.ndarray) -> pl.DataFrame:
     """Return DIAG_4_01… columns: a primary reason, then recorded conditions and frailty codes."""
     n = who.size
     table, counts = condition_codes()
-    cond = health.conditions[who]
+    cond = patients.conditions[who]
     n_cond = len(CONDITIONS)
     # Each condition a person has is coded with one of its codes, the same one every time.
     code_pick = (who[:, None] * 7 + np.arange(n_cond)[None, :]) % counts[None, :]
     codes = table[np.arange(n_cond)[None, :], code_pick]
-    age = (day - pop.birth_day[who]) / 365.25
+    age = (day - patients.birth_day[who]) / 365.25
     weights = np.array([c.emergency for c in CONDITIONS]) + 0.05
     score = np.where(cond, rng.random((n, n_cond)) * weights, -1.0)
     flare = score.argmax(axis=1)
@@ -317,7 +407,7 @@ def _diagnoses(rng: np.random.Generator, pop: Population, health: Health, who: n
     recorded = cond & (rng.random((n, n_cond)) < 0.7)
     recorded[np.arange(n), flare] &= ~use_flare
     secondary = np.where(recorded, codes, "")
-    frail_p = 0.5 / (1 + np.exp(-(health.frailty[who] + (age - 80) / 8 - 1.0)))
+    frail_p = 0.5 / (1 + np.exp(-(patients.frailty[who] + (age - 80) / 8 - 1.0)))
     frail = (age >= 65)[:, None] & (rng.random((n, FRAILTY_CODES.size)) < frail_p[:, None] * 0.5)
     frailty = np.where(frail, FRAILTY_CODES[None, :], "")
     everything = np.concatenate([primary[:, None], secondary, frailty], axis=1)
@@ -327,9 +417,9 @@ def _diagnoses(rng: np.random.Generator, pop: Population, health: Health, who: n
     return pl.DataFrame({f"DIAG_4_{i + 1:02d}": pl.Series(packed[:, i]).replace("", None) for i in range(N_DIAG)})
 
 
-def _specialties(rng: np.random.Generator, health: Health, who: np.ndarray) -> np.ndarray:
+def _specialties(rng: np.random.Generator, conditions: np.ndarray, who: np.ndarray) -> np.ndarray:
     """Return a treatment specialty per appointment: mostly that of one of the person's conditions."""
-    cond = health.conditions[who]
+    cond = conditions[who]
     spec = np.array([c.specialty for c in CONDITIONS])
     pick = np.where(cond, rng.random(cond.shape), -1.0).argmax(axis=1)
     use = cond.any(axis=1) & (rng.random(who.size) < 0.7)

@@ -40,7 +40,7 @@ class Population:
     area: np.ndarray  # current area index
     previous_area: np.ndarray  # area before a move (equal to `area` for people who never moved)
     move_day: np.ndarray  # day of the move; a large negative number for non-movers
-    practice: np.ndarray
+    practice: np.ndarray  # current practice index (changes of practice: linkcare.synth.practices)
     ethnicity: np.ndarray  # NHS ethnic category code
     arrival_day: np.ndarray  # first day the person lived in the site
     registration_day: np.ndarray  # GP registration date
@@ -48,6 +48,7 @@ class Population:
     area_codes: np.ndarray  # LSOA-style code of each area
     area_decile: np.ndarray  # deprivation decile of each area, 1 = most deprived
     practice_codes: np.ndarray
+    area_practice: np.ndarray  # index of the practice that serves each area
     twin_of: np.ndarray  # index of the person's twin, or -1
 
     def age_at(self, day: np.ndarray | float) -> np.ndarray:
@@ -144,7 +145,8 @@ def make_population(rng: np.random.Generator, n: int, history_days: int, twin_sh
         n=n, sex=sex, birth_day=birth_day, area=area, previous_area=previous_area, move_day=move_day,
         practice=practice, ethnicity=ethnicity, arrival_day=arrival_day,
         registration_day=registration_day, nhs_number=nhs_number, area_codes=area_codes,
-        area_decile=area_decile, practice_codes=practice_codes, twin_of=np.full(n, -1, dtype=np.int64),
+        area_decile=area_decile, practice_codes=practice_codes, area_practice=home_practice,
+        twin_of=np.full(n, -1, dtype=np.int64),
     )
     _make_twins(rng, pop, twin_share)
     return pop
