@@ -218,3 +218,24 @@ def test_attach_false_switches_a_source_off(tmp_path: Path) -> None:
     assert attached.filter(pl.col("source") != "outpatients").height > 0
     rows = {row["source"]: row for row in json.loads((out / "manifest.json").read_text())["attach"]["sources"]}
     assert not rows["outpatients"]["enabled"] and "attach = false" in rows["outpatients"]["why"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42])
+def test_node_draws_are_uniform_and_neighbouring_nodes_are_not_alike(seed: int) -> None:
+    """Trials are drawn by node number; one source's records are consecutive nodes, so a draw that
+    followed the number (as one linear generator step does) would pick whole runs of them."""
+    from scipy import stats
+
+    from linkcare.linkage.attach_check import node_draws
+
+    draws = node_draws(np.arange(500_000), seed)
+    assert ((draws > 0) & (draws < 1)).all()
+    assert stats.kstest(draws, "uniform").pvalue > 1e-3
+    assert abs(np.corrcoef(draws[:-1], draws[1:])[0, 1]) < 0.01
+    # Runs of 500 consecutive nodes: each run's mean varies as much as 500 independent draws' would.
+    means = draws.reshape(-1, 500).mean(axis=1)
+    assert means.std() == pytest.approx(math.sqrt(1 / 12 / 500), rel=0.1)
+    # Every run of 1,000 nodes gives a third of its nodes a draw below 1/3 (a trial rate of 1/3).
+    share = (draws.reshape(-1, 1_000) < 1 / 3).mean(axis=1)
+    assert share.min() > 0.25 and share.max() < 0.42
+    assert not np.array_equal(draws, node_draws(np.arange(500_000), seed + 1))

@@ -258,12 +258,33 @@ RULES = [
      "e.g. levels = [31, 366]"),
     (_swap("term_frequency = true", 'term_frequency = "yes"'),
      "linkage.comparisons[1].term_frequency: must be true or false, not a string"),
+    (_swap("term_frequency = true", 'given = "nhs"'),
+     "linkage.comparisons[1].given: 'nhs' is not a compared field; compare it in its own "
+     "[[linkage.comparisons]] table, or remove given"),
+    (_swap("term_frequency = true", 'given = "sex"'),
+     "linkage.comparisons[1].given: 'sex' is this comparison's own field; name another compared field"),
+    (_swap("term_frequency = true", 'given = "birth_year"\nterm_frequency = true'),
+     "linkage.comparisons[1].term_frequency: cannot be used with given; its levels are already split by "
+     "'birth_year'"),
+    (_swap("term_frequency = true", "given = 3"),
+     "linkage.comparisons[1].given: must be the name of another compared field, not an integer"),
 ]
 
 
 @pytest.mark.parametrize(("text", "message"), RULES, ids=[m.split(":")[0] for _, m in RULES])
 def test_each_rule_gives_its_message(site: Path, text: str, message: str) -> None:
     assert problems_of(text) == [f"site.toml: {message}"]
+
+
+def test_a_comparison_is_split_only_by_a_field_that_is_not_split_itself(site: Path) -> None:
+    both = _swap('levels = [0, 1]', 'levels = [0, 1]\ngiven = "sex"').replace("term_frequency = true",
+                                                                             'given = "birth_year"')
+    assert problems_of(both) == [
+        "site.toml: linkage.comparisons[0].given: 'sex' is itself split by given = 'birth_year'; a field can be "
+        "split only by a field that is not",
+        "site.toml: linkage.comparisons[1].given: 'birth_year' is itself split by given = 'sex'; a field can be "
+        "split only by a field that is not",
+    ]
 
 
 def test_link_only_needs_two_sources(site: Path) -> None:
@@ -292,7 +313,7 @@ def test_link_only_needs_two_sources(site: Path) -> None:
          "pairs_min_probability, sorted_neighbourhood"),
         ('method = "exact"', 'method = "exact"\nterm_freq = true', "linkage.comparisons[1]."
          "term_freq: unknown key; did you mean 'term_frequency'? allowed keys: field, method, "
-         "levels, term_frequency"),
+         "levels, term_frequency, given"),
         ('version = 1', 'version = 1\nzzz = 1', "zzz: unknown key; allowed keys: version, "
          "reference_date, sources, linkage, risk, disclosure, validation, engine"),
     ],

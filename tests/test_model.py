@@ -192,3 +192,73 @@ def test_ecm_weights_stay_finite_when_a_level_is_never_seen_among_non_matches() 
     weight = model.pattern_weights(levels)
     separated = (weight[is_match].min() > weight[~is_match].max()) or (weight[is_match].max() < weight[~is_match].min())
     assert separated
+
+
+# --- a comparison split by a given field ---------------------------------------------------------
+
+
+def test_levels_split_by_a_given_field_keep_missing_and_shift_where_it_does_not_agree() -> None:
+    from linkcare.linkage.compare import condition_levels
+
+    area = Comparison("area", "exact")
+    practice = Comparison("practice", "exact", given="area")
+    assert practice.n_levels == 5 and practice.parts == [(1, 3), (3, 5)]
+    assert practice.level_names == ["missing", "exact, area agrees", "disagree, area agrees",
+                                    "exact, area does not", "disagree, area does not"]
+    # columns: area, practice (the methods' own levels: 0 missing, 1 exact, 2 disagree)
+    levels = np.array([[1, 1], [1, 2], [2, 1], [2, 2], [0, 1], [1, 0], [0, 0]], dtype=np.int8)
+    got = condition_levels(levels.copy(), [area, practice])
+    assert got[:, 0].tolist() == levels[:, 0].tolist()
+    assert got[:, 1].tolist() == [1, 2, 3, 4, 3, 0, 0]
+    assert practice.is_best(got[:, 1]).tolist() == [True, False, True, False, True, False, False]
+
+
+def test_u_of_a_field_given_another_is_its_share_among_pairs_where_the_other_agrees_or_not() -> None:
+    """Two correlated fields: most people of an area share its practice. Random pairs agree on the
+    area 2% of the time; given that, they agree on the practice 70% of the time, else 5%."""
+    from linkcare.linkage.compare import condition_levels
+    from linkcare.linkage.train import u_from_levels
+
+    rng = np.random.default_rng(7)
+    n = 400_000
+    area_agrees = rng.random(n) < 0.02
+    practice_agrees = rng.random(n) < np.where(area_agrees, 0.7, 0.05)
+    raw = np.stack([np.where(area_agrees, 1, 2), np.where(practice_agrees, 1, 2)], axis=1).astype(np.int8)
+    split = [Comparison("area", "exact"), Comparison("practice", "exact", given="area")]
+    independent = [Comparison("area", "exact"), Comparison("practice", "exact")]
+    u_split = u_from_levels(condition_levels(raw.copy(), split), split)[1]
+    u_indep = u_from_levels(raw.copy(), independent)[1]
+    assert u_split[1] == pytest.approx(0.7, abs=0.01) and u_split[3] == pytest.approx(0.05, abs=0.002)
+    assert u_split[1] + u_split[2] == pytest.approx(1.0) and u_split[3] + u_split[4] == pytest.approx(1.0)
+    # With m 0.95 for agreement in either part, a pair agreeing on both fields gets from the practice
+    # log2(0.95 / 0.7) (a weak confirmation) given the area, where counted as independent it would get
+    # log2(0.95 / 0.064), about 3.5 bits more: the area's evidence counted twice.
+    m = [np.array([0.0, 0.95, 0.05]), np.array([0.0, 0.95, 0.05, 0.95, 0.05])]
+    model = MatchModel.from_m_u(split, m, [u_from_levels(raw.copy(), split)[0], u_split], 0.01)
+    assert model.weights[1][1] == pytest.approx(np.log2(0.95 / 0.7), abs=0.03)
+    naive = MatchModel.from_m_u(independent, [m[0], m[1][:3]], [u_from_levels(raw.copy(), independent)[0], u_indep],
+                                0.01)
+    assert naive.weights[1][1] - model.weights[1][1] > 3.0
+
+
+def test_em_gives_m_as_a_distribution_over_each_part() -> None:
+    from linkcare.linkage.compare import condition_levels
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    match = rng.random(n) < 0.3
+    area = np.where(match, np.where(rng.random(n) < 0.9, 1, 2), np.where(rng.random(n) < 0.05, 1, 2))
+    practice = np.where(match, np.where(rng.random(n) < 0.9, 1, 2),
+                        np.where(rng.random(n) < np.where(area == 1, 0.7, 0.05), 1, 2))
+    sex = np.where(match, 1, np.where(rng.random(n) < 0.5, 1, 2))
+    comparisons = [Comparison("area", "exact"), Comparison("practice", "exact", given="area"),
+                   Comparison("sex", "exact")]
+    levels = condition_levels(np.stack([area, practice, sex], axis=1).astype(np.int8), comparisons)
+    patterns, counts = np.unique(levels, axis=0, return_counts=True)
+    u = [np.array([0, 0.05, 0.95]), np.array([0, 0.7, 0.3, 0.05, 0.95]), np.array([0, 0.5, 0.5])]
+    m, share, _ = fit_m_em(patterns, counts.astype(float), u, np.ones(3, dtype=bool),
+                           [default_m(c.n_levels, c.parts) for c in comparisons],
+                           parts=[c.parts for c in comparisons])
+    assert m[1][1] + m[1][2] == pytest.approx(1.0) and m[1][3] + m[1][4] == pytest.approx(1.0)
+    assert m[1][1] == pytest.approx(0.9, abs=0.03)
+    assert share == pytest.approx(0.3, abs=0.02)

@@ -348,7 +348,7 @@ def test_sample_site_outputs_have_the_documented_columns(sample_run: tuple[Path,
         index.filter(pl.col("match_stage") == "unlinked").height
     assert (index.filter(pl.col("match_stage") == "probabilistic")["match_probability"] >= 0.95).all()  # threshold
 
-    fields = ["nhs", "la_id", "birth_year", "birth_month", "sex", "area"]  # practice is mapped, not compared
+    fields = ["nhs", "la_id", "birth_year", "birth_month", "sex", "area", "practice"]
     pairs = pl.read_parquet(out / "pairs.parquet")
     assert pairs.columns[:4] == ["source_l", "record_id_l", "source_r", "record_id_r"]
     assert [c for c in pairs.columns if c.startswith("level_")] == [f"level_{f}" for f in fields]

@@ -445,17 +445,18 @@ def test_synth_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     assert not (out / "precious.txt").exists() and (out / "site.toml").exists()
 
 
-def test_generated_config_maps_the_practice_but_does_not_compare_it(tmp_path: Path) -> None:
+def test_generated_config_compares_the_practice_given_the_area(tmp_path: Path) -> None:
     from linkcare.config import load_config
 
     write_site(tmp_path / "site", SynthOptions(people=500, seed=1, reference_date=REF))
     config = load_config(tmp_path / "site" / "site.toml")
     columns = {s.name: s.fields["practice"].column for s in config.sources if "practice" in s.fields}
     assert columns == {"gp": "Practice_Code", "apc": "GPPRAC", "ae": "GP_Practice_Code", "outpatients": "GPPRAC"}
-    # Compared beside area it counts an area's shared practice twice (precision 0.9996 -> 0.8985 on a
-    # 100,000-person site), so the comparisons and blocking are those of before.
-    assert [c.field for c in config.linkage.comparisons] == ["nhs", "la_id", "birth_year", "birth_month", "sex",
-                                                             "area"]
+    # Compared as if independent of area it counts an area's shared practice twice (precision 0.9996 ->
+    # 0.8985 on a 100,000-person site); its levels are split by whether the area agrees instead.
+    compared = {c.field: c for c in config.linkage.comparisons}
+    assert list(compared) == ["nhs", "la_id", "birth_year", "birth_month", "sex", "area", "practice"]
+    assert compared["practice"].given == "area" and not compared["practice"].term_frequency
     assert [list(b) for b in config.linkage.blocking] == [["nhs"], ["la_id"], ["birth_year", "birth_month", "area"]]
 
 

@@ -32,7 +32,7 @@ LINKAGE_KEYS = ("link_type", "threshold", "deterministic", "blocking", "comparis
                 "max_pairs", "one_to_one", "indexer", "seed", "chunk_pairs", "pairs_min_probability",
                 "sorted_neighbourhood")
 SORTED_KEYS = ("field", "window", "block")
-COMPARISON_KEYS = ("field", "method", "levels", "term_frequency")
+COMPARISON_KEYS = ("field", "method", "levels", "term_frequency", "given")
 
 
 def _check_positive_int(value: dict[str, Any], name: str, default: int, p: KeyProblems) -> int:
@@ -175,6 +175,7 @@ def _check_comparisons(value: Any, mapped: set[str], p: KeyProblems) -> tuple[Co
         p.add(where, "must be an array of tables; write each as [[linkage.comparisons]]")
         return ()
     out: list[Comparison] = []
+    positions: list[int] = []  # each comparison's place in the config
     seen: dict[str, str] = {}
     for i, c in enumerate(value):
         key = f"{where}[{i}]"
@@ -201,9 +202,35 @@ def _check_comparisons(value: Any, mapped: set[str], p: KeyProblems) -> tuple[Co
         tf = c.get("term_frequency", False)
         if not isinstance(tf, bool):
             p.add(f"{key}.term_frequency", f"must be true or false, not {type_name(tf)}")
+        given = c.get("given")
+        if given is not None and not isinstance(given, str):
+            p.add(f"{key}.given", f"must be the name of another compared field, not {type_name(given)}")
+            given = None
+        if given is not None and tf is True:
+            p.add(f"{key}.term_frequency", "cannot be used with given; its levels are already split by "
+                  f"{given!r}")
         if len(p.items) == n_before and fname is not None and method is not None:
-            out.append(Comparison(fname, method, levels, bool(tf)))
+            out.append(Comparison(fname, method, levels, bool(tf), given))
+            positions.append(i)
+    _check_given(out, positions, where, p)
     return tuple(out)
+
+
+def _check_given(comparisons: list[Comparison], positions: list[int], where: str, p: KeyProblems) -> None:
+    """Check that each `given` names another compared field that is not itself split by a given."""
+    by_field = {c.field: c for c in comparisons}
+    for i, c in zip(positions, comparisons, strict=True):
+        if c.given is None:
+            continue
+        other = by_field.get(c.given)
+        if c.given == c.field:
+            p.add(f"{where}[{i}].given", f"{c.given!r} is this comparison's own field; name another compared field")
+        elif other is None:
+            p.add(f"{where}[{i}].given", f"{c.given!r} is not a compared field; compare it in its own "
+                  "[[linkage.comparisons]] table, or remove given")
+        elif other.given is not None:
+            p.add(f"{where}[{i}].given", f"{c.given!r} is itself split by given = {other.given!r}; a field can be "
+                  "split only by a field that is not")
 
 
 def _check_levels(value: Any, key: str, method: str, p: KeyProblems) -> tuple[float, ...]:

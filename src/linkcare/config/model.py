@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
+
 from linkcare.config.methods import METHODS, ComparisonMethod
 from linkcare.disclosure import Disclosure
 
@@ -81,6 +83,9 @@ class Comparison:
     method: str
     levels: tuple[float, ...] = ()
     term_frequency: bool = False
+    #: Another compared field this one's levels are split by: whether that field agrees (is at its
+    #: best level) or not, so two correlated fields do not count as independent evidence.
+    given: str | None = None
 
     @property
     def spec(self) -> ComparisonMethod:
@@ -88,14 +93,37 @@ class Comparison:
         return METHODS[self.method]
 
     @property
-    def n_levels(self) -> int:
-        """How many levels the comparison has, the missing level included."""
+    def base_levels(self) -> int:
+        """How many levels the method gives, the missing level included (before any split by `given`)."""
         return self.spec.n_levels(self.levels)
+
+    @property
+    def n_levels(self) -> int:
+        """How many levels the comparison has, the missing level included: with `given`, each of the
+        method's levels once where the given field agrees and once where it does not."""
+        k = self.base_levels
+        return 1 + 2 * (k - 1) if self.given else k
 
     @property
     def level_names(self) -> list[str]:
         """A readable name for each level, for models and reports."""
-        return self.spec.level_names(self.levels)
+        names = self.spec.level_names(self.levels)
+        if not self.given:
+            return names
+        return [names[0], *[f"{n}, {self.given} agrees" for n in names[1:]],
+                *[f"{n}, {self.given} does not" for n in names[1:]]]
+
+    @property
+    def parts(self) -> list[tuple[int, int]]:
+        """The runs of levels (start, stop) over each of which m and u are distributions: all the
+        present levels; with `given`, those where the given field agrees and those where it does
+        not, so that m and u (and the weights) are conditional on the given field's agreement."""
+        k = self.base_levels
+        return [(1, k), (k, 2 * k - 1)] if self.given else [(1, k)]
+
+    def is_best(self, level: np.ndarray) -> np.ndarray:
+        """Return which levels are the method's best (exact agreement), whatever `given` says."""
+        return (level == 1) | ((level == self.base_levels) if self.given else False)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from linkcare.linkage.blocking import BlockPlan, allowed
-from linkcare.linkage.compare import FieldData, compare_pairs
+from linkcare.linkage.compare import FieldData, compare_pairs, condition_levels
 from linkcare.linkage.model import MatchModel, PatternCodec
 from linkcare.linkage.scoring import left_frequency, match_probabilities, match_weights, pattern_table
 
@@ -32,15 +32,29 @@ MAX_TRIALS = 10_000
 #: The Park-Miller ("minimal standard") generator: 48271 × x mod 2^31 - 1.
 LEHMER_MODULUS = 2_147_483_647
 LEHMER_MULTIPLIER = 48_271
+#: node_draws' mixing: per round, a Park-Miller step, then x -> x^2 + offset (mod the modulus).
+MIX_ROUNDS = (12_345, 678_901)
+#: How far apart the seeds put their sequences of draws.
+SEED_STRIDE = 1_000_003
 #: The golden ratio's fractional part: i × this (mod 1) spreads trials evenly over a distribution.
 _SPREAD = 0.6180339887498949
 
 
 def node_draws(node: np.ndarray, seed: int) -> np.ndarray:
-    """Return a uniform draw in (0, 1) per node, a function of the node's number and the seed only
-    (one step of the Park-Miller generator), so that every engine draws the same numbers."""
-    state = (node.astype(np.int64) + 1 + (seed % LEHMER_MODULUS) * 1_000_003) % LEHMER_MODULUS
-    return ((state * LEHMER_MULTIPLIER) % LEHMER_MODULUS) / LEHMER_MODULUS
+    """Return a uniform draw in (0, 1) per node, a function of the node's number and the seed only,
+    so that every engine draws the same numbers.
+
+    One Park-Miller step alone is linear in the node's number, so consecutive nodes (one source's
+    records in id order) would get nearly equal draws and be chosen or passed over together. Each
+    of the MIX_ROUNDS rounds therefore follows the step with a squaring modulo the same prime,
+    which is not linear: the draws of neighbouring nodes are then uncorrelated. Every product stays
+    below 2^62, so Spark's 64-bit integers compute exactly the same values.
+    """
+    x = (node.astype(np.int64) + 1 + (seed % LEHMER_MODULUS) * SEED_STRIDE) % LEHMER_MODULUS
+    for offset in MIX_ROUNDS:
+        x = (x * LEHMER_MULTIPLIER) % LEHMER_MODULUS
+        x = (x * x + offset) % LEHMER_MODULUS
+    return (x + 0.5) / LEHMER_MODULUS
 
 
 def trial_nodes(src: np.ndarray, records: np.ndarray, placed_node: np.ndarray, orphan_node: np.ndarray,
@@ -90,15 +104,29 @@ def copy_levels(model: MatchModel, kept_fields: np.ndarray, seed: int) -> np.nda
     errors of its own. `kept_fields` marks (trial × comparison) the fields the trial keeps; the
     others are missing (level 0)."""
     rng = np.random.default_rng([seed, 14])
-    levels = np.zeros(kept_fields.shape, dtype=np.int8)
+    comparisons = model.comparisons
     if model.m is None:  # a classifier without m: the copies agree exactly, as they do
-        return np.where(kept_fields, 1, 0).astype(np.int8)
-    for j, m in enumerate(model.m):
-        share = np.asarray(m[1:], dtype=np.float64)
-        cumulative = np.cumsum(share / share.sum())
-        drawn = 1 + np.minimum(np.searchsorted(cumulative, rng.random(kept_fields.shape[0]), side="right"),
-                               share.size - 1)
-        levels[:, j] = np.where(kept_fields[:, j], drawn, 0)
+        return condition_levels(np.where(kept_fields, 1, 0).astype(np.int8), comparisons)
+    draws = rng.random((len(comparisons), kept_fields.shape[0]))
+    levels = np.zeros(kept_fields.shape, dtype=np.int8)
+
+    def pick(share: np.ndarray, u: np.ndarray) -> np.ndarray:
+        cumulative = np.cumsum(share / max(float(share.sum()), 1e-300))
+        return np.minimum(np.searchsorted(cumulative, u, side="right"), share.size - 1)
+
+    for j, (c, m) in enumerate(zip(comparisons, model.m, strict=True)):
+        if not c.given:
+            levels[:, j] = np.where(kept_fields[:, j], 1 + pick(np.asarray(m[1:], dtype=np.float64), draws[j]), 0)
+    # A comparison split by a given field draws from the half of its m that the given field's drawn
+    # level falls in (it agrees, or not), so the two stay consistent.
+    column = {c.field: j for j, c in enumerate(comparisons)}
+    for j, (c, m) in enumerate(zip(comparisons, model.m, strict=True)):
+        if c.given:
+            k = c.base_levels
+            agrees = levels[:, column[c.given]] == 1
+            first = 1 + pick(np.asarray(m[1:k], dtype=np.float64), draws[j])
+            second = k + pick(np.asarray(m[k:], dtype=np.float64), draws[j])
+            levels[:, j] = np.where(kept_fields[:, j], np.where(agrees, first, second), 0)
     return levels
 
 
@@ -197,7 +225,7 @@ def _found_by_a_pass(plans: list[BlockPlan], model: MatchModel, levels: np.ndarr
         for f in plan.key:
             ok &= values[f][trials] >= 0
             if f in column:
-                ok &= levels[:, column[f]] == 1
+                ok &= model.comparisons[column[f]].is_best(levels[:, column[f]])
         found |= ok
     return found
 
@@ -243,4 +271,5 @@ def _trial_info(trials: np.ndarray, kept: np.ndarray, src: np.ndarray, records: 
     })
 
 
-__all__ = ["MAX_TRIALS", "assign_fields", "attach_trials", "copy_levels", "node_draws", "presence", "trial_nodes"]
+__all__ = ["LEHMER_MODULUS", "LEHMER_MULTIPLIER", "MAX_TRIALS", "MIX_ROUNDS", "SEED_STRIDE", "assign_fields",
+           "attach_trials", "copy_levels", "node_draws", "presence", "trial_nodes"]

@@ -117,7 +117,20 @@ def compare_pairs(fields: list[FieldData], left: np.ndarray, right: np.ndarray,
     out = np.empty((left.size, len(fields)), dtype=np.int8)
     for j, data in enumerate(fields):
         out[:, j] = compare_field(data, left, right, threads)
-    return out
+    return condition_levels(out, [f.comparison for f in fields])
+
+
+def condition_levels(levels: np.ndarray, comparisons: list[Comparison]) -> np.ndarray:
+    """Return the levels with each comparison that has a `given` field split by it: the method's
+    level l > 0 stays l where the given field agrees (is at its best level, 1) and becomes
+    l + (k - 1) where it does not (k: the method's levels, the missing one included). Missing
+    stays 0. `levels` holds the methods' own levels and is changed in place."""
+    column = {c.field: j for j, c in enumerate(comparisons)}
+    for j, c in enumerate(comparisons):
+        if c.given:
+            own, given = levels[:, j], levels[:, column[c.given]]
+            levels[:, j] = np.where((own > 0) & (given != 1), own + (c.base_levels - 1), own)
+    return levels
 
 
 def compare_values(comparisons: list[Comparison], left: pl.DataFrame, right: pl.DataFrame) -> np.ndarray:
@@ -161,4 +174,4 @@ def compare_pairs_recordlinkage(nodes: pl.DataFrame, comparisons: list[Compariso
         compare.add(LevelFeature(c))
     index = pd.MultiIndex.from_arrays([left, right])
     result = compare.compute(index, frame)
-    return result.to_numpy(dtype=np.int8)
+    return condition_levels(result.to_numpy(dtype=np.int8), comparisons)

@@ -92,17 +92,6 @@ class PatternCounts:
         return float(self.dense.sum()) if self.dense is not None else sum(self.counts.values())
 
 
-def level_shares(levels: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    """Return, per field, the share of non-missing pairs at each level (level 0 left at 0)."""
-    out = []
-    for j, k in enumerate(sizes):
-        counts = np.bincount(levels[:, j], minlength=k).astype(np.float64)
-        counts[0] = 0.0
-        total = counts.sum()
-        out.append(counts / total if total else np.full(k, np.nan))
-    return out
-
-
 def log_likelihoods(levels: np.ndarray, probs: list[np.ndarray], use: np.ndarray) -> np.ndarray:
     out = np.zeros(levels.shape[0])
     for j, p in enumerate(probs):
@@ -114,19 +103,37 @@ def log_likelihoods(levels: np.ndarray, probs: list[np.ndarray], use: np.ndarray
     return out
 
 
-def default_m(k: int) -> np.ndarray:
-    """A starting m: most matches agree exactly, fewer at each worse level."""
+def default_m(k: int, parts: list[tuple[int, int]] | None = None) -> np.ndarray:
+    """A starting m over k levels: most matches agree exactly, fewer at each worse level (in each of
+    `parts`, default all the present levels)."""
     m = np.zeros(k)
-    inner = np.array([0.5 ** i for i in range(k - 1)])
-    inner[0] = 8.0
-    m[1:] = inner / inner.sum()
+    for start, stop in parts if parts is not None else [(1, k)]:
+        inner = np.array([0.5 ** i for i in range(stop - start)])
+        inner[0] = 8.0
+        m[start:stop] = inner / inner.sum()
     return m
+
+
+def normalised(counts: np.ndarray, parts: list[tuple[int, int]]) -> np.ndarray | None:
+    """Return `counts` (per level) as a distribution over each part of the levels (level 0 at 0),
+    or None if a part holds nothing."""
+    out = np.zeros(counts.size)
+    for start, stop in parts:
+        total = counts[start:stop].sum()
+        if not total > 0:
+            return None
+        out[start:stop] = counts[start:stop] / total
+    return out
 
 
 def fit_m_em(levels: np.ndarray, counts: np.ndarray, u: list[np.ndarray], use: np.ndarray,
              m_start: list[np.ndarray], prior_start: float = 0.1, max_iter: int = 200,
-             tol: float = 1e-6, pseudo_count: float = 1.0) -> tuple[list[np.ndarray], float, int]:
+             tol: float = 1e-6, pseudo_count: float = 1.0,
+             parts: list[list[tuple[int, int]]] | None = None) -> tuple[list[np.ndarray], float, int]:
     """Return m per field, the share of matches, and the iterations EM took, with u held fixed.
+
+    m is a distribution over each of a field's `parts` (default: all its present levels; see
+    linkcare.config.Comparison.parts).
 
     Fields where `use` is False are left out of the likelihood (for example a blocking key).
     Each level gets `pseudo_count` matching pairs before the data, so a level EM never sees among
@@ -150,8 +157,8 @@ def fit_m_em(levels: np.ndarray, counts: np.ndarray, u: list[np.ndarray], use: n
                 continue
             by_level = np.bincount(levels[:, j], weights=wc, minlength=old.size) + pseudo_count
             by_level[0] = 0.0
-            total = by_level.sum()
-            new_m.append(by_level / total if total > 0 else old)
+            fresh = normalised(by_level, parts[j] if parts is not None else [(1, old.size)])
+            new_m.append(fresh if fresh is not None else old)
         new_lam = float(np.clip(wc.sum() / counts.sum(), 1e-12, 1 - 1e-12))
         change = max(abs(new_lam - lam), *(np.abs(a_ - b_).max() for a_, b_ in zip(new_m, m, strict=True)))
         m, lam = new_m, new_lam
@@ -199,7 +206,7 @@ class MatchModel:
         for j, c in enumerate(self.comparisons):
             entry: dict[str, Any] = {
                 "field": c.field, "method": c.method, "levels": list(c.levels),
-                "term_frequency": c.term_frequency, "level_names": c.level_names,
+                "term_frequency": c.term_frequency, "given": c.given, "level_names": c.level_names,
                 "weights": [float(x) for x in self.weights[j]],
             }
             if self.m is not None and self.u is not None:
@@ -228,8 +235,9 @@ class MatchModel:
             raise ConfigError(f"{path}: not a linkcare linkage model (not JSON)") from None
         if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
             raise ConfigError(f"{path}: not a linkcare linkage model (no format {MODEL_FORMAT!r})")
-        saved = [(f.get("field"), f.get("method"), tuple(f.get("levels", ()))) for f in data.get("fields", [])]
-        wanted = [(c.field, c.method, tuple(c.levels)) for c in comparisons]
+        saved = [(f.get("field"), f.get("method"), tuple(f.get("levels", ())), f.get("given"))
+                 for f in data.get("fields", [])]
+        wanted = [(c.field, c.method, tuple(c.levels), c.given) for c in comparisons]
         if saved != wanted:
             raise ConfigError(f"{path}: the model was trained on other comparisons than the config's "
                               "[[linkage.comparisons]]; retrain without --model")

@@ -48,6 +48,7 @@ import numpy as np
 import polars as pl
 
 from linkcare.config import Comparison, Config
+from linkcare.linkage.compare import condition_levels
 from linkcare.linkage.model import MatchModel, PatternCodec
 from linkcare.linkage.scoring import WEIGHT_EDGES, match_probabilities, match_weights, weight_counts
 
@@ -103,7 +104,8 @@ def best_weights(model: MatchModel, nodes: pl.DataFrame, tf_totals: Mapping[int,
     the number of nodes with any value (see `with_value_counts`)."""
     comparisons = model.comparisons
     patterns = PatternCodec([c.n_levels for c in comparisons])
-    levels = np.column_stack([nodes[c.field].is_not_null().to_numpy() for c in comparisons]).astype(np.int8)
+    levels = condition_levels(np.column_stack([nodes[c.field].is_not_null().to_numpy() for c in comparisons])
+                              .astype(np.int8), comparisons)
 
     def frequency(j: int, exact: np.ndarray) -> np.ndarray:
         column, total = tf_totals[j]

@@ -12,7 +12,7 @@ from linkcare.config import Comparison
 from linkcare.errors import DataError
 from linkcare.linkage.blocking import allowed
 from linkcare.linkage.compare import FieldData, compare_pairs
-from linkcare.linkage.model import MatchModel, PatternCounts, default_m, fit_m_em, level_shares, log_likelihoods
+from linkcare.linkage.model import MatchModel, PatternCounts, default_m, fit_m_em, log_likelihoods
 
 U_SAMPLE_PAIRS = 1_000_000
 
@@ -25,7 +25,6 @@ def estimate_u(rng: np.random.Generator, fields: list[FieldData], src: np.ndarra
     one deterministic cluster are the same person and are left out. A level never seen among
     random pairs gets half a pair's worth of probability, not zero.
     """
-    sizes = [f.comparison.n_levels for f in fields]
     cumulative = np.cumsum(records.astype(np.float64))
     draws = u_draws(rng, float(cumulative[-1]), sample)
     left = np.searchsorted(cumulative, draws[0], side="right")
@@ -33,7 +32,7 @@ def estimate_u(rng: np.random.Generator, fields: list[FieldData], src: np.ndarra
     ok = (left != right) & allowed(link_type, src[left], src[right]) & (cluster[left] != cluster[right])
     left, right = left[ok][:sample], right[ok][:sample]
     levels = compare_pairs(fields, left, right)
-    return u_from_levels(levels, sizes), int(left.size)
+    return u_from_levels(levels, [f.comparison for f in fields]), int(left.size)
 
 
 def u_draws(rng: np.random.Generator, records: float, sample: int = U_SAMPLE_PAIRS) -> np.ndarray:
@@ -42,18 +41,20 @@ def u_draws(rng: np.random.Generator, records: float, sample: int = U_SAMPLE_PAI
     return rng.random((2, sample * 2)) * records
 
 
-def u_from_levels(levels: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    """Return u per field from the levels (pairs × fields) of random pairs: each level's share of
-    the pairs with both values present, at least half a pair's worth."""
-    shares = level_shares(levels, sizes)
+def u_from_levels(levels: np.ndarray, comparisons: list[Comparison]) -> list[np.ndarray]:
+    """Return u per field from the levels (pairs × fields) of random pairs: over each part of the
+    field's levels (linkcare.config.Comparison.parts), each level's share of the pairs in that part,
+    at least half a pair's worth (a part no pair fell in: the same share for each level)."""
     u = []
-    for j, share in enumerate(shares):
-        present = int((levels[:, j] > 0).sum())
-        floor = 0.5 / max(present, 1)
-        s = np.where(np.isnan(share), 1.0 / (sizes[j] - 1), share)
-        s = np.maximum(s, floor)
-        s[0] = 0.0
-        u.append(s / s.sum())
+    for j, c in enumerate(comparisons):
+        counts = np.bincount(levels[:, j], minlength=c.n_levels).astype(np.float64)
+        s = np.zeros(c.n_levels)
+        for start, stop in c.parts:
+            present = float(counts[start:stop].sum())
+            share = counts[start:stop] / present if present else np.full(stop - start, 1.0 / (stop - start))
+            share = np.maximum(share, 0.5 / max(present, 1.0))
+            s[start:stop] = share / share.sum()
+        u.append(s)
     return u
 
 
@@ -79,14 +80,17 @@ def fit_fellegi_sunter(comparisons: list[Comparison], u: list[np.ndarray], sessi
         levels, c = counts.arrays()
         if c.sum() == 0:
             continue
-        use = np.array([name not in key for name in names])
-        m, lam, iterations = fit_m_em(levels, c, u, use, [default_m(k) for k in sizes])
+        # A comparison is left out of the passes whose key holds its field, or the field its levels
+        # are split by: every pair of such a pass agrees on it, so it says nothing there.
+        use = np.array([c.field not in key and c.given not in key for c in comparisons])
+        m, lam, iterations = fit_m_em(levels, c, u, use, [default_m(cmp.n_levels, cmp.parts) for cmp in comparisons],
+                                      parts=[cmp.parts for cmp in comparisons])
         matches = lam * float(c.sum())
         for j in np.nonzero(use)[0]:
             m_sum[j] += matches * m[j]
             m_n[j] += matches
         report.append({"blocking": list(key), "pairs": int(c.sum()), "match_share": lam, "iterations": iterations})
-    m = [m_sum[j] / m_n[j] if m_n[j] else default_m(k) for j, k in enumerate(sizes)]
+    m = [m_sum[j] / m_n[j] if m_n[j] else default_m(k, comparisons[j].parts) for j, k in enumerate(sizes)]
     prior = estimate_prior(candidate_counts, m, u, known_match_pairs, total_pairs)
     return MatchModel.from_m_u(comparisons, m, u, prior, training={
         "sessions": report, "u_from": "random record pairs", "prior": prior,

@@ -329,13 +329,17 @@ def _group_label(dim: str, group: str) -> str:
 def short_level_names(comparison: Comparison) -> list[str]:
     """Return a short name for each level of a comparison: missing, exact, close or disagree
     (several close levels keep their cut-off, e.g. "close (similarity >= 0.88)")."""
-    names = comparison.level_names
+    names = comparison.spec.level_names(comparison.levels)
     inner = names[1:-1]
     identical = {"exact", "similarity >= 1", "edits <= 0", "difference <= 0"}
     short = ["exact" if n in identical else "close" for n in inner]
     if short.count("close") > 1:
         short = [s if s == "exact" else f"close ({n})" for s, n in zip(short, inner, strict=True)]
-    return ["missing", *short, "disagree"]
+    own = [*short, "disagree"]
+    if comparison.given:  # the levels split by whether the given field agrees (linkcare.config.Comparison)
+        return ["missing", *[f"{n}, {comparison.given} agrees" for n in own],
+                *[f"{n}, {comparison.given} does not" for n in own]]
+    return ["missing", *own]
 
 
 def _borderline(report: Report, data: LinkReportData, threshold: float, seed: int) -> None:
@@ -379,7 +383,7 @@ def _level_plot(pairs: pl.DataFrame, comparisons: Sequence[Comparison], levels: 
     for j, col in enumerate(levels):
         counts = np.bincount(pairs[col].cast(pl.Int64).to_numpy(), minlength=len(names[j]))
         for level, n in enumerate(counts):
-            shares[j, kinds.index(names[j][level].split(" ")[0])] += n
+            shares[j, kinds.index(names[j][level].split(" ")[0].rstrip(","))] += n
     shares = shares / max(pairs.height, 1) * 100
     fig, ax = new_figure(7.0, 0.4 * len(comparisons) + 1.4)
     left = np.zeros(len(comparisons))

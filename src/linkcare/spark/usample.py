@@ -93,7 +93,7 @@ def estimate_u(spark: SparkSession, nodes: DataFrame, lk: Linkage, skip: int,
     pairs = materialize(pairs.select("i", "l", "r"))
     last = pairs.select("i").orderBy("i").limit(sample).agg(F.max("i")).first()[0]  # type: ignore[index]
     if last is None:
-        return u_from_levels(np.zeros((0, len(comparisons)), dtype=np.int8), [c.n_levels for c in comparisons]), 0
+        return u_from_levels(np.zeros((0, len(comparisons)), dtype=np.int8), list(comparisons)), 0
     pairs = pairs.where(F.col("i") <= last)
     fields = [c.field for c in comparisons]
     values = pairs.join(nodes.select(F.col("node").alias("l"), *[F.col(f).alias(f"{f}__l") for f in fields]), "l") \
@@ -103,7 +103,7 @@ def estimate_u(spark: SparkSession, nodes: DataFrame, lk: Linkage, skip: int,
     codes = np.array([r["code"] for r in counted], dtype=np.int64)
     counts = np.array([r["count"] for r in counted], dtype=np.int64)
     levels = np.repeat(codec.decode(codes), counts, axis=0)
-    return u_from_levels(levels, [c.n_levels for c in comparisons]), int(counts.sum())
+    return u_from_levels(levels, list(comparisons)), int(counts.sum())
 
 
 __all__ = ["estimate_u"]

@@ -44,8 +44,8 @@ def load_site(folder: Path) -> Site:
 def recorded_identifiers(site: Site, name: str) -> pl.DataFrame:
     """Return each record's recorded identifiers beside its person's true ones.
 
-    Columns: record_id, person, year, month, sex (1 male, 2 female), area, token, and the truth
-    columns of `truth/persons.parquet` (true sex as `sex_true`).
+    Columns: record_id, person, year, month, sex (1 male, 2 female), area, token, recorded_practice
+    (null in social care), and the truth columns of `truth/persons.parquet` (true sex as `sex_true`).
     """
     frame = site.extracts[name]
     if name in ("apc", "outpatients"):
@@ -67,6 +67,8 @@ def recorded_identifiers(site: Site, name: str) -> pl.DataFrame:
         sex.cast(pl.String).cast(pl.Int64).alias("sex"),
         pl.col(AREA_COLUMN[name]).cast(pl.String).alias("area"),
         pl.col(NHS_COLUMN[name]).cast(pl.String).alias("token"),
+        (pl.col(PRACTICE_COLUMN[name]).cast(pl.String) if name in PRACTICE_COLUMN else pl.lit(None, pl.String))
+        .alias("recorded_practice"),
     )
     truth = site.truth_records.filter(pl.col("source") == SOURCE_NAMES[name]).select("record_id", "person")
     persons = site.truth_persons.rename({"sex": "sex_true"})
@@ -221,31 +223,37 @@ def oracle_auroc(site: Site) -> tuple[float, float, int]:
 
 
 def idealised_linkage(site: Site) -> dict[str, float]:
-    """Return the pairwise scores of two idealised linkers that only token-less hospital records test.
+    """Return the pairwise scores of idealised linkers that only token-less hospital records test.
 
-    Both give every GP and social-care record, and every hospital record with an NHS token, its true
+    Each gives every GP and social-care record, and every hospital record with an NHS token, its true
     person: better than any real linker. A hospital record without a token carries only birth year,
-    birth month, sex and LSOA; its candidates are the people whose GP record shows the same four.
-    "busiest" puts it with the candidate who has the most hospital records (the likeliest owner when
-    nothing else tells them apart), or alone when there is none; "unique" puts it with its candidate
-    only when there is exactly one. Their F1 bounds what demographics can do for these records.
+    birth month, sex, LSOA and the registered practice; its candidates are the people whose GP
+    record shows the same birth year, month, sex and LSOA. "busiest" puts it with the candidate who
+    has the most hospital records (the likeliest owner when nothing else tells them apart), or alone
+    when there is none; "practice" does the same among the candidates whose GP record shows the
+    record's practice, if any does; "unique" puts it with its candidate only when there is exactly
+    one. Their F1 bounds what demographics (and the practice) can do for these records.
     """
     from linkcare.linkage.evaluate import pairwise_score
 
     keys = ["year", "month", "sex", "area"]
     parts = {name: recorded_identifiers(site, name).select(
-        pl.lit(name).alias("source"), "record_id", "person", pl.col("token").is_not_null().alias("has_token"), *keys)
-        for name in SOURCES}
+        pl.lit(name).alias("source"), "record_id", "person", pl.col("token").is_not_null().alias("has_token"), *keys,
+        pl.col("recorded_practice").alias("practice")) for name in SOURCES}
     records = pl.concat(parts.values())
     hospital = records.filter(pl.col("source").is_in(HOSPITAL))
     activity = hospital.group_by("person").agg(pl.len().alias("activity"))
-    spine = (parts["gp_registrations"].select("person", *keys).unique()
+    spine = (parts["gp_registrations"].select("person", *keys, pl.col("practice").alias("spine_practice")).unique()
              .join(activity, on="person", how="left").with_columns(pl.col("activity").fill_null(0))
              .rename({"person": "candidate"}))
     loose = hospital.filter(~pl.col("has_token"))
-    ranked = (loose.join(spine, on=keys, how="inner").sort(["activity", "candidate"], descending=[True, False])
+    agrees = (pl.col("practice") == pl.col("spine_practice")).fill_null(False)
+    ranked = (loose.join(spine, on=keys, how="inner").with_columns(agrees.alias("agrees"))
+              .sort(["activity", "candidate"], descending=[True, False])
               .group_by("source", "record_id")
-              .agg(pl.col("candidate").first().alias("busiest"), pl.col("candidate").n_unique().alias("candidates")))
+              .agg(pl.col("candidate").first().alias("busiest"), pl.col("candidate").n_unique().alias("candidates"),
+                   pl.col("candidate").sort_by("agrees", descending=True, maintain_order=True).first()
+                   .alias("by_practice")))
     alone = pl.format("alone {} {}", pl.col("source"), pl.col("record_id"))
     frame = records.join(ranked, on=["source", "record_id"], how="left").with_columns(
         pl.col("candidates").fill_null(0))
@@ -253,6 +261,9 @@ def idealised_linkage(site: Site) -> dict[str, float]:
     busiest = frame.with_columns(pl.when(placed).then(pl.col("person").cast(pl.String))
                                  .when(pl.col("candidates") > 0).then(pl.col("busiest").cast(pl.String))
                                  .otherwise(alone).alias("person_id"))
+    by_practice = frame.with_columns(pl.when(placed).then(pl.col("person").cast(pl.String))
+                                     .when(pl.col("candidates") > 0).then(pl.col("by_practice").cast(pl.String))
+                                     .otherwise(alone).alias("person_id"))
     unique = frame.with_columns(pl.when(placed).then(pl.col("person").cast(pl.String))
                                 .when(pl.col("candidates") == 1).then(pl.col("busiest").cast(pl.String))
                                 .otherwise(alone).alias("person_id"))
@@ -264,7 +275,7 @@ def idealised_linkage(site: Site) -> dict[str, float]:
         "share_with_one_candidate": _share(counts == 1),
         "share_with_several_candidates": _share(counts > 1),
     }
-    for name, assigned in (("busiest", busiest), ("unique", unique)):
+    for name, assigned in (("busiest", busiest), ("practice", by_practice), ("unique", unique)):
         score = pairwise_score(assigned)
         out[f"{name}_precision"], out[f"{name}_recall"], out[f"{name}_f1"] = score.precision, score.recall, score.f1
     return out
