@@ -239,3 +239,16 @@ def test_node_draws_are_uniform_and_neighbouring_nodes_are_not_alike(seed: int) 
     share = (draws.reshape(-1, 1_000) < 1 / 3).mean(axis=1)
     assert share.min() > 0.25 and share.max() < 0.42
     assert not np.array_equal(draws, node_draws(np.arange(500_000), seed + 1))
+
+
+def test_a_trial_window_stays_in_its_block() -> None:
+    # A sorted-neighbourhood pass on `a` within blocks of `b`: a trial at the last rank of its block
+    # finds the nodes of its block within the window, never the first ranks of the next block.
+    from linkcare.linkage.attach_check import trial_candidates
+    from linkcare.linkage.blocking import plan_sorted
+
+    codes = {"a": np.array([0, 1, 0, 1, 0]), "b": np.array([0, 0, 1, 1, 1])}
+    plan = plan_sorted(codes, "a", 3, ("b",), np.zeros(5, dtype=np.int64), "link_and_dedupe")
+    values = {"a": np.array([1, 0]), "b": np.array([0, 1])}  # trials with node 1's and node 2's values
+    trial, node = trial_candidates([plan], values, codes)
+    assert sorted(zip(trial.tolist(), node.tolist(), strict=True)) == [(0, 0), (0, 1), (1, 2), (1, 3), (1, 4)]

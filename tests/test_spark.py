@@ -80,7 +80,48 @@ def test_spark_finds_the_same_people(linked: tuple[Path, Path]) -> None:
     a, b = joined["match_probability"].to_numpy(), joined["match_probability_spark"].to_numpy()
     assert np.array_equal(np.isnan(a), np.isnan(b))
     assert np.allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=0, atol=1e-12)
-    assert local["person_id"].n_unique() == 11_380
+    assert local["person_id"].n_unique() == 11_428
+
+
+def _assert_same_attach_step(local: Path, on_spark: Path) -> None:
+    """attachments.parquet the same (posteriors within 1e-12) and the manifest's attach facts the same
+    (exponents and shares within 1e-6, counts and reasons equal)."""
+    theirs, ours = (pl.read_parquet(p / "attachments.parquet") for p in (local, on_spark))
+    assert ours.schema == theirs.schema
+    shares = ["posterior", "none"]
+    assert ours.drop(shares).equals(theirs.drop(shares))  # same rows in the same order
+    for name in shares:
+        assert np.allclose(ours[name].to_numpy(), theirs[name].to_numpy(), rtol=0, atol=1e-12), name
+    facts = [json.loads((p / "manifest.json").read_text())["attach"] for p in (local, on_spark)]
+    for key in ("bayes_factor_exponent", "activity_exponent"):
+        assert abs(facts[0][key] - facts[1][key]) <= 1e-6, key
+    assert facts[0]["calibration"] == facts[1]["calibration"]
+    assert len(facts[0]["sources"]) == len(facts[1]["sources"]) > 0
+    for mine, other in zip(facts[1]["sources"], facts[0]["sources"], strict=True):
+        assert mine.keys() == other.keys()
+        for key, value in other.items():
+            if isinstance(value, float):
+                assert abs(mine[key] - value) <= 1e-6, (other["source"], key)
+            else:
+                assert mine[key] == value, (other["source"], key)
+
+
+@needs_spark
+def test_spark_attaches_as_the_local_engine(linked: tuple[Path, Path]) -> None:
+    _assert_same_attach_step(*linked)
+    attached = pl.read_parquet(linked[1] / "attachments.parquet")
+    assert attached.height > 0 and 0 < attached["attached"].sum() < attached.height
+
+
+@needs_spark
+def test_spark_draws_trials_as_the_local_engine(spark) -> None:  # type: ignore[no-untyped-def]
+    from linkcare.linkage.attach_check import node_draws
+    from linkcare.spark.trials import node_draw
+
+    for seed in (0, 42, -7, 2**40 + 3):
+        got = spark.range(0, 200_000, numPartitions=3).withColumnRenamed("id", "node").select(
+            "node", node_draw(seed).alias("u")).orderBy("node").toPandas()
+        assert np.array_equal(got["u"].to_numpy(), node_draws(got["node"].to_numpy(), seed)), seed
 
 
 @needs_spark
@@ -163,6 +204,7 @@ def test_spark_carries_person_ids_over_as_the_local_engine(spark, tmp_path: Path
     assert changes.get("kept", 0) > 5_000 and changes.get("merged", 0) > 0, changes
     manifest = json.loads((outs["spark"] / "manifest.json").read_text())
     assert manifest["previous"] == json.loads((outs["local"] / "manifest.json").read_text())["previous"]
+    _assert_same_attach_step(outs["local"], outs["spark"])
 
 
 @needs_spark
@@ -196,6 +238,7 @@ def test_spark_link_only_sorted_neighbourhood_and_one_to_one(spark, small_site: 
     index = [pl.read_parquet(tmp_path / e / "person_index.parquet").select("source", "record_id", "person_id")
              for e in ("local", "spark")]
     assert index[0].equals(index[1])
+    _assert_same_attach_step(tmp_path / "local", tmp_path / "spark")
     pairs = pl.read_parquet(tmp_path / "spark" / "pairs.parquet").filter(pl.col("accepted"))
     between = pairs.filter(pl.concat_list("source_l", "source_r").list.sort() == pl.lit(["gp", "social_care"]))
     for side in ("l", "r"):

@@ -95,28 +95,40 @@ def activity_weights(cluster: np.ndarray, src: np.ndarray, records: np.ndarray,
                      n_sources: int) -> tuple[np.ndarray, np.ndarray]:
     """Return per source and band of n the log2 of w(n), and the people in each band, measured on
     the given (placed) nodes and the people (`cluster`) they belong to: the share of the source's
-    records whose owner has n other records of it, over the number of people with n. Half a
-    record's worth keeps a band that no record fell in possible."""
+    records whose owner has n other records of it, over the number of people with n."""
     nodes = pl.DataFrame({"cluster": cluster, "src": src.astype(np.int64), "records": records.astype(np.int64)})
     people = nodes.select("cluster").unique()
     per = nodes.group_by("cluster", "src").agg(pl.col("records").sum().alias("n"))
-    log_weight = np.full((n_sources, ACTIVITY_BANDS), -1e9)
-    in_band = np.zeros((n_sources, ACTIVITY_BANDS))
+    in_band = np.zeros((n_sources, ACTIVITY_BANDS), dtype=np.int64)
+    owners = np.zeros((n_sources, ACTIVITY_BANDS), dtype=np.int64)
     for s in range(n_sources):
         counts = people.join(per.filter(pl.col("src") == s), on="cluster", how="left").select(
             activity_band(pl.col("n").fill_null(0)).alias("band"))
         # Each record's owner has the person's other records of the source: identical records share a
         # node, so a node of r records stands for r records, each with n - 1 others.
-        owners = (nodes.filter(pl.col("src") == s).join(per.filter(pl.col("src") == s), on=["cluster", "src"])
-                  .select(activity_band(pl.col("n") - 1).alias("band"), "records"))
-        total = float(owners["records"].sum())
+        shared = (nodes.filter(pl.col("src") == s).join(per.filter(pl.col("src") == s), on=["cluster", "src"])
+                  .group_by(activity_band(pl.col("n") - 1).alias("band")).agg(pl.col("records").sum()))
+        for band, n_people in counts.group_by("band").len().iter_rows():
+            in_band[s, band] = n_people
+        for band, f in shared.iter_rows():
+            owners[s, band] = f
+    return weights_from_counts(in_band, owners)
+
+
+def weights_from_counts(people: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return activity_weights' log2 w(n) and people per band from counts per source and band of n:
+    `people`, the people who hold n records of the source, and `owners`, the source's records whose
+    owner has n other records of it (so an engine need only count). Half a record's worth keeps a
+    band that no record fell in possible."""
+    log_weight = np.full(people.shape, -1e9)
+    in_band = np.zeros(people.shape)
+    for s in range(people.shape[0]):
+        total = float(owners[s].sum())
         if total == 0:
             continue
-        shared = owners.group_by("band").agg(pl.col("records").sum().alias("f"))
-        table = counts.group_by("band").len().join(shared, on="band", how="left")
-        for band, n_people, f in table.iter_rows():
-            log_weight[s, band] = math.log2((float(f or 0.0) + 0.5) / (total + 0.5) / n_people)
-            in_band[s, band] = n_people
+        for band in np.flatnonzero(people[s] > 0).tolist():
+            log_weight[s, band] = math.log2((float(owners[s, band]) + 0.5) / (total + 0.5) / int(people[s, band]))
+            in_band[s, band] = int(people[s, band])
     return log_weight, in_band
 
 
@@ -392,11 +404,12 @@ def _checked(prior: AttachPrior, rows: pl.DataFrame, per_trial: pl.DataFrame, te
     return replace(prior, temperature=temperature, enabled=enabled, checked=checked, calibration=calibration)
 
 
-def attach_decisions(rows: pl.DataFrame, chosen: pl.DataFrame, cluster: np.ndarray, temperature: float) -> pl.DataFrame:
-    """Return per node of every unplaced cluster with a candidate: its likeliest candidate (as a node
-    of it, `candidate_node`), that candidate's posterior, the posterior of none, how many candidates
-    it had, whether it was attached, and the next ALTERNATIVES candidates (`alternative_nodes`) with
-    their posteriors (`alternative_posteriors`)."""
+def orphan_decisions(rows: pl.DataFrame, chosen: pl.DataFrame, temperature: float) -> pl.DataFrame:
+    """Return per unplaced cluster (`orphan`) with a candidate: its likeliest candidate (as a node of
+    it, `candidate_node`), that candidate's posterior, the posterior of none, how many candidates it
+    had, the node of its best pair (`orphan_node`), whether it was attached, and the next
+    ALTERNATIVES candidates (`alternative_nodes`) with their posteriors (`alternative_posteriors`).
+    As with_posteriors, every orphan's rows must be present, so a slice of orphans is decided on its own."""
     scored = with_posteriors(rows, temperature)
     best = (scored.sort(["orphan", "posterior", "candidate"], descending=[False, True, False])
             .group_by("orphan", maintain_order=True)
@@ -404,7 +417,13 @@ def attach_decisions(rows: pl.DataFrame, chosen: pl.DataFrame, cluster: np.ndarr
                  pl.col("none").first(), pl.len().alias("candidates"), pl.col("orphan_node").first(),
                  pl.col("other_node").slice(1, ALTERNATIVES).alias("alternative_nodes"),
                  pl.col("posterior").slice(1, ALTERNATIVES).alias("alternative_posteriors")))
-    best = best.with_columns(pl.col("orphan_node").is_in(chosen["orphan_node"].implode()).alias("attached"))
+    return best.with_columns(pl.col("orphan_node").is_in(chosen["orphan_node"].implode()).alias("attached"))
+
+
+def attach_decisions(rows: pl.DataFrame, chosen: pl.DataFrame, cluster: np.ndarray, temperature: float) -> pl.DataFrame:
+    """Return per node of every unplaced cluster with a candidate: orphan_decisions' columns but the
+    orphan and its best pair's node."""
+    best = orphan_decisions(rows, chosen, temperature)
     nodes = pl.DataFrame({"node": np.arange(cluster.size, dtype=np.int64), "orphan": cluster})
     return (nodes.join(best, on="orphan", how="inner")
             .select("node", "candidate_node", "posterior", "none", pl.col("candidates").cast(pl.Int64), "attached",
@@ -441,7 +460,6 @@ def attach_facts(prior: AttachPrior, names: list[str]) -> dict[str, Any]:
 
 
 __all__ = ["ACTIVITY_BANDS", "ALTERNATIVES", "CALIBRATION_EDGES", "MIN_CHECKED", "AttachPrior", "activity_band",
-           "activity_weights",
-           "attach_decisions", "attach_facts", "choose_attachments", "fit_prior", "log_attach_prior",
-           "orphan_candidates", "orphan_rows", "pass_masks", "placed_nodes", "prior_columns", "tempered_weights",
-           "wilson_lower", "with_posteriors"]
+           "activity_weights", "attach_decisions", "attach_facts", "choose_attachments", "fit_prior",
+           "log_attach_prior", "orphan_candidates", "orphan_decisions", "orphan_rows", "pass_masks", "placed_nodes",
+           "prior_columns", "tempered_weights", "weights_from_counts", "wilson_lower", "with_posteriors"]

@@ -17,6 +17,7 @@ out, because such a record never reaches the attach step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -34,7 +35,7 @@ LEHMER_MODULUS = 2_147_483_647
 LEHMER_MULTIPLIER = 48_271
 #: node_draws' mixing: per round, a Park-Miller step, then x -> x^2 + offset (mod the modulus).
 MIX_ROUNDS = (12_345, 678_901)
-#: How far apart the seeds put their sequences of draws.
+#: The seed moves every node's state by this many steps per unit (a prime, so seeds do not collide).
 SEED_STRIDE = 1_000_003
 #: The golden ratio's fractional part: i × this (mod 1) spreads trials evenly over a distribution.
 _SPREAD = 0.6180339887498949
@@ -57,6 +58,12 @@ def node_draws(node: np.ndarray, seed: int) -> np.ndarray:
     return (x + 0.5) / LEHMER_MODULUS
 
 
+def trial_rate(placed_records: int) -> float:
+    """Return the chance per record that a placed node of a source is drawn as a trial, given the
+    records of the source's placed nodes: about MAX_TRIALS records in all."""
+    return MAX_TRIALS / float(placed_records)
+
+
 def trial_nodes(src: np.ndarray, records: np.ndarray, placed_node: np.ndarray, orphan_node: np.ndarray,
                 present: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the trials (the placed nodes a record is taken out of, in node order) and the fields
@@ -70,8 +77,7 @@ def trial_nodes(src: np.ndarray, records: np.ndarray, placed_node: np.ndarray, o
         pool = np.flatnonzero(placed_node & (src == s))
         if pool.size == 0:
             continue
-        rate = MAX_TRIALS / float(records[pool].sum())
-        chosen = pool[draw[pool] < np.minimum(1.0, records[pool] * rate)]
+        chosen = pool[draw[pool] < np.minimum(1.0, records[pool] * trial_rate(records[pool].sum()))]
         combos, counts = np.unique(present[orphan_node & (src == s)], return_counts=True)
         keep = assign_fields(chosen.size, combos, counts, seed)
         nodes.append(chosen)
@@ -137,7 +143,7 @@ def _lookup(table: pl.DataFrame, keys: list[str], values: dict[str, np.ndarray],
     return found.fill_null(-1).to_numpy().astype(np.int64)
 
 
-def _trial_pairs(plans: list[BlockPlan], values: dict[str, np.ndarray], codes: dict[str, np.ndarray],
+def trial_candidates(plans: list[BlockPlan], values: dict[str, np.ndarray], codes: dict[str, np.ndarray],
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Return (trial index, candidate node) for every node sharing a block of a pass with a trial's
     values, for the passes whose key the trial holds (each pair once)."""
@@ -155,7 +161,8 @@ def _trial_pairs(plans: list[BlockPlan], values: dict[str, np.ndarray], codes: d
             key = plan.block.astype(np.int64) * span + plan.rank
             half = plan.window // 2
             lo = np.searchsorted(key, block[usable] * span + np.maximum(rank[usable] - half, 0), side="left")
-            hi = np.searchsorted(key, block[usable] * span + rank[usable] + half, side="right")
+            # Ranks run to span - 1 within a block: a window past the last rank stays in the block.
+            hi = np.searchsorted(key, block[usable] * span + np.minimum(rank[usable] + half, span - 1), side="right")
         else:
             block = _lookup(members, list(plan.key), values, "_block")
             usable = np.flatnonzero(block >= 0)
@@ -183,64 +190,83 @@ def attach_trials(plans: list[BlockPlan], fields: list[FieldData], model: MatchM
     orphan = ~(placed_count[cluster] > 0)
     trials, kept = trial_nodes(src, records, placed_node, orphan, present, seed)
     values = {name: np.where((kept >> bit) & 1 == 1, codes[name][trials], -1) for bit, name in enumerate(names)}
-    t, y = _trial_pairs(plans, values, codes)
+    t, y = trial_candidates(plans, values, codes)
     x = trials[t]
-    own = cluster[y] == cluster[x]
-    ok = (y != x) & allowed(link_type, src[x], src[y]) & (placed_count[cluster[y]] - own * placed_node[x] > 0)
+    same = cluster[y] == cluster[x]
+    ok = (y != x) & allowed(link_type, src[x], src[y]) & (placed_count[cluster[y]] - same * placed_node[x] > 0)
     t, y = t[ok], y[ok]
     # Each trial is a new node (n + i) holding only the fields it keeps, so the comparators and the
     # model see exactly what they see for an unplaced record.
     masked = [replace(f, code=np.concatenate([f.code, values[f.comparison.field]])) for f in fields]
-    left = n + t
-    patterns = PatternCodec([c.n_levels for c in model.comparisons])
-    levels = compare_pairs(masked, left, y)
+    levels = compare_pairs(masked, n + t, y)
     # A trial taken out of a node of several records compares with the others at levels drawn from
     # the model's m; they are candidates when those levels agree on some pass's key.
-    copies = np.flatnonzero(records[trials] > 1)
-    kept_fields = np.stack([values[c.field][copies] >= 0 for c in model.comparisons], axis=1) \
+    copied, drawn = copy_pairs([p.key for p in plans], model, kept, names, records[trials] > 1, seed)
+    t = np.concatenate([t, copied])
+    y = np.concatenate([y, trials[copied]])
+    left = n + t
+    pairs = scored_trial_pairs(model, np.concatenate([levels, drawn]), t, cluster[y], threshold,
+                               lambda j, exact: left_frequency(masked, left, j, exact))
+    own = cluster[trials]
+    info = trial_info(src[trials], kept, [p.key for p in plans], names, own,
+                      (records[trials] > 1) | (placed_count[own] - placed_node[trials] > 0))
+    activity = pl.DataFrame({"candidate": cluster, "src": src, "r": records}).group_by("candidate", "src").agg(
+        pl.col("r").sum().alias("activity"))
+    return trial_rows(pairs, info, activity)
+
+
+def copy_pairs(keys: list[tuple[str, ...]], model: MatchModel, kept: np.ndarray, names: list[str],
+               has_copies: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (trial, levels) of the pairs that trials with copies (other records of their node)
+    form with them and that some pass would find: levels drawn by copy_levels, in trial order, for
+    the trials marked `has_copies`. `kept` is each trial's presence bit mask over `names`; `keys`
+    are the passes' keys."""
+    copies = np.flatnonzero(has_copies)
+    kept_field = {name: (kept[copies] >> bit) & 1 == 1 for bit, name in enumerate(names)}
+    kept_fields = np.stack([kept_field[c.field] for c in model.comparisons], axis=1) \
         if copies.size else np.zeros((0, len(model.comparisons)), dtype=bool)
     drawn = copy_levels(model, kept_fields, seed)
-    found = _found_by_a_pass(plans, model, drawn, values, copies)
-    t = np.concatenate([t, copies[found]])
-    y = np.concatenate([y, trials[copies[found]]])
-    levels = np.concatenate([levels, drawn[found]])
-    left = n + t
-    code = patterns.encode(levels)
-    weight = match_weights(model, patterns, pattern_table(model, patterns), code,
-                           lambda j, exact: left_frequency(masked, left, j, exact))
-    pairs = pl.DataFrame({"trial": t, "candidate": cluster[y], "bf": weight - model.intercept,
-                          "accepted": match_probabilities(weight) >= threshold})
-    return _trial_rows(pairs, _trial_info(trials, kept, src, records, cluster, placed_node, plans, names,
-                                          placed_count), cluster, src, records)
+    found = _found_by_a_pass(keys, model, drawn, kept_field)
+    return copies[found], drawn[found]
 
 
-def _found_by_a_pass(plans: list[BlockPlan], model: MatchModel, levels: np.ndarray, values: dict[str, np.ndarray],
-                     trials: np.ndarray) -> np.ndarray:
-    """Return which of the given trials' drawn pairs some pass would find: every field of the pass's
-    key kept and, for a compared field, at the exact level."""
+def scored_trial_pairs(model: MatchModel, levels: np.ndarray, trial: np.ndarray, candidate: np.ndarray,
+                       threshold: float, frequency: Callable[[int, np.ndarray], np.ndarray]) -> pl.DataFrame:
+    """Return trial pairs scored as any pair: trial, candidate, `bf` (the log2 Bayes factor) and
+    `accepted` (a pair would link them at the threshold); `frequency` is match_weights' (the share
+    of nodes holding the trial's value)."""
+    patterns = PatternCodec([c.n_levels for c in model.comparisons])
+    weight = match_weights(model, patterns, pattern_table(model, patterns), patterns.encode(levels), frequency)
+    return pl.DataFrame({"trial": trial, "candidate": candidate, "bf": weight - model.intercept,
+                         "accepted": match_probabilities(weight) >= threshold})
+
+
+def _found_by_a_pass(keys: list[tuple[str, ...]], model: MatchModel, levels: np.ndarray,
+                     kept: dict[str, np.ndarray]) -> np.ndarray:
+    """Return which drawn pairs some pass would find: every field of the pass's key kept and, for a
+    compared field, at the exact level."""
     column = {c.field: j for j, c in enumerate(model.comparisons)}
-    found = np.zeros(trials.size, dtype=bool)
-    for plan in plans:
-        ok = np.ones(trials.size, dtype=bool)
-        for f in plan.key:
-            ok &= values[f][trials] >= 0
+    found = np.zeros(levels.shape[0], dtype=bool)
+    for key in keys:
+        ok = np.ones(levels.shape[0], dtype=bool)
+        for f in key:
+            ok &= kept[f]
             if f in column:
                 ok &= model.comparisons[column[f]].is_best(levels[:, column[f]])
         found |= ok
     return found
 
 
-def _trial_rows(pairs: pl.DataFrame, info: pl.DataFrame, cluster: np.ndarray, src: np.ndarray,
-                records: np.ndarray) -> pl.DataFrame:
+def trial_rows(pairs: pl.DataFrame, info: pl.DataFrame, activity: pl.DataFrame) -> pl.DataFrame:
     """Return a row per trial and candidate (its best pair), and a row for each trial with none;
-    trials a pair would already have linked at the threshold left out."""
+    trials a pair would already have linked at the threshold left out. `pairs` holds trial,
+    candidate, bf and accepted (several rows per trial and candidate allowed), `info` trial_info's
+    rows and `activity` each (candidate, src)'s records."""
     best = (pairs.sort(["trial", "candidate", "bf"], descending=[False, False, True])
             .group_by("trial", "candidate", maintain_order=True).agg(pl.col("bf").first(),
                                                                       pl.col("accepted").any()))
     linked = best.filter(pl.col("accepted")).select("trial").unique()
     best = best.drop("accepted").join(info, on="trial", how="left")
-    activity = pl.DataFrame({"candidate": cluster, "src": src, "r": records}).group_by("candidate", "src").agg(
-        pl.col("r").sum().alias("activity"))
     rows = (best.join(activity, on=["candidate", "src"], how="left")
             .with_columns((pl.col("candidate") == pl.col("own")).alias("owner"))
             .with_columns((pl.col("activity").fill_null(0) - pl.col("owner").cast(pl.Int64)).alias("activity")))
@@ -254,22 +280,20 @@ def _trial_rows(pairs: pl.DataFrame, info: pl.DataFrame, cluster: np.ndarray, sr
             .sort("trial", "candidate", nulls_last=True))
 
 
-def _trial_info(trials: np.ndarray, kept: np.ndarray, src: np.ndarray, records: np.ndarray, cluster: np.ndarray,
-                placed_node: np.ndarray, plans: list[BlockPlan], names: list[str],
-                placed_count: np.ndarray) -> pl.DataFrame:
-    """Return per trial: its source, the passes it keeps (a bit mask over the plans), its owner, and
-    whether its owner has another placed record once the trial's is taken out."""
+def trial_info(src: np.ndarray, kept: np.ndarray, keys: list[tuple[str, ...]], names: list[str], own: np.ndarray,
+               has_owner: np.ndarray) -> pl.DataFrame:
+    """Return per trial (in order): its source, the passes it keeps (a bit mask over the passes'
+    `keys`, from `kept`, its presence bit mask over `names`), its owner (`own`), and whether its
+    owner has another placed record once the trial's is taken out."""
     bit = {name: 1 << i for i, name in enumerate(names)}
-    mask = np.zeros(trials.size, dtype=np.int64)
-    for k, plan in enumerate(plans):
-        need = sum(bit[f] for f in plan.key)
+    mask = np.zeros(kept.size, dtype=np.int64)
+    for k, key in enumerate(keys):
+        need = sum(bit[f] for f in key)
         mask |= ((kept & need) == need).astype(np.int64) << k
-    own = cluster[trials]
-    return pl.DataFrame({
-        "trial": np.arange(trials.size, dtype=np.int64), "src": src[trials].astype(np.int64), "mask": mask,
-        "own": own, "has_owner": (records[trials] > 1) | (placed_count[own] - placed_node[trials] > 0),
-    })
+    return pl.DataFrame({"trial": np.arange(kept.size, dtype=np.int64), "src": src.astype(np.int64), "mask": mask,
+                         "own": own, "has_owner": has_owner})
 
 
 __all__ = ["LEHMER_MODULUS", "LEHMER_MULTIPLIER", "MAX_TRIALS", "MIX_ROUNDS", "SEED_STRIDE", "assign_fields",
-           "attach_trials", "copy_levels", "node_draws", "presence", "trial_nodes"]
+           "attach_trials", "copy_levels", "copy_pairs", "node_draws", "presence", "scored_trial_pairs",
+           "trial_candidates", "trial_info", "trial_nodes", "trial_rate", "trial_rows"]

@@ -3,9 +3,11 @@ result a frozen set of Spark DataFrames that stay on the cluster.
 
 What reaches the driver: counts per source and per partition, the number of pairs of each pass,
 the (pass, pattern, weight) table that trains the model, the (pattern, count) table of the u
-sample, per source the sums behind the gamma shapes and the owner-among-candidates shares, the
-model, and the people and pairs counted for the summary. Records, nodes, pairs and edges stay in
-Spark.
+sample, the model, the attach step's counts and trials (linkcare.spark.attach and
+linkcare.spark.trials: per source and count of records a person holds, the people and records;
+about MAX_TRIALS drawn nodes per source, with counts but no values, and their candidate people's
+best log2 Bayes factors), and the people and pairs counted for the summary. Records, nodes, pairs
+and edges stay in Spark.
 """
 
 from __future__ import annotations
@@ -20,18 +22,28 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from linkcare.cohort.persons import ATTACHMENTS_NAME
 from linkcare.config import Comparison, Config
 from linkcare.errors import ConfigError
+from linkcare.linkage.attach import AttachPrior, attach_facts
 from linkcare.linkage.engine import TRAIN_PAIRS_PER_PASS, CohortWritten, LinkReportData
 from linkcare.linkage.model import MatchModel, PatternCodec
 from linkcare.linkage.scoring import total_pairs
 from linkcare.linkage.train import Sessions, fit_fellegi_sunter, fit_recordlinkage
 from linkcare.log import get_logger
 from linkcare.sources.checks import SourceRejects
-from linkcare.spark.decide import attach_unplaced, one_to_one, people, score_pairs
+from linkcare.spark.attach import attach_unplaced
+from linkcare.spark.decide import one_to_one, people, score_pairs
 from linkcare.spark.frames import materialize, write_parquet_file
 from linkcare.spark.nodes import SparkNodes, check_pseudonymisation_keys, deterministic_clusters, reduce_records
-from linkcare.spark.output import node_decisions, write_events, write_pairs, write_person_index, write_persons
+from linkcare.spark.output import (
+    node_decisions,
+    write_attachments,
+    write_events,
+    write_pairs,
+    write_person_index,
+    write_persons,
+)
 from linkcare.spark.pairs import Compared, Pass, compare_candidates, plan_passes
 from linkcare.spark.read import SparkRecords, read_records
 from linkcare.spark.report import spark_report_data
@@ -84,7 +96,8 @@ class ComparedPairs:
 
 @dataclass(frozen=True)
 class Decisions:
-    """The scored pairs, the accepted pairs one-to-one dropped, each node's person and best probability."""
+    """The scored pairs, the accepted pairs one-to-one dropped, each node's person and best probability,
+    and what the attach step decided (per node of each unplaced cluster with a candidate) and measured."""
 
     clusters: Clusters
     scored: DataFrame
@@ -93,6 +106,8 @@ class Decisions:
     best: DataFrame
     model: MatchModel
     pass_pairs: list[dict[str, int | str]]
+    attach: DataFrame | None = None
+    attach_prior: AttachPrior | None = None
 
 
 @contextmanager
@@ -184,20 +199,26 @@ class SparkEngine:
         person = people(self.spark, frame, accepted)
         touched = accepted.select(F.col("l").alias("node"), "probability").unionByName(
             accepted.select(F.col("r").alias("node"), "probability"))
+        attached = None
         if lk.deterministic:
             person = materialize(person)
-            chosen = attach_unplaced(self.spark, frame, scored, person, model, lk)
+            allowed = np.array([self.config.source(name).attach for name in nodes.sources])
+            attached = attach_unplaced(self.spark, frame, scored, person, model, lk, compared.plans.passes,
+                                       nodes.fields, clusters.tf_totals, nodes.sources, allowed)
+            chosen = attached.chosen
             log.info("attached %s unplaced clusters to existing people", f"{chosen.count():,}")
+            # An unplaced person joins one placed person at most: the union is a relabelling.
             moves = chosen.select(F.col("orphan").alias("person"), "candidate")
             person = person.join(moves, "person", "left").select(
                 "node", F.coalesce("candidate", "person").alias("person"))
-            # Both ends of an attachment are linked by its posterior, as on one machine.
-            touched = touched.unionByName(chosen.select(F.col("orphan_node").alias("node"),
-                                                        F.col("posterior").alias("probability"))).unionByName(
-                chosen.select(F.col("other_node").alias("node"), F.col("posterior").alias("probability")))
+            # An attachment joins its two nodes as an accepted pair does: both are linked at its posterior.
+            for end in ("orphan_node", "other_node"):
+                touched = touched.unionByName(chosen.select(F.col(end).alias("node"),
+                                                            F.col("posterior").alias("probability")))
         person = materialize(person)
         best = touched.groupBy("node").agg(F.max("probability").alias("best"))
-        return Decisions(clusters, scored, dropped, person, best, model, compared.pass_pairs)
+        return Decisions(clusters, scored, dropped, person, best, model, compared.pass_pairs,
+                         None if attached is None else attached.decided, None if attached is None else attached.prior)
 
     def write_cohort(self, decisions: Decisions, folder: Path, key: bytes,
                      previous: Path | None) -> tuple[CohortWritten, LinkReportData]:
@@ -212,6 +233,8 @@ class SparkEngine:
         per_node, lineage = node_decisions(clusters.frame, decisions.person, decisions.best, key, has_nhs, carry)
         index = write_person_index(per_node, nodes.record_node, folder / "person_index.parquet", has_nhs)
         n_people = write_persons(per_node, nodes.fields, nodes.sources, folder / "persons.parquet")
+        if decisions.attach is not None:
+            write_attachments(decisions.attach, per_node, nodes.record_node, folder / ATTACHMENTS_NAME)
         write_events(self.config, index, folder / "events.parquet")
         n_pairs, n_accepted = write_pairs(decisions.scored, decisions.dropped, clusters.frame, self.comparisons,
                                           lk.threshold, lk.pairs_min_probability, folder / "pairs.parquet")
@@ -219,7 +242,9 @@ class SparkEngine:
             F.count(F.lit(1)).alias("records"), F.avg((F.col("match_stage") != "unlinked").cast("double"))
             .alias("linked_share"), F.count_if(F.col("match_stage") == "deterministic").alias("deterministic"),
             F.count_if(F.col("match_stage") == "probabilistic").alias("probabilistic")).orderBy("source").collect()
-        written = CohortWritten(n_people, n_pairs, n_accepted, [row.asDict() for row in shares], lineage)
+        prior = decisions.attach_prior
+        written = CohortWritten(n_people, n_pairs, n_accepted, [row.asDict() for row in shares], lineage,
+                                None if prior is None else attach_facts(prior, nodes.sources))
         log.info("building the report's data…")
         report = spark_report_data(self.spark, self.config, per_node, folder, decisions.model, decisions.pass_pairs,
                                    decisions.scored, clusters.tf_totals)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from linkcare.config import Linkage
-from linkcare.linkage.prepare import check_key_overlaps
+from linkcare.linkage.prepare import SINGLE, check_key_overlaps
 from linkcare.spark.frames import materialize, with_index
 from linkcare.spark.graph import components
 
@@ -43,10 +43,19 @@ def present(fields: tuple[str, ...] | list[str]) -> Column:
 
 def reduce_records(spark: SparkSession, records: DataFrame, fields: tuple[str, ...],
                    rules: tuple[tuple[str, ...], ...]) -> SparkNodes:
-    """Return the distinct (source, fields…) tuples as numbered nodes, and each record's node."""
+    """Return the distinct (source, fields…) tuples as numbered nodes, and each record's node.
+
+    As linkcare.linkage.prepare.reduce_records, only records that hold every field of an exact rule
+    share a node with their identical records; any other record is a node of its own (the group-by
+    key has SINGLE: null for the first kind, the record id for the second).
+    """
     from pyspark.sql import functions as F
 
-    grouped = records.groupBy("source", *fields).agg(
+    holds_rule = F.lit(False)
+    for rule in rules:
+        holds_rule = holds_rule | present(rule)
+    single = F.when(holds_rule, F.lit(None).cast("string")).otherwise(F.col("record_id")).alias(SINGLE)
+    grouped = records.select("*", single).groupBy("source", *fields, SINGLE).agg(
         F.count(F.lit(1)).alias("records"), F.min("record_id").alias("first_id"),
         F.collect_list("record_id").alias("record_ids"))
     numbered = with_index(grouped.orderBy("source", "first_id"), "node", spark)

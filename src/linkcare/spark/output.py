@@ -1,5 +1,5 @@
-"""The cohort dataset from Spark: person_index, persons, events and pairs, each written by Spark as
-one Parquet file with the local engine's columns, types and row order.
+"""The cohort dataset from Spark: person_index, persons, events, pairs and attachments, each written
+by Spark as one Parquet file with the local engine's columns, types and row order.
 
 The per-node decisions are joined back to records in Spark; person IDs come from
 linkcare.cohort.lineage.person_ids (a keyed hash of each person's smallest source/record key),
@@ -16,6 +16,7 @@ import polars as pl
 
 from linkcare.cohort.events import EVENT_COLUMNS, event_exprs, shape_events
 from linkcare.cohort.lineage import assign_ids, person_ids
+from linkcare.cohort.persons import ATTACHMENT_COLUMNS
 from linkcare.config import Comparison, Config, Source
 from linkcare.linkage.model import PatternCodec
 from linkcare.sources.read import scan_source
@@ -206,4 +207,20 @@ def write_pairs(scored: DataFrame, dropped: DataFrame | None, nodes: DataFrame, 
     return int(counts["n"]), int(counts["a"])
 
 
-__all__ = ["node_decisions", "write_events", "write_pairs", "write_person_index", "write_persons"]
+def write_attachments(decided: DataFrame, decisions: DataFrame, record_node: DataFrame, path: Path) -> None:
+    """Write attachments.parquet as linkcare.cohort.persons.attachments: per record of an unplaced
+    cluster with a candidate, its person, its likeliest candidate's person and the attach step's
+    decision. `decided` holds node, candidate_node, posterior, none, candidates and attached;
+    `decisions` each node's person_id (node_decisions)."""
+    from pyspark.sql import functions as F
+
+    ids = decisions.select("node", "person_id")
+    frame = (decided.join(ids, "node", "left")
+             .join(ids.select(F.col("node").alias("candidate_node"), F.col("person_id").alias("candidate_person_id")),
+                   "candidate_node", "left")
+             .join(record_node, "node"))
+    columns = [F.col(c).cast(_spark_type(t)).alias(c) for c, t in ATTACHMENT_COLUMNS.items()]
+    write_parquet_file(frame.select(*columns), path, ["source", "record_id"])
+
+
+__all__ = ["node_decisions", "write_attachments", "write_events", "write_pairs", "write_person_index", "write_persons"]
