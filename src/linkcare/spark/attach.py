@@ -61,7 +61,7 @@ def attach_unplaced(spark: SparkSession, nodes: DataFrame, scored: DataFrame, pe
     `sources` the source names in code order and `allowed` the ones the config lets attach."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-    from pyspark.sql.types import BooleanType, DoubleType, LongType, StructField, StructType
+    from pyspark.sql.types import ArrayType, BooleanType, DoubleType, LongType, StructField, StructType
 
     placed = F.sum(F.col("placed").cast("long")).over(Window.partitionBy("person"))
     with_person = materialize(nodes.join(person, "node").withColumn("person_placed", placed))
@@ -79,13 +79,16 @@ def attach_unplaced(spark: SparkSession, nodes: DataFrame, scored: DataFrame, pe
     schema = StructType([StructField("orphan", LongType()), StructField("candidate_node", LongType()),
                          StructField("posterior", DoubleType()), StructField("none", DoubleType()),
                          StructField("candidates", LongType()), StructField("orphan_node", LongType()),
-                         StructField("attached", BooleanType())])
+                         StructField("attached", BooleanType()),
+                         StructField("alternative_nodes", ArrayType(LongType())),
+                         StructField("alternative_posteriors", ArrayType(DoubleType()))])
     per_orphan = materialize(polars_map(table.repartition("orphan"), decide, schema, whole_partition=True))
     persons = person.select(F.col("node").alias("other_node"), F.col("person").alias("candidate"))
     chosen = materialize(per_orphan.where("attached").select(
         "orphan_node", F.col("candidate_node").alias("other_node"), "posterior", "orphan").join(persons, "other_node"))
     decided = (person.select("node", F.col("person").alias("orphan")).join(per_orphan, "orphan")
-               .select("node", "candidate_node", "posterior", "none", "candidates", "attached"))
+               .select("node", "candidate_node", "posterior", "none", "candidates", "attached", "alternative_nodes",
+                       "alternative_posteriors"))
     return Attached(chosen, decided, prior)
 
 

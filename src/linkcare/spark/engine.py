@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from linkcare.cohort.nodes import NODES_NAME, rule_label
 from linkcare.cohort.persons import ATTACHMENTS_NAME
 from linkcare.config import Comparison, Config
 from linkcare.errors import ConfigError
@@ -40,6 +41,7 @@ from linkcare.spark.output import (
     node_decisions,
     write_attachments,
     write_events,
+    write_nodes,
     write_pairs,
     write_person_index,
     write_persons,
@@ -236,8 +238,11 @@ class SparkEngine:
         if decisions.attach is not None:
             write_attachments(decisions.attach, per_node, nodes.record_node, folder / ATTACHMENTS_NAME)
         write_events(self.config, index, folder / "events.parquet")
+        labels = [str(p["blocking"]) for p in decisions.pass_pairs]
         n_pairs, n_accepted = write_pairs(decisions.scored, decisions.dropped, clusters.frame, self.comparisons,
-                                          lk.threshold, lk.pairs_min_probability, folder / "pairs.parquet")
+                                          lk.threshold, lk.pairs_min_probability, labels, folder / "pairs.parquet")
+        write_nodes(clusters.frame, decisions.scored, nodes.fields, [rule_label(r) for r in lk.deterministic],
+                    folder / NODES_NAME)
         shares = index.groupBy("source").agg(
             F.count(F.lit(1)).alias("records"), F.avg((F.col("match_stage") != "unlinked").cast("double"))
             .alias("linked_share"), F.count_if(F.col("match_stage") == "deterministic").alias("deterministic"),

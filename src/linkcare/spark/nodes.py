@@ -104,14 +104,15 @@ def check_pseudonymisation_keys(nodes: SparkNodes, token: str = "nhs") -> None:
 
 def deterministic_clusters(spark: SparkSession, nodes: SparkNodes, lk: Linkage) -> DataFrame:
     """Return nodes with `det` (their cluster under the exact rules: the smallest node of each
-    component) and `det_size` (nodes in it); as linkcare.linkage.blocking.deterministic_edges,
-    each node joins the first node sharing every field of a rule (under link_only, only in groups
-    that span sources; under dedupe_only, within a source)."""
+    component), `det_size` (nodes in it) and `det_rule` (the position of the first exact rule of an
+    edge touching the node, null if none); as linkcare.linkage.blocking.deterministic_edges, each
+    node joins the first node sharing every field of a rule (under link_only, only in groups that
+    span sources; under dedupe_only, within a source)."""
     from pyspark.sql import functions as F
 
     frame = nodes.frame
     edges: DataFrame | None = None
-    for rule in lk.deterministic:
+    for r, rule in enumerate(lk.deterministic):
         keys = [*rule, "src"] if lk.link_type == "dedupe_only" else list(rule)
         members = frame.where(present(rule)).select("node", "src", *rule)
         groups = members.groupBy(*keys).agg(F.min("node").alias("head"),
@@ -119,13 +120,20 @@ def deterministic_clusters(spark: SparkSession, nodes: SparkNodes, lk: Linkage) 
         if lk.link_type == "link_only":
             groups = groups.where(F.col("_sources") > 1)
         found = (members.join(groups, keys).where(F.col("node") != F.col("head"))
-                 .select(F.col("head").alias("a"), F.col("node").alias("b")))
+                 .select(F.col("head").alias("a"), F.col("node").alias("b"), F.lit(r).alias("rule")))
         edges = found if edges is None else edges.unionByName(found)
     frame = frame.withColumn("det", F.col("node"))
     if edges is not None:
-        labels = components(spark, edges)
+        edges = materialize(edges)
+        labels = components(spark, edges.select("a", "b"))
+        ends = (edges.select(F.col("a").alias("node"), "rule")
+                .unionByName(edges.select(F.col("b").alias("node"), "rule")))
+        rules = ends.groupBy("node").agg(F.min("rule").alias("det_rule"))
         frame = (frame.join(labels.withColumnRenamed("id", "node"), "node", "left")
-                 .withColumn("det", F.coalesce(F.col("label"), F.col("node"))).drop("label"))
+                 .withColumn("det", F.coalesce(F.col("label"), F.col("node"))).drop("label")
+                 .join(rules, "node", "left"))
+    else:
+        frame = frame.withColumn("det_rule", F.lit(None).cast("int"))
     sizes = frame.groupBy("det").agg(F.count(F.lit(1)).alias("det_size"))
     return materialize(frame.join(sizes, "det"))
 

@@ -108,10 +108,11 @@ def _carry_over(frame: DataFrame, anchors: DataFrame, record_node: DataFrame, pr
 
 def write_person_index(decisions: DataFrame, record_node: DataFrame, path: Path, has_nhs: bool) -> DataFrame:
     """Write person_index.parquet (one row per record) and return it, for events and the summary."""
-    columns = ["source", "record_id", "person_id", "match_probability", "match_stage"]
+    columns = ["source", "record_id", "person_id", "match_probability", "match_stage", "node"]
     if has_nhs:
         columns.append("has_nhs")
-    index = materialize(record_node.join(decisions.select("node", *columns[2:]), "node").select(*columns))
+    index = materialize(record_node.join(decisions.select("node", *[c for c in columns[2:] if c != "node"]), "node")
+                        .select(*columns))
     write_parquet_file(index, path, ["source", "record_id"])
     return index
 
@@ -179,13 +180,15 @@ def write_events(config: Config, index: DataFrame, path: Path) -> None:
 
 
 def write_pairs(scored: DataFrame, dropped: DataFrame | None, nodes: DataFrame, comparisons: list[Comparison],
-                threshold: float, min_probability: float, path: Path) -> tuple[int, int]:
-    """Write pairs.parquet (pairs scoring at least min_probability, with their levels) and return
-    (pairs written, pairs accepted)."""
+                threshold: float, min_probability: float, pass_labels: list[str], path: Path) -> tuple[int, int]:
+    """Write pairs.parquet (pairs scoring at least min_probability, with their nodes, the first pass
+    that found them and their levels) and return (pairs written, pairs accepted)."""
     from pyspark.sql import functions as F
 
     codec = PatternCodec([c.n_levels for c in comparisons])
-    kept = scored.where(F.col("probability") >= min_probability).select("l", "r", "code", "weight", "probability")
+    kept = scored.where(F.col("probability") >= min_probability).select("l", "r", "first", "code", "weight",
+                                                                         "probability")
+    label = F.element_at(F.array(*[F.lit(x) for x in pass_labels]), F.col("first").cast("int") + 1)
     accepted = F.col("probability") >= threshold
     if dropped is not None:
         kept = kept.join(dropped.withColumn("_dropped", F.lit(True)), ["l", "r"], "left")
@@ -197,7 +200,8 @@ def write_pairs(scored: DataFrame, dropped: DataFrame | None, nodes: DataFrame, 
                                     F.col("first_id").alias("record_id_l")), "l")
              .join(first.select(F.col("node").alias("r"), F.col("source").alias("source_r"),
                                 F.col("first_id").alias("record_id_r")), "r")
-             .select("source_l", "record_id_l", "source_r", "record_id_r", *levels,
+             .select("source_l", "record_id_l", "source_r", "record_id_r", F.col("l").cast("long").alias("node_l"),
+                     F.col("r").cast("long").alias("node_r"), label.alias("pass"), *levels,
                      F.col("weight").alias("match_weight"), F.col("probability").alias("match_probability"),
                      accepted.alias("accepted")))
     pairs = materialize(pairs)
@@ -209,12 +213,20 @@ def write_pairs(scored: DataFrame, dropped: DataFrame | None, nodes: DataFrame, 
 
 def write_attachments(decided: DataFrame, decisions: DataFrame, record_node: DataFrame, path: Path) -> None:
     """Write attachments.parquet as linkcare.cohort.persons.attachments: per record of an unplaced
-    cluster with a candidate, its person, its likeliest candidate's person and the attach step's
-    decision. `decided` holds node, candidate_node, posterior, none, candidates and attached;
-    `decisions` each node's person_id (node_decisions)."""
+    cluster with a candidate, its person, its likeliest candidate's person, the attach step's
+    decision and the runners-up's persons. `decided` holds node, candidate_node, posterior, none,
+    candidates, attached, alternative_nodes and alternative_posteriors; `decisions` each node's
+    person_id (node_decisions)."""
     from pyspark.sql import functions as F
 
     ids = decisions.select("node", "person_id")
+    runners = (decided.select("node", F.posexplode("alternative_nodes").alias("_k", "_alt"))
+               .join(ids.select(F.col("node").alias("_alt"), F.col("person_id").alias("_pid")), "_alt", "left")
+               .groupBy("node").agg(F.sort_array(F.collect_list(F.struct("_k", "_pid"))).alias("_runners"))
+               .select("node", F.col("_runners._pid").alias("alternative_person_ids")))
+    decided = (decided.join(runners, "node", "left")
+               .withColumn("alternative_person_ids",
+                           F.coalesce("alternative_person_ids", F.array().cast("array<string>"))))
     frame = (decided.join(ids, "node", "left")
              .join(ids.select(F.col("node").alias("candidate_node"), F.col("person_id").alias("candidate_person_id")),
                    "candidate_node", "left")
@@ -223,4 +235,26 @@ def write_attachments(decided: DataFrame, decisions: DataFrame, record_node: Dat
     write_parquet_file(frame.select(*columns), path, ["source", "record_id"])
 
 
-__all__ = ["node_decisions", "write_attachments", "write_events", "write_pairs", "write_person_index", "write_persons"]
+def write_nodes(frame: DataFrame, scored: DataFrame, fields: tuple[str, ...], rules: list[str], path: Path) -> None:
+    """Write nodes.parquet as linkcare.cohort.nodes.node_table: per node its source, records, which
+    fields it holds, the exact rule that joined it to another node (by its label, `rules`), its
+    exact cluster and the candidate pairs scored with it. `frame` is the cluster stage's nodes
+    (with det and det_rule), `scored` the scored pairs (l, r)."""
+    from pyspark.sql import functions as F
+
+    ends = scored.select(F.col("l").alias("node")).unionByName(scored.select(F.col("r").alias("node")))
+    counts = ends.groupBy("node").agg(F.count(F.lit(1)).alias("candidate_pairs"))
+    # (element_at with a null position gives the first element, not null: hence the when)
+    label = F.when(F.col("det_rule").isNotNull(),
+                   F.element_at(F.array(*[F.lit(x) for x in rules]), F.col("det_rule").cast("int") + 1)) \
+        if rules else F.lit(None)
+    table = frame.join(counts, "node", "left").select(
+        F.col("node").cast("long"), "source", F.col("records").cast("long"),
+        *[F.col(f).isNotNull().alias(f"has_{f}") for f in fields],
+        label.cast("string").alias("exact_rule"), F.col("det").cast("long").alias("exact_cluster"),
+        F.coalesce(F.col("candidate_pairs"), F.lit(0)).cast("long").alias("candidate_pairs"))
+    write_parquet_file(table, path, ["node"])
+
+
+__all__ = ["node_decisions", "write_attachments", "write_events", "write_nodes", "write_pairs", "write_person_index",
+           "write_persons"]
