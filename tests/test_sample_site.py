@@ -11,6 +11,7 @@ import re
 import shutil
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -101,11 +102,26 @@ def test_linking_is_unchanged_by_shuffled_rows(tiny_linked: tuple[Path, pl.DataF
 
 
 def test_polars_indexer_gives_the_same_links_as_recordlinkage(small_site: Path, small_linked: Path,
-                                                               tmp_path: Path, runner: CliRunner) -> None:
-    # The small site has far fewer than 200,000 nodes, so small_linked used the recordlinkage path.
-    config = write_config(small_site / "site.toml", tmp_path / "polars.toml", linkage='indexer = "polars"')
+                                                               tmp_path: Path, runner: CliRunner,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # small_linked used "auto", which is the polars path; here the reference path, recordlinkage's
+    # Index and Compare, must give the same pairs, model and people.
+    from linkcare.linkage import blocking, workers
+
+    calls = {"index": 0, "compare": 0}
+
+    def counted(name: str, function: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            calls[name] += 1
+            return function(*args)
+        return wrapper
+
+    monkeypatch.setattr(blocking, "pairs_recordlinkage", counted("index", blocking.pairs_recordlinkage))
+    monkeypatch.setattr(workers, "compare_pairs_recordlinkage", counted("compare", workers.compare_pairs_recordlinkage))
+    config = write_config(small_site / "site.toml", tmp_path / "rl.toml", linkage='indexer = "recordlinkage"')
     result = link_cli(runner, config, tmp_path / "out")
     assert result.exit_code == 0, result.output
+    assert calls["index"] > 0 and calls["compare"] > 0
     assert people(small_linked).equals(people(tmp_path / "out"))
     assert pl.read_parquet(small_linked / "pairs.parquet").equals(pl.read_parquet(tmp_path / "out/pairs.parquet"))
     assert (small_linked / "model.json").read_text() == (tmp_path / "out/model.json").read_text()

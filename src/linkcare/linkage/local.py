@@ -78,8 +78,6 @@ from linkcare.log import get_logger, progress
 from linkcare.sources.checks import SourceRejects
 
 log = get_logger("link")
-#: Above this many nodes, `indexer = "auto"` forms pairs with polars and numpy instead of recordlinkage.
-RECORDLINKAGE_MAX_NODES = 200_000
 
 
 @dataclass(frozen=True)
@@ -195,9 +193,7 @@ class LocalEngine:
         nodes = clusters.nodes
         comparisons = list(lk.comparisons)
         fields = [field_data(nodes.nodes.frame, c, nodes.codes.get(c.field)) for c in comparisons]
-        indexer = lk.indexer
-        if indexer == "auto":
-            indexer = "recordlinkage" if nodes.n <= RECORDLINKAGE_MAX_NODES else "polars"
+        indexer = "polars" if lk.indexer == "auto" else lk.indexer
         patterns = PatternCodec([c.n_levels for c in comparisons])
         sessions = Sessions([p.key for p in plans.plans], [PatternCounts(patterns) for _ in plans.plans])
         candidates = PatternCounts(patterns)
@@ -421,4 +417,4 @@ def _node_labels(config: Config, nodes: Nodes) -> np.ndarray:
     return per_node
 
 
-__all__ = ["RECORDLINKAGE_MAX_NODES", "LocalEngine"]
+__all__ = ["LocalEngine"]

@@ -25,10 +25,11 @@ def estimate_u(rng: np.random.Generator, fields: list[FieldData], src: np.ndarra
     one deterministic cluster are the same person and are left out. A level never seen among
     random pairs gets half a pair's worth of probability, not zero.
     """
-    cumulative = np.cumsum(records.astype(np.float64))
-    draws = u_draws(rng, float(cumulative[-1]), sample)
-    left = np.searchsorted(cumulative, draws[0], side="right")
-    right = np.searchsorted(cumulative, draws[1], side="right")
+    draws = u_draws(rng, float(records.sum()), sample)
+    # The node of each record, in record order: a draw at position x falls on record floor(x), the
+    # same node a search of the cumulative record counts finds, without a search per draw.
+    owner = np.repeat(np.arange(records.size, dtype=np.int32), records.astype(np.int64))
+    left, right = owner[draws[0].astype(np.int64)], owner[draws[1].astype(np.int64)]
     ok = (left != right) & allowed(link_type, src[left], src[right]) & (cluster[left] != cluster[right])
     left, right = left[ok][:sample], right[ok][:sample]
     levels = compare_pairs(fields, left, right)

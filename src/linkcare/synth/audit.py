@@ -222,7 +222,7 @@ def oracle_auroc(site: Site) -> tuple[float, float, int]:
     return float(roc_auc_score(outcome, alive["risk"].to_numpy())), float(outcome.mean()), alive.height
 
 
-def idealised_linkage(site: Site) -> dict[str, float]:
+def idealised_linkage(site: Site, loose_sources: tuple[str, ...] = HOSPITAL) -> dict[str, float]:
     """Return the pairwise scores of idealised linkers that only token-less hospital records test.
 
     Each gives every GP and social-care record, and every hospital record with an NHS token, its true
@@ -233,6 +233,10 @@ def idealised_linkage(site: Site) -> dict[str, float]:
     when there is none; "practice" does the same among the candidates whose GP record shows the
     record's practice, if any does; "unique" puts it with its candidate only when there is exactly
     one. Their F1 bounds what demographics (and the practice) can do for these records.
+
+    `loose_sources` are the sources whose token-less records are placed so (by default the hospital
+    extracts); a linker whose config drops the council's ID can place social care's token-less
+    records only the same way, so its bound adds "social_care".
     """
     from linkcare.linkage.evaluate import pairwise_score
 
@@ -246,7 +250,7 @@ def idealised_linkage(site: Site) -> dict[str, float]:
     spine = (parts["gp_registrations"].select("person", *keys, pl.col("practice").alias("spine_practice")).unique()
              .join(activity, on="person", how="left").with_columns(pl.col("activity").fill_null(0))
              .rename({"person": "candidate"}))
-    loose = hospital.filter(~pl.col("has_token"))
+    loose = records.filter(~pl.col("has_token") & pl.col("source").is_in(loose_sources))
     agrees = (pl.col("practice") == pl.col("spine_practice")).fill_null(False)
     ranked = (loose.join(spine, on=keys, how="inner").with_columns(agrees.alias("agrees"))
               .sort(["activity", "candidate"], descending=[True, False])
@@ -257,7 +261,7 @@ def idealised_linkage(site: Site) -> dict[str, float]:
     alone = pl.format("alone {} {}", pl.col("source"), pl.col("record_id"))
     frame = records.join(ranked, on=["source", "record_id"], how="left").with_columns(
         pl.col("candidates").fill_null(0))
-    placed = pl.col("has_token") | ~pl.col("source").is_in(HOSPITAL)
+    placed = pl.col("has_token") | ~pl.col("source").is_in(loose_sources)
     busiest = frame.with_columns(pl.when(placed).then(pl.col("person").cast(pl.String))
                                  .when(pl.col("candidates") > 0).then(pl.col("busiest").cast(pl.String))
                                  .otherwise(alone).alias("person_id"))
@@ -270,7 +274,7 @@ def idealised_linkage(site: Site) -> dict[str, float]:
     n = loose.height
     counts = frame.filter(~placed)["candidates"]
     out: dict[str, float] = {
-        "hospital_records_without_token": float(n),
+        "records_without_token": float(n),
         "share_with_no_candidate": _share(counts == 0),
         "share_with_one_candidate": _share(counts == 1),
         "share_with_several_candidates": _share(counts > 1),
