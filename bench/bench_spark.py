@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from bench_link import SITE_SEED, machine, site_truth, synth_site
+from bench_link import machine
 from linkage_metrics import pairwise_scores
 from measure import run_child
+from site_cases import SITE_SEED, site_truth, synth_site
 
 SAMPLE_SECONDS = 0.5
 PEOPLE = {"full": 1_000_000, "quick": 20_000}

