@@ -58,8 +58,35 @@ def _present(column: str) -> tuple[pl.Expr, pl.Expr]:
     return raw, raw.is_not_null() & (raw != "")
 
 
-def _is_birth(name: str) -> bool:
+def is_birth_field(name: str) -> bool:
+    """Return whether a field holds a birth date or year (so only its year range may be shown)."""
     return name == "birth_year" or "birth" in name or name.startswith("dob")
+
+
+def field_value(spec: FieldSpec) -> tuple[pl.Expr, pl.Expr]:
+    """Return a field's raw value as the row checks see it (trimmed, recoded through `values`) and
+    whether its column holds a value at all (an empty value is missing)."""
+    raw, present = _present(spec.column)
+    return (raw.replace(dict(spec.values)) if spec.values else raw), present
+
+
+def birth_year_of(name: str, spec: FieldSpec) -> pl.Expr | None:
+    """Return the birth year the row checks judge in a field (null where it does not parse), or
+    None if they judge none: the field `birth_year`, or a dated field named for a birth."""
+    raw, _ = field_value(spec)
+    if spec.format:
+        return field_date(raw, spec.format).dt.year() if is_birth_field(name) else None
+    return raw.cast(pl.Int64, strict=False) if name == "birth_year" else None
+
+
+def event_date_columns(source: Source, header: list[str]) -> list[tuple[str, str]]:
+    """Return (event key, column) of each event date the source's header holds, in EVENT_DATES order."""
+    found = []
+    for key in EVENT_DATES:
+        configured = source.events.get(key)
+        if isinstance(configured, str) and (columns := match_columns(configured, header)):
+            found.append((key, columns[0]))
+    return found
 
 
 def row_checks(source: Source, header: list[str], config: Config) -> list[RowCheck]:
@@ -85,39 +112,29 @@ def row_checks(source: Source, header: list[str], config: Config) -> list[RowChe
         checks[(column, reason)] = RowCheck(column, key, fails, reason, reject, (name,) if name else ())
 
     for name, spec in sorted(source.fields.items()):
-        raw, present = _present(spec.column)
+        raw, present = field_value(spec)
         key = f"fields.{name}"
-        if spec.values:
-            raw = raw.replace(dict(spec.values))
+        year = birth_year_of(name, spec)
         if spec.format:
             parsed = field_date(raw, spec.format)
             add(spec.column, key, present & parsed.is_null(), f"not a date in the format {spec.format}", spec, name)
             add(spec.column, key, parsed > as_of, after, spec, name)
-            if _is_birth(name):
-                year = parsed.dt.year()
-                add(spec.column, key, (year < first_year) | (year > last_year), years, spec, name)
-        elif name == "birth_year":
-            year = raw.cast(pl.Int64, strict=False)
+        elif year is not None:
             add(spec.column, key, present & year.is_null(), "birth year is not a whole number", spec, name)
+        if year is not None:
             add(spec.column, key, (year < first_year) | (year > last_year), years, spec, name)
         pattern = spec.pattern or (DEFAULT_TOKEN_PATTERN if name == TOKEN_FIELD else None)
         if pattern is not None:
             what = "not a well-formed pseudonymised token" if name == TOKEN_FIELD and not spec.pattern \
                 else "does not match the field's pattern"
             add(spec.column, key, present & ~raw.str.contains(pattern), what, spec, name)
-    for key in EVENT_DATES:
-        configured = source.events.get(key)
-        if not isinstance(configured, str):
-            continue
-        columns = match_columns(configured, header)
-        if not columns:
-            continue
-        raw, present = _present(columns[0])
+    for key, column in event_date_columns(source, header):
+        raw, present = _present(column)
         parsed = parse_date(raw)
-        add(columns[0], f"events.{key}", present & parsed.is_null(), "not a date (YYYY-MM-DD or YYYYMMDD)",
+        add(column, f"events.{key}", present & parsed.is_null(), "not a date (YYYY-MM-DD or YYYYMMDD)",
             None, None)
         if key in PAST_EVENT_DATES:
-            add(columns[0], f"events.{key}", parsed > as_of, after, None, None)
+            add(column, f"events.{key}", parsed > as_of, after, None, None)
     return list(checks.values())
 
 
@@ -219,5 +236,6 @@ def describe(found: SourceRejects) -> tuple[str, str]:
     return _detail(found.counts, True), _detail(found.counts, False)
 
 
-__all__ = ["DEFAULT_TOKEN_PATTERN", "REASON", "REJECTED", "RowCheck", "SourceRejects", "apply_checks", "check_counts",
-           "check_flags", "describe", "enforce_limits", "field_date", "mark_checks", "parse_date", "row_checks"]
+__all__ = ["DEFAULT_TOKEN_PATTERN", "EVENT_DATES", "REASON", "REJECTED", "RowCheck", "SourceRejects", "apply_checks",
+           "birth_year_of", "check_counts", "check_flags", "describe", "enforce_limits", "event_date_columns",
+           "field_date", "field_value", "is_birth_field", "mark_checks", "parse_date", "row_checks"]
