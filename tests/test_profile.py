@@ -152,7 +152,8 @@ def test_outputs_hold_no_record_value_and_open_offline(profiled: tuple[Path, dic
     # Counts of rows pass through the [disclosure] rule: ae's one rejected row is shown as "<8".
     ae_row = html[html.index("<td>ae</td>"):]
     assert "<td>&lt;8</td>" in ae_row[:ae_row.index("</tr>")]
-    assert "115,229" in html  # pair counts are shown as they are
+    assert "115,229" in html  # pair counts are shown as they are, and so are counts of distinct values
+    assert "<td>gp</td><td>birth_month</td><td>Birth_Month</td><td>10,000</td><td>100.0%</td><td>12</td>" in html
 
 
 def test_profile_json_layout(profiled: tuple[Path, dict[str, Any], str]) -> None:
@@ -161,7 +162,7 @@ def test_profile_json_layout(profiled: tuple[Path, dict[str, Any], str]) -> None
     assert {k: v for k, v in doc.items() if k not in ("command", "out", "seconds", "peak_mib")} == written
     assert doc["command"] == "profile" and doc["out"] == str(out)
     assert list(written) == ["schema", "config", "reference_date", "link_type", "max_reject_share", "max_pairs",
-                             "stops_link", "problems", "sources", "blocking"]
+                             "stops_link", "stop_reasons", "sources", "blocking"]
     assert written["schema"] == 1 and written["config"] == "site.toml" and written["link_type"] == "link_and_dedupe"
     assert [s["source"] for s in written["sources"]] == ["gp", "apc", "ae", "outpatients", "social_care"]
     for source in written["sources"]:
@@ -212,7 +213,11 @@ def test_profile_says_when_link_would_stop(tmp_path: Path) -> None:
     assert [s["source"] for s in doc["sources"] if s["stops_link"]] == ["ae", "outpatients"]
     assert "1 of 11,051 row(s) (0.0%) fail the row checks" in _source(doc, "ae")["stops_link"]
     assert [p["above_max_pairs"] for p in doc["blocking"]] == [False, False, True]
-    assert "link would stop on source ae: " in result.stderr
+    assert [r.split(":")[0] for r in doc["stop_reasons"]] == [
+        "source ae", "source outpatients",
+        "linkage.blocking[2] (birth_year+birth_month+area) would yield 115,229 candidate pairs, above "
+        "linkage.max_pairs = 100,000"]
+    assert f"link would stop: source ae: {SAMPLE / 'ae.csv'}: 1 of 11,051 row(s)" in result.stderr
     assert "link would stop: linkage.blocking[2] (birth_year+birth_month+area) would yield 115,229" in result.stderr
 
 
@@ -270,3 +275,6 @@ def test_validate_rows_passes_a_clean_site_and_strict_fails_it(tmp_path: Path) -
     assert [e.split(": 1 of ")[0] for e in errors] == [f"Error: {SAMPLE / 'ae.csv'}",
                                                       f"Error: {SAMPLE / 'outpatients.csv'}"]
     assert all("and --strict makes any reject fatal" in e for e in errors)
+    result = CliRunner().invoke(cli, ["validate", str(CONFIG), "--strict"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == "Error: --strict applies to the row checks: give --rows too"

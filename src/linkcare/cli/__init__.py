@@ -106,6 +106,8 @@ def validate(config: Path, all_rows: bool, strict: bool, as_json: bool) -> None:
     """
     from linkcare.commands.validate import validate_site
 
+    if strict and not all_rows:
+        raise click.UsageError("--strict applies to the row checks: give --rows too")
     report = validate_site(config)
     if all_rows:
         show_rows(report.config, strict, as_json)

@@ -47,13 +47,8 @@ def run_profile(config_path: Path, out: Path) -> ProfileSummary:
         config = validate_site(config_path).config
         site = profile_site(config)
         document = profile_document(site)
-        for source in site.sources:
-            if source.stops_link:
-                log.warning("link would stop on source %s: %s", source.name, source.stops_link)
-        for problem in [*site.problems, *(f"{p.config_key} ({p.label}) would yield {p.pairs:,} candidate pairs, "
-                                          f"above linkage.max_pairs = {config.linkage.max_pairs:,}"
-                                          for p in site.passes if p.above_max_pairs)]:
-            log.warning("link would stop: %s", problem)
+        for reason in site.stop_reasons:
+            log.warning("link would stop: %s", reason)
         with atomic_dir(Path(out)) as tmp:
             (tmp / PROFILE_NAME).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
             write_profile_report(tmp / REPORT_NAME, site)
@@ -105,7 +100,7 @@ def profile_document(site: SiteProfile) -> dict[str, Any]:
         "max_reject_share": config.validation.max_reject_share,
         "max_pairs": lk.max_pairs,
         "stops_link": site.stops_link,
-        "problems": list(site.problems),
+        "stop_reasons": list(site.stop_reasons),
         "sources": [source_document(s) for s in site.sources],
         "blocking": [{"pass": p.label, "config_key": p.config_key, "fields": list(p.fields), "pairs": p.pairs,
                       "above_max_pairs": p.above_max_pairs} for p in site.passes],

@@ -10,7 +10,6 @@ estimate is the "pairs" that `link` then reports per pass.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,13 +79,20 @@ class SiteProfile:
     passes: tuple[PassEstimate, ...]
     #: problems found across sources that would stop `link` (extracts pseudonymised with different keys)
     problems: tuple[str, ...]
-    seconds: float = 0.0
+
+    @property
+    def stop_reasons(self) -> tuple[str, ...]:
+        """Return why `link` would stop on these extracts: each source's rejects, the problems across
+        sources, each pass above linkage.max_pairs; empty if it would not."""
+        limit = self.config.linkage.max_pairs
+        return (*(f"source {s.name}: {s.stops_link}" for s in self.sources if s.stops_link), *self.problems,
+                *(f"{p.config_key} ({p.label}) would yield {p.pairs:,} candidate pairs, above linkage.max_pairs = "
+                  f"{limit:,}" for p in self.passes if p.above_max_pairs))
 
     @property
     def stops_link(self) -> bool:
-        """Return whether `link` would stop on these extracts: rejects, a pass above max_pairs, keys."""
-        return bool(self.problems or any(s.stops_link for s in self.sources)
-                    or any(p.above_max_pairs for p in self.passes))
+        """Return whether `link` would stop on these extracts (see stop_reasons)."""
+        return bool(self.stop_reasons)
 
 
 def check_profiles(read: SourceRead) -> tuple[CheckProfile, ...]:
@@ -106,7 +112,6 @@ def _stops(source: Source, found: SourceRejects, config: Config) -> str | None:
 
 def profile_site(config: Config) -> SiteProfile:
     """Return the profile of every source of the config and the pairs of every candidate pass."""
-    started = time.perf_counter()
     fields, rules = config.fields, config.linkage.deterministic
     profiles, tuples = [], []
     for source in config.sources:
@@ -130,8 +135,7 @@ def profile_site(config: Config) -> SiteProfile:
     except DataError as exc:
         problems.append(str(exc))
     passes = estimate_passes(frame, fields, config)
-    return SiteProfile(config, tuple(profiles), passes, tuple(problems),
-                       time.perf_counter() - started)
+    return SiteProfile(config, tuple(profiles), passes, tuple(problems))
 
 
 def estimate_passes(nodes: pl.DataFrame, fields: tuple[str, ...], config: Config) -> tuple[PassEstimate, ...]:

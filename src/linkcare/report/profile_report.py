@@ -11,10 +11,11 @@ Sections (their ids are stable; tests look for them):
 - `dates`: the first and last date of each event date column;
 - `blocking`: the candidate pairs each blocking pass would yield.
 
-Counts of rows and of distinct values pass through the site's disclosure control, and a share is
-shown only for a source of at least the disclosure threshold; pair counts are counts of
-comparisons, not of people, and are shown as they are (as in the link report). No value of a
-record appears: only names of columns and checks, counts, shares, event dates and birth years.
+Counts of rows pass through the site's disclosure control, and a share is shown only for a source
+of at least the disclosure threshold. Counts of distinct values (how many codes a column uses) and
+of candidate pairs (comparisons) are not counts of people or records and are shown as they are, as
+the link report shows pair counts. No value of a record appears: only names of columns and checks,
+counts, shares, event dates and birth years.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ def _sources(report: Report, site: SiteProfile) -> None:
              report.share(s.rejected, s.rows), report.count(s.nodes), "stops" if s.stops_link else "reads")
             for s in site.sources]
     limit = site.config.validation.max_reject_share
-    stops = [note(f"{s.name}: {s.stops_link}") for s in site.sources if s.stops_link]
     report.section("sources", "Sources",
                    table(("source", "kind", "file", "rows", "rejected", "rejected share", "identifier tuples",
                           "link"), rows),
@@ -58,7 +58,7 @@ def _sources(report: Report, site: SiteProfile) -> None:
                         f"link stops on a source with more than {limit:.1%} of its rows rejected "
                         "([validation] max_reject_share). Identifier tuples are the distinct combinations of "
                         "linkage fields that link compares."),
-                   *stops, *(note(p) for p in site.problems))
+                   *(note(f"link would stop: {reason}") for reason in site.stop_reasons))
 
 
 def _fields(report: Report, site: SiteProfile) -> None:
@@ -67,7 +67,7 @@ def _fields(report: Report, site: SiteProfile) -> None:
         for f in s.fields:
             years = "" if f.first_year is None else f"{f.first_year}–{f.last_year}"
             rows.append((s.name, f.field, f.column, report.count(f.present), report.share(f.present, s.rows),
-                         report.count(s.distinct.get(f.field, 0)), report.count(f.distinct_in_extract), years))
+                         f"{s.distinct.get(f.field, 0):,}", f"{f.distinct_in_extract:,}", years))
     report.section("fields", "Fields",
                    table(("source", "field", "column", "rows with a value", "completeness", "distinct",
                           "distinct in extract", "birth years"), rows),
