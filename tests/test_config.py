@@ -173,9 +173,9 @@ RULES = [
     (SITE.replace("version = 1\n", ""), 'version: missing; add it, e.g. version = 1'),
     (_swap("version = 1", 'version = "1"'), "version: must be the integer 1, not a string"),
     (_swap('"2026-03-31"', '"31/03/2026"'), 'reference_date: must be a date; write it as '
-     '"YYYY-MM-DD", e.g. reference_date = "2026-03-31"'),
+     '"YYYY-MM-DD", e.g. reference_date = "2026-03-31", or "auto" (the last complete month\'s end)'),
     (_swap('"2026-03-31"', '"2026-02-30"'), "reference_date: '2026-02-30' is not a real date; "
-     'write it as "YYYY-MM-DD", e.g. reference_date = "2026-03-31"'),
+     'write it as "YYYY-MM-DD", e.g. reference_date = "2026-03-31", or "auto" (the last complete month\'s end)'),
     ('version = 1\nreference_date = "2026-03-31"\n',
      "sources: missing; add at least one [[sources]] table with name, path, id, fields"),
     (_swap('name = "gp"', 'name = "GP Data"'),

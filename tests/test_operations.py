@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from conftest import record_values
+from conftest import record_values, write_config
 from linkcare.cli import cli
 from linkcare.errors import EXIT_LOCKED
 from linkcare.io.atomic import output_lock
@@ -473,6 +473,9 @@ def test_a_refresh_keeps_ids_and_records_what_changed(small_site: Path, tmp_path
                     pl.when(hit).then(pl.lit("1901")).otherwise(pl.col("Birth_Year")).alias("Birth_Year"),
                     pl.when(hit).then(pl.lit("E01999999")).otherwise(pl.col("LSOA")).alias("LSOA"))
             frame.write_csv(site / file)
+        # A source with no change this month (no one left or joined it) is expected here.
+        with (site / "site.toml").open("a", encoding="utf-8") as f:
+            f.write('\n[validation]\nunchanged_inputs = "allow"\n')
         return site
 
     runner = CliRunner()
@@ -533,8 +536,10 @@ def test_previous_may_be_the_output_folder_itself(small_site: Path, linked_once:
     out = tmp_path / "cohort"
     shutil.copytree(linked_once, out)
     before = pl.read_parquet(out / "person_index.parquet")
-    result = CliRunner().invoke(cli, ["-q", "link", str(small_site / "site.toml"), "--out", str(out),
-                                      "--previous", str(out)])
+    # The same extracts again: allowed here, so the run replaces its own previous output.
+    config = write_config(small_site / "site.toml", tmp_path / "site.toml",
+                          extra='\n[validation]\nunchanged_inputs = "allow"\n')
+    result = CliRunner().invoke(cli, ["-q", "link", str(config), "--out", str(out), "--previous", str(out)])
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(out / "person_index.parquet").equals(before)
     assert set(pl.read_parquet(out / "lineage.parquet")["change"].unique()) == {"kept"}

@@ -18,6 +18,7 @@ import click
 
 from linkcare import __version__
 from linkcare.cli.explain import explain
+from linkcare.cli.options import as_of_option, snapshot_options
 from linkcare.cli.output import json_option, print_json, print_table
 from linkcare.cli.synth import synth
 from linkcare.errors import EXIT_DATA, LinkcareError, ProblemList
@@ -190,9 +191,11 @@ def pseudonymise(
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="Where to run: this machine, or Apache Spark (master and settings from the config's "
                    "[engine] table or the Spark environment; needs pip install 'linkcare[spark]').")
+@as_of_option
+@snapshot_options
 @json_option
 def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None, previous: Path | None,
-         strict: bool, engine: str, as_json: bool) -> None:
+         strict: bool, engine: str, as_of: str | None, snapshot: bool, keep: int | None, as_json: bool) -> None:
     """Link every source in CONFIG into people and write the cohort dataset to --out.
 
     Writes person_index.parquet, persons.parquet, events.parquet, pairs.parquet, model.json and
@@ -204,10 +207,13 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
     from linkcare.sources.pseudonymise import read_key
 
     key = read_key(key_file=key_file) if key_file is not None else None
-    summary = run_link(config, out, LinkOptions(model_path, key, previous, strict, engine))
+    summary = run_link(config, out, LinkOptions(model_path, key, previous, strict, engine,
+                                                _index_date(as_of, "--as-of"), snapshot, keep))
     if as_json:
         print_json("link", summary)
         return
+    if summary.as_of is not None:
+        click.echo(f"as of {summary.as_of['date']} ({summary.as_of['why']})")
     rows: list[tuple[str, ...]] = [("source", "records", "rejected", "linked", "deterministic", "probabilistic")]
     for s in summary.sources:
         rows.append((str(s["source"]), f"{s['records']:,}", f"{s['rejected']:,}", f"{s['linked_share']:.1%}",
@@ -290,26 +296,30 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
               help="A folder written by `linkcare train`; without it, stratify trains on the cohort first.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder for risk.parquet and worklists/; replaced whole only on success.")
-@click.option("--as-of", "as_of", metavar="DATE", help="Index date to score at (default: the reference_date).")
+@as_of_option
+@snapshot_options
 @json_option
-def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_of: str | None,
-             as_json: bool) -> None:
+def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_of: str | None, snapshot: bool,
+             keep: int | None, as_json: bool) -> None:
     """Score every living registered person's risk of an emergency admission, tier and explain it.
 
     Writes risk.parquet (person_id, calibrated risk, percentile, tier, the top three factors and
     their contributions on the log-odds scale) and worklists/<practice>.csv, one per GP practice,
     listing the spine's pseudonymised record keys from the highest risk down.
     """
+    from linkcare.commands.snapshots import Snapshots
     from linkcare.commands.stratify import stratify as run_stratify
     from linkcare.config import load_config
 
-    summary = run_stratify(load_config(config), cohort, out, model_dir, _index_date(as_of, "--as-of"))
+    settings = load_config(config, _index_date(as_of, "--as-of"))
+    summary = run_stratify(settings, cohort, Snapshots(out, snapshot, keep), model_dir)
     if as_json:
         print_json("stratify", summary)
         return
     if summary.trained_here:
         click.echo(f"no --model given: trained on this cohort first (model in {summary.out / 'model'})")
-    click.echo(f"scored {summary.people:,} people as of {summary.index_date} with the {summary.model} model")
+    click.echo(f"scored {summary.people:,} people as of {summary.index_date} ({settings.as_of_facts['why']}) "
+               f"with the {summary.model} model")
     rows: list[tuple[str, ...]] = [("tier", "people", "risk from", "risk to")]
     rows += [(t["tier"], f"{t['people']:,}", f"{t['risk_from']:.3f}", f"{t['risk_to']:.3f}") for t in summary.tiers]
     print_table(rows)

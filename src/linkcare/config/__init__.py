@@ -7,6 +7,7 @@ comparison methods are a registry (linkcare.config.methods). The keys are docume
 docs/config.md.
 """
 
+from linkcare.config.asof import AsOf, resolve_as_of, run_date
 from linkcare.config.load import ConfigCheck, check_config, config_hash, load_config
 from linkcare.config.methods import METHOD_NAMES, METHODS, ComparisonMethod
 from linkcare.config.model import (
@@ -30,6 +31,9 @@ from linkcare.config.model import (
 
 __all__ = [
     "CONFIG_VERSION",
+    "AsOf",
+    "resolve_as_of",
+    "run_date",
     "DEFAULT_TIERS",
     "LINK_TYPES",
     "METHODS",

@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from linkcare.config.asof import AsOf
 from linkcare.config.methods import METHODS, ComparisonMethod
 from linkcare.disclosure import Disclosure
 
@@ -55,6 +56,14 @@ class Validation:
     max_reject_share: float = 0.01
     #: Birth years before this (or after the reference date's year) are out of range.
     min_birth_year: int = 1900
+    #: An input byte-identical to the previous run's (by its manifest's checksum): "error" or "allow".
+    unchanged_inputs: str = "error"
+    #: A source whose latest event is more than this many days before the as-of date gets a warning.
+    stale_after_days: int = 45
+    #: A source whose row count changes by more than this share since the previous run gets a warning...
+    max_row_change: float = 0.25
+    #: ...or, with "error", stops the run.
+    row_change: str = "warn"
 
 
 @dataclass(frozen=True)
@@ -224,6 +233,16 @@ class Config:
     disclosure: Disclosure = field(default_factory=Disclosure)
     validation: Validation = field(default_factory=Validation)
     engine: Engine = field(default_factory=Engine)
+    #: where reference_date came from (--as-of, the config, or "auto") and why; None: the config's date
+    as_of: AsOf | None = None
+
+    @property
+    def as_of_facts(self) -> dict[str, str]:
+        """Return the as-of date, its source and the reason, for manifests and summaries."""
+        if self.as_of is None:
+            return {"date": self.reference_date.isoformat(), "source": "config",
+                    "why": f'reference_date = "{self.reference_date.isoformat()}" in the config'}
+        return self.as_of.facts()
 
     def source(self, name: str) -> Source:
         """Return the source of that name."""

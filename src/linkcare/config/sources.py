@@ -25,7 +25,8 @@ from linkcare.config.toml import (
 
 SOURCE_KEYS = ("name", "path", "format", "id", "kind", "delimiter", "fields", "events", "attach")
 FIELD_KEYS = ("column", "format", "part", "values", "pattern", "invalid")
-VALIDATION_KEYS = ("max_reject_share", "min_birth_year")
+VALIDATION_KEYS = ("max_reject_share", "min_birth_year", "unchanged_inputs", "stale_after_days", "max_row_change",
+                   "row_change")
 NAME = re.compile(r"^[a-z0-9_]+$")
 # strftime/chrono directives; a format must also say where the year is.
 _DIRECTIVES = set("aAbBcCdDeFgGhHIjklmMnpPrRsStTuUVwWxXyYzZf%")
@@ -295,6 +296,29 @@ def check_validation(value: Any, p: KeyProblems) -> Validation:
         year = expect_whole(value["min_birth_year"], "validation.min_birth_year", 1, "min_birth_year = 1900", p)
         if year is not None:
             out["min_birth_year"] = year
+    _check_previous_run_keys(value, out, p)
     return Validation(**out)
+
+
+def _check_previous_run_keys(value: Mapping[str, Any], out: dict[str, Any], p: KeyProblems) -> None:
+    """Check [validation]'s keys for the checks against the previous run into `out`."""
+    for key, allowed in (("unchanged_inputs", ("error", "allow")), ("row_change", ("warn", "error"))):
+        if key in value:
+            if value[key] in allowed:
+                out[key] = value[key]
+            else:
+                p.add(f"validation.{key}", f"must be {' or '.join(repr(a) for a in allowed)}, e.g. {key} = "
+                                           f'"{allowed[0]}"')
+    if "stale_after_days" in value:
+        days = expect_whole(value["stale_after_days"], "validation.stale_after_days", 1, "stale_after_days = 45", p)
+        if days is not None:
+            out["stale_after_days"] = days
+    if "max_row_change" in value:
+        v = value["max_row_change"]
+        if is_number(v) and v >= 0:
+            out["max_row_change"] = float(v)
+        else:
+            p.add("validation.max_row_change", "must be a number of at least 0 (a share: 0.25 is 25%), "
+                                               "e.g. max_row_change = 0.25")
 
 
