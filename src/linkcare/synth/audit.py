@@ -222,21 +222,22 @@ def oracle_auroc(site: Site) -> tuple[float, float, int]:
     return float(roc_auc_score(outcome, alive["risk"].to_numpy())), float(outcome.mean()), alive.height
 
 
-def idealised_linkage(site: Site, loose_sources: tuple[str, ...] = HOSPITAL) -> dict[str, float]:
-    """Return the pairwise scores of idealised linkers that only token-less hospital records test.
+def idealised_linkage(site: Site, council_id: bool = True) -> dict[str, float]:
+    """Return the pairwise scores of idealised linkers that only records without an anchor test.
 
-    Each gives every GP and social-care record, and every hospital record with an NHS token, its true
-    person: better than any real linker. A hospital record without a token carries only birth year,
-    birth month, sex, LSOA and the registered practice; its candidates are the people whose GP
-    record shows the same birth year, month, sex and LSOA. "busiest" puts it with the candidate who
-    has the most hospital records (the likeliest owner when nothing else tells them apart), or alone
-    when there is none; "practice" does the same among the candidates whose GP record shows the
-    record's practice, if any does; "unique" puts it with its candidate only when there is exactly
-    one. Their F1 bounds what demographics (and the practice) can do for these records.
+    Each gives every GP record, every record with an NHS token, and (with `council_id`) every
+    social-care record whose council ID is shared by a social-care record with a token, its true
+    person: better than any real linker. The rest ("loose": hospital records without a token, and
+    social-care clients none of whose records has one) carry only birth year, birth month, sex,
+    LSOA and, in hospital, the registered practice; their candidates are the people whose GP record
+    shows the same birth year, month, sex and LSOA. "busiest" puts a loose record with the candidate
+    who has the most hospital records (the likeliest owner when nothing else tells them apart), or
+    alone when there is none (a social-care client's records together, by their council ID);
+    "practice" does the same among the candidates whose GP record shows the record's practice, if
+    any does; "unique" puts it with its candidate only when there is exactly one. Their F1 bounds
+    what demographics (and the practice) can do for these records.
 
-    `loose_sources` are the sources whose token-less records are placed so (by default the hospital
-    extracts); a linker whose config drops the council's ID can place social care's token-less
-    records only the same way, so its bound adds "social_care".
+    Without `council_id` (a config that drops it), every social-care record without a token is loose.
     """
     from linkcare.linkage.evaluate import pairwise_score
 
@@ -244,13 +245,21 @@ def idealised_linkage(site: Site, loose_sources: tuple[str, ...] = HOSPITAL) -> 
     parts = {name: recorded_identifiers(site, name).select(
         pl.lit(name).alias("source"), "record_id", "person", pl.col("token").is_not_null().alias("has_token"), *keys,
         pl.col("recorded_practice").alias("practice")) for name in SOURCES}
-    records = pl.concat(parts.values())
+    la_ids = site.extracts["social_care"].select(pl.col("Der_Unique_Record_ID").cast(pl.String).alias("record_id"),
+                                                 pl.col("Der_LA_Person_Unique_Identifier_Pseudo").alias("la_id"))
+    parts["social_care"] = parts["social_care"].join(la_ids, on="record_id", how="left")
+    anchored = parts["social_care"].filter(pl.col("has_token"))["la_id"].unique().implode()
+    social = parts["social_care"].with_columns(
+        (~pl.col("has_token") & ~(pl.col("la_id").is_in(anchored) & pl.lit(council_id))).alias("loose"))
+    records = pl.concat([*(parts[n].with_columns(pl.lit(None, pl.String).alias("la_id"),
+                                                 (~pl.col("has_token") & pl.lit(n in HOSPITAL)).alias("loose"))
+                           for n in SOURCES if n != "social_care"), social])
     hospital = records.filter(pl.col("source").is_in(HOSPITAL))
     activity = hospital.group_by("person").agg(pl.len().alias("activity"))
     spine = (parts["gp_registrations"].select("person", *keys, pl.col("practice").alias("spine_practice")).unique()
              .join(activity, on="person", how="left").with_columns(pl.col("activity").fill_null(0))
              .rename({"person": "candidate"}))
-    loose = records.filter(~pl.col("has_token") & pl.col("source").is_in(loose_sources))
+    loose = records.filter(pl.col("loose"))
     agrees = (pl.col("practice") == pl.col("spine_practice")).fill_null(False)
     ranked = (loose.join(spine, on=keys, how="inner").with_columns(agrees.alias("agrees"))
               .sort(["activity", "candidate"], descending=[True, False])
@@ -258,10 +267,11 @@ def idealised_linkage(site: Site, loose_sources: tuple[str, ...] = HOSPITAL) -> 
               .agg(pl.col("candidate").first().alias("busiest"), pl.col("candidate").n_unique().alias("candidates"),
                    pl.col("candidate").sort_by("agrees", descending=True, maintain_order=True).first()
                    .alias("by_practice")))
-    alone = pl.format("alone {} {}", pl.col("source"), pl.col("record_id"))
+    alone = pl.when(pl.col("la_id").is_not_null()).then(pl.format("alone la {}", pl.col("la_id"))).otherwise(
+        pl.format("alone {} {}", pl.col("source"), pl.col("record_id")))
     frame = records.join(ranked, on=["source", "record_id"], how="left").with_columns(
         pl.col("candidates").fill_null(0))
-    placed = pl.col("has_token") | ~pl.col("source").is_in(loose_sources)
+    placed = ~pl.col("loose")
     busiest = frame.with_columns(pl.when(placed).then(pl.col("person").cast(pl.String))
                                  .when(pl.col("candidates") > 0).then(pl.col("busiest").cast(pl.String))
                                  .otherwise(alone).alias("person_id"))
@@ -274,7 +284,7 @@ def idealised_linkage(site: Site, loose_sources: tuple[str, ...] = HOSPITAL) -> 
     n = loose.height
     counts = frame.filter(~placed)["candidates"]
     out: dict[str, float] = {
-        "records_without_token": float(n),
+        "loose_records": float(n),
         "share_with_no_candidate": _share(counts == 0),
         "share_with_one_candidate": _share(counts == 1),
         "share_with_several_candidates": _share(counts > 1),
