@@ -256,7 +256,7 @@ def _set_rows(path: Path, column: str, value: str, every: int = 0, rows: tuple[i
 
 
 ROW_BREAKS = {
-    "dates that do not parse": ("Registration_Date", "31/02/2023"),
+    "dates that do not parse": ("Registration_Date", "2023-02-31"),
     "dates in the future": ("Registration_Date", "2999-01-01"),
     "birth years out of range": ("Birth_Year", "1850"),
     "NHS token not well formed": ("Pseudo_NHS_Number", "9434765919"),
@@ -282,7 +282,8 @@ BAD_INPUTS = [
      "1 row affected"),
     ("repeated record ids", 1, "gp_registrations.csv: column Patient_ID: 1 row(s) repeat a record id already used"),
     ("dates that do not parse", 1, "fail the row checks, above [validation] max_reject_share = 0.01: column "
-     "Registration_Date (events.registration_date): 150 row(s) not a date (YYYY-MM-DD or YYYYMMDD), "
+     "Registration_Date (events.registration_date): 150 row(s) not a date (YYYY-MM-DD, YYYYMMDD, or "
+     "YYYY-MM-DD with a time), "
      "the first at row 10"),
     ("dates in the future", 1, "column Registration_Date (events.registration_date): 150 row(s) a date after the "
      "reference date 2026-03-31, "
@@ -379,7 +380,7 @@ def test_rejected_rows_are_set_aside_with_their_reason_and_counted(small_site: P
     assert rejects["row"].to_list() == [3, 30, 300, 1_000]
     assert rejects["record_id"].to_list() == [gp["Patient_ID"][r - 1] for r in (3, 30, 300, 1_000)]
     assert rejects["reason"].to_list() == [
-        "Registration_Date: not a date (YYYY-MM-DD or YYYYMMDD)",
+        "Registration_Date: not a date (YYYY-MM-DD, YYYYMMDD, or YYYY-MM-DD with a time)",
         "Registration_Date: a date after the reference date 2026-03-31",
         "Birth_Year: birth year before 1900 or after 2026", "Pseudo_NHS_Number: not a well-formed pseudonymised token"]
     # Set aside, not silently dropped: not in the index or the events, counted in the summary and manifest.
@@ -392,7 +393,7 @@ def test_rejected_rows_are_set_aside_with_their_reason_and_counted(small_site: P
     assert {i["source"]: i["rejected"] for i in manifest["inputs"]}["gp"] == 4
     warning = next(line for line in result.stderr.splitlines() if "rejected" in line)
     assert "source gp: 4 row(s) rejected (see rejects/gp.parquet)" in warning
-    for value in ("31/02/2023", "2999-01-01", "1850", "9434765919"):  # reasons never quote a value
+    for value in ("2023-02-31", "2999-01-01", "1850", "9434765919"):  # reasons never quote a value
         assert value not in warning and not rejects["reason"].str.contains(value, literal=True).any()
     assert stat.S_IMODE((out / "rejects").stat().st_mode) == 0o700
     assert stat.S_IMODE((out / "rejects" / "gp.parquet").stat().st_mode) == 0o600

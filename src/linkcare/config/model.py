@@ -82,6 +82,9 @@ class Source:
     events: Mapping[str, str | tuple[str, ...]] = field(hash=False)
     #: The attach step may place this source's records that no exact rule could place (linkcare.linkage.attach).
     attach: bool = True
+    #: event date key -> the strftime format its text is read with (`events.<key>.format`); a date key
+    #: not here is read in the default forms (linkcare.sources.dates).
+    event_formats: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
 
 @dataclass(frozen=True)
