@@ -1,11 +1,14 @@
 """Measure a synthetic site against its truth: identifier error rates, registered practices on
-hospital records, the people in no other extract, and the oracle AUROC.
+hospital records, the people in no other extract, and the oracle AUROC; and measure the monthly
+snapshots of `synth --months` against each other: late records, corrections, registrations,
+deaths and moves.
 
 Used by the tests and by `make bench`, so that the rates quoted are measured, not assumed.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -293,3 +296,58 @@ def idealised_linkage(site: Site, council_id: bool = True) -> dict[str, float]:
         score = pairwise_score(assigned)
         out[f"{name}_precision"], out[f"{name}_recall"], out[f"{name}_f1"] = score.precision, score.recall, score.f1
     return out
+
+
+# Each extract's birth month column, and where the month sits in it (start, length).
+BIRTH_MONTH = {"gp_registrations": ("Birth_Month", 0, 2), "apc": ("MYDOB", 0, 2), "ae": ("Birth_Month_Year", 5, 2),
+               "outpatients": ("MYDOB", 0, 2), "social_care": ("Der_Birth_Month", 0, 2)}
+EVENT_DATE = {**DATE_COLUMN, "social_care": "Event_Start_Date"}
+
+
+def measure_months(folders: list[Path]) -> dict[str, float]:
+    """Return what changed between consecutive month-end folders of `synth --months`, read from
+    the extracts alone, summed over every pair of consecutive months.
+
+    - late_share: of the event records (APC, A&E, outpatients, social care) new in a month, the
+      share dated on or before the previous month end;
+    - birth_month_corrected_share: birth months changed in records of both months, per record new
+      in the later month (every extract);
+    - nhs_filled_share: NHS tokens blank in the earlier month and filled in the later, per event
+      record new in the later month;
+    - new_registrations, deaths (a Date_Of_Death newly filled) and moves (a GP record's LSOA
+      changed), per month."""
+    totals = dict.fromkeys(["new_records", "new_event_records", "late", "birth_month_corrected", "nhs_filled",
+                            "new_registrations", "deaths", "moves"], 0)
+    for before, after in zip(folders, folders[1:], strict=False):
+        previous_end = json.loads((Path(before) / "synth.json").read_text(encoding="utf-8"))["reference_date"]
+        for name in SOURCES:
+            old, new = (pl.read_csv(Path(f) / f"{name}.csv", infer_schema=False) for f in (before, after))
+            key, nhs = ID_COLUMN[name], NHS_COLUMN[name]
+            added = new.join(old.select(key), on=key, how="anti")
+            both = new.join(old, on=key, how="inner", suffix="_before")
+            totals["new_records"] += added.height
+            column, start, length = BIRTH_MONTH[name]
+            month_now, month_before = (pl.col(c).str.slice(start, length).cast(pl.Int64)
+                                       for c in (column, f"{column}_before"))
+            totals["birth_month_corrected"] += both.filter(month_now != month_before).height
+            if name == "gp_registrations":
+                totals["new_registrations"] += added.height
+                totals["deaths"] += both.filter(pl.col("Date_Of_Death_before").is_null()
+                                                & pl.col("Date_Of_Death").is_not_null()).height
+                totals["moves"] += both.filter(pl.col("LSOA") != pl.col("LSOA_before")).height
+                continue
+            totals["new_event_records"] += added.height
+            totals["late"] += added.filter(pl.col(EVENT_DATE[name]) <= previous_end).height
+            totals["nhs_filled"] += both.filter(pl.col(f"{nhs}_before").is_null() & pl.col(nhs).is_not_null()).height
+    pairs = max(len(folders) - 1, 1)
+    return {
+        "months_compared": float(len(folders) - 1),
+        "new_event_records": float(totals["new_event_records"]),
+        "late_share": totals["late"] / max(totals["new_event_records"], 1),
+        "new_records": float(totals["new_records"]),
+        "birth_month_corrected_share": totals["birth_month_corrected"] / max(totals["new_records"], 1),
+        "nhs_filled_share": totals["nhs_filled"] / max(totals["new_event_records"], 1),
+        "new_registrations_per_month": totals["new_registrations"] / pairs,
+        "deaths_per_month": totals["deaths"] / pairs,
+        "moves_per_month": totals["moves"] / pairs,
+    }
