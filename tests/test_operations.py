@@ -77,13 +77,16 @@ def test_a_killed_link_leaves_the_previous_output_whole(small_site: Path, linked
     assert killed, f"the run finished before {marker!r}"
     assert _digests(out) == before
     _complete_link_output(out)
-    # Nothing half-written looks like an output: only hidden temporary names were left beside it.
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["cohort"]
+    # Nothing half-written looks like an output: only hidden temporary names were left beside it, and
+    # the record of a run that started and never ended.
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["cohort", "cohort.run.json"]
+    assert json.loads((tmp_path / "cohort.run.json").read_text())["exit_code"] is None
     # The next run clears what the killed one left and replaces the output whole.
     result = CliRunner().invoke(cli, ["-q", "link", str(small_site / "site.toml"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     _complete_link_output(out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort", "cohort.run.json"]
+    assert json.loads((tmp_path / "cohort.run.json").read_text())["exit_code"] == 0
 
 
 @pytest.mark.parametrize("marker", ["no --model given", "building features", "scoring and explaining",
@@ -99,7 +102,7 @@ def test_a_killed_stratify_leaves_the_previous_output_whole(small_site: Path, li
     assert killed, f"the run finished before {marker!r}"
     assert _digests(out) == before
     assert pl.read_parquet(out / "risk.parquet").height > 0
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["risk"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["risk", "risk.run.json"]
 
 
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(small_site: Path, tmp_path: Path,
@@ -391,7 +394,7 @@ def test_rejected_rows_are_set_aside_with_their_reason_and_counted(small_site: P
     assert row.split()[1:3] == ["1,500", "4"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert {i["source"]: i["rejected"] for i in manifest["inputs"]}["gp"] == 4
-    warning = next(line for line in result.stderr.splitlines() if "rejected" in line)
+    warning = next(line for line in result.stderr.splitlines() if "row(s) rejected" in line)
     assert "source gp: 4 row(s) rejected (see rejects/gp.parquet)" in warning
     for value in ("2023-02-31", "2999-01-01", "1850", "9434765919"):  # reasons never quote a value
         assert value not in warning and not rejects["reason"].str.contains(value, literal=True).any()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import resource
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,10 +29,11 @@ from linkcare.errors import ConfigError
 from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.io.checksum import file_sha256
 from linkcare.io.manifest import checksums, write_manifest
+from linkcare.io.modes import modes_for
 from linkcare.linkage.engine import CohortWritten, LinkEngine
 from linkcare.linkage.local import LocalEngine
 from linkcare.linkage.model import MatchModel
-from linkcare.log import StageLog, get_logger, peak_mib
+from linkcare.log import StageLog, children_peak_mib, get_logger, peak_mib
 from linkcare.report.link_report import REPORT_NAME, write_link_report
 
 log = get_logger("link")
@@ -166,7 +166,7 @@ def _link(engine: LinkEngine[Any, Any, Any, Any, Any, Any], config: Config, out:
     nodes, model, pass_pairs = linked.nodes, linked.model, linked.pass_pairs
     digests, before = inputs_before
     check_row_changes(config, nodes.rows, before)
-    with stages.stage("build and write the cohort"), atomic_dir(out) as tmp:
+    with stages.stage("build and write the cohort"), atomic_dir(out, modes_for(config.output.mode)) as tmp:
         written, report = engine.write_cohort(linked.decisions, tmp, options.key or DEFAULT_PERSON_KEY,
                                               options.previous)
         del linked
@@ -185,7 +185,7 @@ def _link(engine: LinkEngine[Any, Any, Any, Any, Any, Any], config: Config, out:
         log.info("wrote %s (%s bytes) in %.1f s", REPORT_NAME, f"{size:,}", time.perf_counter() - report_started)
         _write_link_manifest(tmp, config, options, inputs, lineage, model, written, pass_pairs, stages, engine,
                              warnings)
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    workers = children_peak_mib()
     if workers and engine.name == "local":
         log.info("peak memory of a compare worker (forked, sharing the main process's pages): %.0f MiB", workers)
     return LinkSummary(out, summary_sources(written.shares, nodes.rows, rejected), pass_pairs, stages.stages,

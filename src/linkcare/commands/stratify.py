@@ -17,6 +17,7 @@ from linkcare.config import Config
 from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.io.checksum import file_sha256
 from linkcare.io.manifest import checksums, write_manifest
+from linkcare.io.modes import modes_for
 from linkcare.log import get_logger, peak_mib
 from linkcare.report.risk_report import REPORT_NAME, Inputs, write_stratify_report
 from linkcare.risk.features import spine_source
@@ -61,7 +62,7 @@ def stratify(config: Config, cohort_dir: Path, out: Path | Snapshots, model_dir:
 def _stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None, index: dt.date,
               read: tuple[Any, Any, Inputs], started: float) -> StratifySummary:
     cohort, spine, inputs = read
-    with output_lock(Path(out)), atomic_dir(Path(out)) as tmp:
+    with output_lock(Path(out)), atomic_dir(Path(out), modes_for(config.output.mode)) as tmp:
         if model_dir is None:
             log.info("no --model given: training on this cohort first (written to %s)", Path(out) / "model")
             (tmp / "model").mkdir()

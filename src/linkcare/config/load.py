@@ -21,12 +21,14 @@ from linkcare.config.asof import AUTO, resolve_as_of
 from linkcare.config.engine import check_engine
 from linkcare.config.linkage import check_linkage
 from linkcare.config.model import CONFIG_VERSION, Config, Source
+from linkcare.config.output import check_output
 from linkcare.config.risk import check_disclosure, check_risk
 from linkcare.config.sources import check_sources, check_validation
 from linkcare.config.toml import KeyProblems, read_bytes, read_toml, show_value, type_name
 from linkcare.errors import ConfigError, ProblemList
 
-TOP_KEYS = ("version", "reference_date", "sources", "linkage", "risk", "disclosure", "validation", "engine")
+TOP_KEYS = ("version", "reference_date", "sources", "linkage", "risk", "disclosure", "validation", "engine",
+            "output")
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,14 @@ def check_config(config_path: str | Path, as_of: dt.date | None = None) -> Confi
     disclosure = check_disclosure(data.get("disclosure"), problems)
     validation = check_validation(data.get("validation"), problems)
     engine = check_engine(data.get("engine"), base, problems)
+    output = check_output(data.get("output"), problems)
 
     sources = tuple(d.source for d in drafts if d.source is not None)
     config = None
     if not problems.items and version is not None and reference_date is not None:
         resolved = resolve_as_of(reference_date, as_of)
         config = Config(path.resolve(), version, resolved.date, sources, linkage, risk, disclosure, validation,
-                        engine, resolved)
+                        engine, output, resolved)
     return ConfigCheck(path, config, sources, tuple(problems.items))
 
 

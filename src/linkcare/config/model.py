@@ -30,6 +30,8 @@ INVALID_ACTIONS = ("reject", "missing")
 #: The risk models `linkcare train` fits, in the order it fits them.
 RISK_MODELS = ("gradient_boosting", "logistic")
 DEMOGRAPHIC_FIELDS = ("birth_year", "birth_month", "sex", "area")
+#: Who may read what the commands write: "owner" (files 0600, folders 0700) or "group" (0640, 0750).
+OUTPUT_MODES = ("owner", "group")
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,14 @@ class Engine:
 
 
 @dataclass(frozen=True)
+class Output:
+    """How the commands write their outputs (`[output]`)."""
+
+    #: one of OUTPUT_MODES; linkcare.io.modes gives each its permission bits
+    mode: str = "owner"
+
+
+@dataclass(frozen=True)
 class Tier:
     """A band of the risk pyramid: `share` of the scored people, counted from the top."""
 
@@ -236,6 +246,7 @@ class Config:
     disclosure: Disclosure = field(default_factory=Disclosure)
     validation: Validation = field(default_factory=Validation)
     engine: Engine = field(default_factory=Engine)
+    output: Output = field(default_factory=Output)
     #: where reference_date came from (--as-of, the config, or "auto") and why; None: the config's date
     as_of: AsOf | None = None
 
@@ -258,5 +269,5 @@ class Config:
 
 
 __all__ = ["CONFIG_VERSION", "DEFAULT_TIERS", "DEMOGRAPHIC_FIELDS", "FORMATS", "INDEXERS", "LINK_TYPES", "MODELS",
-           "RISK_MODELS", "Comparison", "Config", "DeprivationLookup", "Engine", "FieldSpec", "Linkage",
-           "RiskSettings", "SortedNeighbourhood", "Source", "Tier", "Validation"]
+           "OUTPUT_MODES", "RISK_MODELS", "Comparison", "Config", "DeprivationLookup", "Engine", "FieldSpec", "Linkage",
+           "Output", "RiskSettings", "SortedNeighbourhood", "Source", "Tier", "Validation"]
