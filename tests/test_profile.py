@@ -92,7 +92,7 @@ def test_row_checks_and_event_dates(profiled: tuple[Path, dict[str, Any], str]) 
     assert all(c["passed"] + c["failed"] == ae["rows"] for c in ae["row_checks"])
     assert {(c["column"], c["check"]) for c in _source(doc, "gp")["row_checks"]} >= {
         ("Pseudo_NHS_Number", "not a well-formed pseudonymised token"),
-        ("Registration_Date", "not a date (YYYY-MM-DD or YYYYMMDD)")}
+        ("Registration_Date", "not a date (YYYY-MM-DD, YYYYMMDD, or YYYY-MM-DD with a time)")}
     admitted = _csv("apc.csv")["ADMIDATE"].str.to_date("%Y-%m-%d")
     start = next(d for d in _source(doc, "apc")["dates"] if d["event"] == "start_date")
     assert (start["column"], start["present"], start["dates"]) == ("ADMIDATE", admitted.len(), admitted.len())
@@ -221,6 +221,11 @@ def test_profile_says_when_link_would_stop(tmp_path: Path) -> None:
     assert "link would stop: linkage.blocking[2] (birth_year+birth_month+area) would yield 115,229" in result.stderr
 
 
+def _errors(stderr: str) -> list[str]:
+    """Return the `Error:` lines of a run's standard error (the log's start and end lines are there too)."""
+    return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+
+
 def _doctored(tmp_path: Path) -> Path:
     """A copy of the sample with 2% of apc's admission dates unreadable (above the 1% that stops link),
     one gp birth year out of range (set aside) and a social care record id repeated."""
@@ -243,10 +248,11 @@ def test_validate_rows_lists_every_problem_at_once(tmp_path: Path) -> None:
     site = _doctored(tmp_path)
     result = CliRunner().invoke(cli, ["-q", "validate", str(site / "site.toml"), "--rows"])
     assert result.exit_code == 1
-    assert result.stderr.splitlines() == [
+    assert _errors(result.stderr) == [
         f"Error: {site / 'apc.csv'}: 148 of 7,398 row(s) (2.0%) fail the row checks, above [validation] "
-        "max_reject_share = 0.01: column ADMIDATE (events.start_date): 148 row(s) not a date (YYYY-MM-DD or "
-        "YYYYMMDD), the first at row 4; fix the extract, or raise max_reject_share if so many bad rows are expected",
+        "max_reject_share = 0.01: column ADMIDATE (events.start_date): 148 row(s) not a date (YYYY-MM-DD, "
+        "YYYYMMDD, or YYYY-MM-DD with a time), the first at row 4; fix the extract, or raise max_reject_share if "
+        "so many bad rows are expected",
         f"Error: {site / 'social_care.csv'}: column Der_Unique_Record_ID: 1 row(s) repeat a record id already used "
         "in this file; record ids must be unique"]
     lines = result.stdout.splitlines()
@@ -254,8 +260,8 @@ def test_validate_rows_lists_every_problem_at_once(tmp_path: Path) -> None:
     assert lines[2].split()[-1] == "stops" and lines[1].split()[-3:] == ["1", "row(s)", "aside"]
     assert "gp_registrations.csv: column Birth_Year (fields.birth_year): 1 row(s) birth year before 1900 or after "\
            "2026, the first at row 10; rejected" in lines
-    assert "apc.csv: column ADMIDATE (events.start_date): 148 row(s) not a date (YYYY-MM-DD or YYYYMMDD), the "\
-           "first at row 4; rejected" in lines
+    assert "apc.csv: column ADMIDATE (events.start_date): 148 row(s) not a date (YYYY-MM-DD, YYYYMMDD, or "\
+           "YYYY-MM-DD with a time), the first at row 4; rejected" in lines
     assert "Traceback" not in result.output
 
 
@@ -271,7 +277,7 @@ def test_validate_rows_passes_a_clean_site_and_strict_fails_it(tmp_path: Path) -
     assert result.stdout.splitlines()[-1] == "OK: every row of the 5 source(s) checked; link would stop on none"
     result = CliRunner().invoke(cli, ["-q", "validate", str(CONFIG), "--rows", "--strict"])
     assert result.exit_code == 1
-    errors = result.stderr.splitlines()
+    errors = _errors(result.stderr)
     assert [e.split(": 1 of ")[0] for e in errors] == [f"Error: {SAMPLE / 'ae.csv'}",
                                                       f"Error: {SAMPLE / 'outpatients.csv'}"]
     assert all("and --strict makes any reject fatal" in e for e in errors)

@@ -19,6 +19,7 @@ from linkcare.config import Config
 from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.io.checksum import file_sha256
 from linkcare.io.manifest import MANIFEST_NAME, checksums, write_manifest
+from linkcare.io.modes import modes_for
 from linkcare.linkage.profile import SiteProfile, SourceProfile, profile_site
 from linkcare.log import get_logger, peak_mib
 from linkcare.report.profile_report import REPORT_NAME, write_profile_report
@@ -49,7 +50,7 @@ def run_profile(config_path: Path, out: Path) -> ProfileSummary:
         document = profile_document(site)
         for reason in site.stop_reasons:
             log.warning("link would stop: %s", reason)
-        with atomic_dir(Path(out)) as tmp:
+        with atomic_dir(Path(out), modes_for(config.output.mode)) as tmp:
             (tmp / PROFILE_NAME).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
             write_profile_report(tmp / REPORT_NAME, site)
             write_manifest(tmp, "profile", config, {

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from linkcare.cohort.dataset import open_cohort
+from linkcare.commands.snapshots import Snapshots, snapshot_run
 from linkcare.commands.train import train_into
 from linkcare.config import Config
 from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.io.checksum import file_sha256
 from linkcare.io.manifest import checksums, write_manifest
+from linkcare.io.modes import modes_for
 from linkcare.log import get_logger, peak_mib
 from linkcare.report.risk_report import REPORT_NAME, Inputs, write_stratify_report
 from linkcare.risk.features import spine_source
@@ -40,16 +42,27 @@ class StratifySummary:
     peak_mib: float
 
 
-def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None = None,
+def stratify(config: Config, cohort_dir: Path, out: Path | Snapshots, model_dir: Path | None = None,
              as_of: dt.date | None = None) -> StratifySummary:
-    """Score everyone living at the index date and write risk.parquet and the worklists into `out`,
-    whole or not at all; without `model_dir`, train on the same cohort first."""
+    """Score everyone living at the index date (`as_of`, default the config's reference date) and write
+    risk.parquet and the worklists into `out` (a folder, or dated snapshots), whole or not at all;
+    without `model_dir`, train on the same cohort first."""
     started = time.perf_counter()
     index = as_of or config.reference_date
+    log.info("as of %s: %s", index.isoformat(),
+             config.as_of_facts["why"] if as_of is None else f"as_of {index.isoformat()} given")
     cohort = open_cohort(cohort_dir)
     spine = spine_source(config)
     inputs = Inputs(config, Path(cohort_dir).name, file_sha256(Path(cohort_dir) / "events.parquet"))
-    with output_lock(Path(out)), atomic_dir(Path(out)) as tmp:
+    snapshots = out if isinstance(out, Snapshots) else Snapshots(Path(out))
+    with snapshot_run(snapshots, index) as target:
+        return _stratify(config, cohort_dir, target, model_dir, index, (cohort, spine, inputs), started)
+
+
+def _stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None, index: dt.date,
+              read: tuple[Any, Any, Inputs], started: float) -> StratifySummary:
+    cohort, spine, inputs = read
+    with output_lock(Path(out)), atomic_dir(Path(out), modes_for(config.output.mode)) as tmp:
         if model_dir is None:
             log.info("no --model given: training on this cohort first (written to %s)", Path(out) / "model")
             (tmp / "model").mkdir()
@@ -64,6 +77,7 @@ def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None
         tiers = tier_counts(table)
         write_manifest(tmp, "stratify", config, {
             "index_date": index.isoformat(),
+            "as_of": config.as_of_facts,
             "cohort": {"folder": inputs.cohort_folder, "events_sha256": inputs.events_sha256},
             "model": {"kind": model.kind, "folder": "model" if model_dir is None else Path(model_dir).name,
                       "trained_here": model_dir is None, "fitted": model.fitted},

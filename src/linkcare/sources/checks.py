@@ -9,6 +9,7 @@ field says `invalid = "missing"`, in which case the row is kept and the value tr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -16,6 +17,15 @@ import polars as pl
 from linkcare.config import Config, FieldSpec, Source
 from linkcare.config.kinds import match_columns
 from linkcare.errors import DataError
+from linkcare.sources.dates import (
+    DEFAULT_FORMS,
+    UK_FORMAT,
+    is_native_date,
+    read_date,
+    read_types,
+    slashed,
+    text_date,
+)
 
 #: A pseudonymised NHS token, unless the field gives its own pattern: one run of 16 to 128
 #: letters, digits or base64/url-safe symbols. A 10-digit NHS number is not a token.
@@ -25,20 +35,6 @@ TOKEN_FIELD = "nhs"
 #: end dates may be planned.
 PAST_EVENT_DATES = ("start_date", "registration_date", "death_date")
 EVENT_DATES = (*PAST_EVENT_DATES, "end_date")
-
-
-def parse_date(expr: pl.Expr) -> pl.Expr:
-    """Return dates read as YYYY-MM-DD or YYYYMMDD (anything else is null)."""
-    s = expr.cast(pl.String).str.strip_chars()
-    return s.str.to_date("%Y-%m-%d", strict=False).fill_null(s.str.to_date("%Y%m%d", strict=False))
-
-
-def field_date(raw: pl.Expr, fmt: str) -> pl.Expr:
-    """Return a field's raw value parsed with its date format; a format without a day (MYDOB's
-    "%m%Y") is read as the first of the month."""
-    if "%d" not in fmt and "%j" not in fmt:
-        return pl.concat_str([raw, pl.lit("01")]).str.to_date(fmt + "%d", strict=False)
-    return raw.str.to_date(fmt, strict=False)
 
 
 @dataclass(frozen=True)
@@ -64,41 +60,47 @@ def is_birth_field(name: str) -> bool:
 
 
 def field_value(spec: FieldSpec) -> tuple[pl.Expr, pl.Expr]:
-    """Return a field's raw value as the row checks see it (trimmed, recoded through `values`) and
-    whether its column holds a value at all (an empty value is missing)."""
+    """Return a field's raw value as the row checks see it (trimmed text, recoded through `values`)
+    and whether its column holds a value at all (an empty value is missing)."""
     raw, present = _present(spec.column)
     return (raw.replace(dict(spec.values)) if spec.values else raw), present
 
 
-def birth_year_of(name: str, spec: FieldSpec) -> pl.Expr | None:
-    """Return the birth year the row checks judge in a field (null where it does not parse), or
-    None if they judge none: the field `birth_year`, or a dated field named for a birth."""
+def birth_year_of(name: str, spec: FieldSpec, dtype: pl.DataType | None) -> pl.Expr | None:
+    """Return the birth year the row checks judge in a field whose column is read as `dtype` (null
+    where it does not read), or None if they judge none: the field `birth_year`, or a dated field
+    named for a birth."""
     raw, _ = field_value(spec)
-    if spec.format:
-        return field_date(raw, spec.format).dt.year() if is_birth_field(name) else None
+    if spec.format or is_native_date(dtype):
+        if not is_birth_field(name):
+            return None
+        parsed = read_date(spec.column, None, dtype) if is_native_date(dtype) else text_date(raw, spec.format)
+        return parsed.dt.year()
     return raw.cast(pl.Int64, strict=False) if name == "birth_year" else None
 
 
-def event_date_columns(source: Source, header: list[str]) -> list[tuple[str, str]]:
-    """Return (event key, column) of each event date the source's header holds, in EVENT_DATES order."""
+def event_date_columns(source: Source, types: Mapping[str, pl.DataType]) -> list[tuple[str, str]]:
+    """Return (event key, column) of each event date the extract holds, in EVENT_DATES order."""
     found = []
     for key in EVENT_DATES:
         configured = source.events.get(key)
-        if isinstance(configured, str) and (columns := match_columns(configured, header)):
+        if isinstance(configured, str) and (columns := match_columns(configured, types)):
             found.append((key, columns[0]))
     return found
 
 
-def row_checks(source: Source, header: list[str], config: Config) -> list[RowCheck]:
+#: Adds one check: column, config key, where it fails, why, the field (None for an event date).
+_Add = Callable[[str, str, pl.Expr, str, FieldSpec | None, str | None], None]
+
+
+def row_checks(source: Source, header: Mapping[str, pl.DataType] | Sequence[str], config: Config) -> list[RowCheck]:
     """Return the checks every row of a source must pass, one per column and kind of fault.
 
-    A date is judged against the config's reference date, not the machine's clock, so that the same
-    inputs reject the same rows on any day."""
-    as_of = config.reference_date
-    after = f"a date after the reference date {as_of.isoformat()}"
+    `header` is the extract's schema as scan_source reads it (a date or timestamp column is read
+    natively), or its column names, all text. A date is judged against the config's reference date,
+    not the machine's clock, so that the same inputs reject the same rows on any day."""
+    types = read_types(header)
     checks: dict[tuple[str, str], RowCheck] = {}
-    first_year, last_year = config.validation.min_birth_year, config.reference_date.year
-    years = f"birth year before {first_year} or after {last_year}"
 
     def add(column: str, key: str, fails: pl.Expr, reason: str, spec: FieldSpec | None, name: str | None) -> None:
         found = checks.get((column, reason))
@@ -111,14 +113,27 @@ def row_checks(source: Source, header: list[str], config: Config) -> list[RowChe
         reject = spec is None or spec.invalid == "reject"
         checks[(column, reason)] = RowCheck(column, key, fails, reason, reject, (name,) if name else ())
 
+    _field_checks(source, types, config, add)
+    _event_date_checks(source, types, config, add)
+    return list(checks.values())
+
+
+def _field_checks(source: Source, types: Mapping[str, pl.DataType], config: Config, add: _Add) -> None:
+    after = f"a date after the reference date {config.reference_date.isoformat()}"
+    first_year, last_year = config.validation.min_birth_year, config.reference_date.year
+    years = f"birth year before {first_year} or after {last_year}"
     for name, spec in sorted(source.fields.items()):
         raw, present = field_value(spec)
         key = f"fields.{name}"
-        year = birth_year_of(name, spec)
-        if spec.format:
-            parsed = field_date(raw, spec.format)
-            add(spec.column, key, present & parsed.is_null(), f"not a date in the format {spec.format}", spec, name)
-            add(spec.column, key, parsed > as_of, after, spec, name)
+        dtype = types.get(spec.column)
+        year = birth_year_of(name, spec, dtype)
+        native = is_native_date(dtype)
+        if spec.format or native:
+            # A date or timestamp column is its own date; text is read with the field's format.
+            parsed = read_date(spec.column, None, dtype) if native else text_date(raw, spec.format)
+            if not native:
+                add(spec.column, key, present & parsed.is_null(), f"not a date in the format {spec.format}", spec, name)
+            add(spec.column, key, parsed > config.reference_date, after, spec, name)
         elif year is not None:
             add(spec.column, key, present & year.is_null(), "birth year is not a whole number", spec, name)
         if year is not None:
@@ -128,14 +143,24 @@ def row_checks(source: Source, header: list[str], config: Config) -> list[RowChe
             what = "not a well-formed pseudonymised token" if name == TOKEN_FIELD and not spec.pattern \
                 else "does not match the field's pattern"
             add(spec.column, key, present & ~raw.str.contains(pattern), what, spec, name)
-    for key, column in event_date_columns(source, header):
+
+
+def _event_date_checks(source: Source, types: Mapping[str, pl.DataType], config: Config, add: _Add) -> None:
+    after = f"a date after the reference date {config.reference_date.isoformat()}"
+    for key, column in event_date_columns(source, types):
+        fmt, where = source.event_formats.get(key), f"events.{key}"
         raw, present = _present(column)
-        parsed = parse_date(raw)
-        add(column, f"events.{key}", present & parsed.is_null(), "not a date (YYYY-MM-DD or YYYYMMDD)",
-            None, None)
+        parsed = read_date(column, fmt, types.get(column))
+        if not is_native_date(types.get(column)):
+            unread = present & parsed.is_null()
+            if fmt is not None:
+                add(column, where, unread, f"not a date in the format {fmt}", None, None)
+            else:
+                add(column, where, unread & ~slashed(raw), f"not a date ({DEFAULT_FORMS})", None, None)
+                add(column, where, unread & slashed(raw), "a date with slashes, which needs a format: "
+                    f'set format = "{UK_FORMAT}" under {where} (day first)', None, None)
         if key in PAST_EVENT_DATES:
-            add(column, f"events.{key}", parsed > as_of, after, None, None)
-    return list(checks.values())
+            add(column, where, parsed > config.reference_date, after, None, None)
 
 
 def check_flags(checks: list[RowCheck]) -> list[pl.Expr]:
@@ -238,4 +263,4 @@ def describe(found: SourceRejects) -> tuple[str, str]:
 
 __all__ = ["DEFAULT_TOKEN_PATTERN", "EVENT_DATES", "REASON", "REJECTED", "RowCheck", "SourceRejects", "apply_checks",
            "birth_year_of", "check_counts", "check_flags", "describe", "enforce_limits", "event_date_columns",
-           "field_date", "field_value", "is_birth_field", "mark_checks", "parse_date", "row_checks"]
+           "field_value", "is_birth_field", "mark_checks", "row_checks"]

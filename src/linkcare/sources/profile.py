@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from linkcare.config import Config, Source
-from linkcare.sources.checks import birth_year_of, event_date_columns, is_birth_field, parse_date
+from linkcare.sources.checks import birth_year_of, event_date_columns, is_birth_field
+from linkcare.sources.dates import read_date, read_types
 from linkcare.sources.read import scan_source, unreadable_error
 
 
@@ -61,7 +62,7 @@ def profile_columns(source: Source, config: Config) -> ColumnsProfile:
     A birth field's year range is given for the field that holds the year (not for the month or
     day read from the same column)."""
     lf = scan_source(source)
-    header = lf.collect_schema().names()
+    types = read_types(lf.collect_schema())
     exprs: list[pl.Expr] = [pl.len().alias("rows")]
     # A column mapped to several fields (MYDOB's year and month) is counted once.
     columns = sorted({spec.column for spec in source.fields.values()})
@@ -70,13 +71,13 @@ def profile_columns(source: Source, config: Config) -> ColumnsProfile:
         present = as_written.is_not_null() & (as_written != "")
         exprs += [present.sum().alias(f"c{j}_present"), as_written.filter(present).n_unique().alias(f"c{j}_raw")]
     for i, (name, spec) in enumerate(sorted(source.fields.items())):
-        year = birth_year_of(name, spec) if spec.part in (None, "year") else None
+        year = birth_year_of(name, spec, types.get(spec.column)) if spec.part in (None, "year") else None
         if year is not None:
             exprs += [year.min().alias(f"f{i}_first"), year.max().alias(f"f{i}_last")]
-    dates = event_date_columns(source, header)
-    for i, (_, column) in enumerate(dates):
+    dates = event_date_columns(source, types)
+    for i, (key, column) in enumerate(dates):
         raw = pl.col(column).cast(pl.String).str.strip_chars()
-        parsed = parse_date(raw)
+        parsed = read_date(column, source.event_formats.get(key), types.get(column))
         exprs += [(raw.is_not_null() & (raw != "")).sum().alias(f"d{i}_present"),
                   parsed.is_not_null().sum().alias(f"d{i}_dates"),
                   parsed.min().alias(f"d{i}_first"), parsed.max().alias(f"d{i}_last")]
