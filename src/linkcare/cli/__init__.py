@@ -291,19 +291,24 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder for risk.parquet and worklists/; replaced whole only on success.")
 @click.option("--as-of", "as_of", metavar="DATE", help="Index date to score at (default: the reference_date).")
+@click.option("--previous", "previous", type=click.Path(path_type=Path, file_okay=False),
+              help="The output folder of an earlier `linkcare stratify`: worklists mark who is new to them since. "
+                   "Without it, everyone listed is marked new.")
 @json_option
 def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_of: str | None,
-             as_json: bool) -> None:
+             previous: Path | None, as_json: bool) -> None:
     """Score every living registered person's risk of an emergency admission, tier and explain it.
 
-    Writes risk.parquet (person_id, calibrated risk, percentile, tier, the top three factors and
-    their contributions on the log-odds scale) and worklists/<practice>.csv, one per GP practice,
-    listing the spine's pseudonymised record keys from the highest risk down.
+    Writes risk.parquet (person_id, calibrated risk, percentile, tier, the top three factors with
+    their contributions on the log-odds scale and in words) and worklists/<practice>.csv, one per
+    GP practice, listing the people of the worklist tiers ([risk] worklist_tiers; default every
+    tier but the lowest) by the spine's pseudonymised record keys from the highest risk down, with
+    the index date, their top factors in words and whether they are new since --previous.
     """
     from linkcare.commands.stratify import stratify as run_stratify
     from linkcare.config import load_config
 
-    summary = run_stratify(load_config(config), cohort, out, model_dir, _index_date(as_of, "--as-of"))
+    summary = run_stratify(load_config(config), cohort, out, model_dir, _index_date(as_of, "--as-of"), previous)
     if as_json:
         print_json("stratify", summary)
         return
@@ -313,6 +318,10 @@ def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_o
     rows: list[tuple[str, ...]] = [("tier", "people", "risk from", "risk to")]
     rows += [(t["tier"], f"{t['people']:,}", f"{t['risk_from']:.3f}", f"{t['risk_to']:.3f}") for t in summary.tiers]
     print_table(rows)
+    since = (f"new since {summary.previous}" if summary.previous is not None
+             else "no --previous, so everyone listed is marked new")
+    click.echo(f"worklists list {summary.listed:,} people ({', '.join(summary.worklist_tiers)}); "
+               f"{summary.new_to_list:,} new to the list ({since})")
     click.echo(f"{summary.seconds:.1f} s, peak {summary.peak_mib:.0f} MiB")
     click.echo(f"Risk scores in {summary.out / 'risk.parquet'}; worklists for {summary.practices:,} practice(s) "
                f"in {summary.out / 'worklists'}; report in {summary.out / 'risk_report.html'}")

@@ -31,6 +31,7 @@ from linkcare.linkage.local import LocalEngine
 from linkcare.linkage.model import MatchModel
 from linkcare.log import StageLog, get_logger, peak_mib
 from linkcare.report.link_report import REPORT_NAME, write_link_report
+from linkcare.sources.checks import write_rejects_csv
 
 log = get_logger("link")
 DEFAULT_PERSON_KEY = b"linkcare-person-id/v1"
@@ -154,6 +155,7 @@ def _link(engine: LinkEngine[Any, Any, Any, Any, Any, Any], config: Config, out:
             for name, n in rejected.items():
                 if n:
                     engine.write_rejects(nodes, name, tmp / "rejects" / f"{name}.parquet")
+                    write_rejects_csv(tmp / "rejects" / f"{name}.parquet")
         model.save(tmp / "model.json")
         inputs = link_inputs(config, nodes.rows, rejected)
         report_started = time.perf_counter()

@@ -4,7 +4,9 @@ Standardised values are strings: trimmed, lower-cased, runs of spaces collapsed,
 of all-digit values dropped (so "04" and "4" agree), recoded through the config's `values`, and
 dates written as YYYY-MM-DD (or just the year, month or day when the config asks for a part); a
 field's comparison method may standardise it its own way (linkcare.config.methods). Empty strings
-are missing values. Both engines read every extract through these functions.
+are missing values. Standardised values are for comparing only: beside them, each field's value as
+the extract wrote it is kept long enough to count its forms, so that outputs (persons.parquet)
+show a value the way the extracts write it. Both engines read every extract through these functions.
 """
 
 from __future__ import annotations
@@ -39,13 +41,17 @@ def scan_source(source: Source) -> pl.LazyFrame:
     return pl.scan_csv(source.path, separator=source.delimiter, infer_schema=False, encoding="utf8")
 
 
+def _written(spec: FieldSpec) -> pl.Expr:
+    """Return a field's value as the extract wrote it: trimmed, empty as missing, recoded through `values`."""
+    raw = pl.col(spec.column).cast(pl.String).str.strip_chars()
+    raw = pl.when(raw == "").then(None).otherwise(raw)
+    return raw.replace(dict(spec.values)) if spec.values else raw
+
+
 def field_expr(spec: FieldSpec, method: ComparisonMethod | None = None) -> pl.Expr:
     """Return the expression giving a field's standardised string value from its column: as its
     comparison method standardises it, or as text for a field that is not compared."""
-    raw = pl.col(spec.column).cast(pl.String).str.strip_chars()
-    raw = pl.when(raw == "").then(None).otherwise(raw)
-    if spec.values:
-        raw = raw.replace(dict(spec.values))
+    raw = _written(spec)
     if spec.format:
         parsed = field_date(raw, spec.format)
         if spec.part == "year":
@@ -80,6 +86,39 @@ def record_exprs(source: Source, fields: tuple[str, ...], methods: Mapping[str, 
     return exprs
 
 
+#: The prefix of the columns that hold each field's value as the extract wrote it, beside its
+#: standardised value, until their forms are counted (see `form_counts`).
+FORM_PREFIX = "_form_"
+FORM_SCHEMA = pl.Schema({"field": pl.String, "value": pl.String, "form": pl.String, "n": pl.Int64})
+
+
+def form_exprs(source: Source, fields: tuple[str, ...]) -> list[pl.Expr]:
+    """Return, for each field the source maps without a date `format`, its value as the extract
+    wrote it (column FORM_PREFIX + field). A field read with a format has no other form: its
+    standardised value (a date or a part of one) is already written the one way."""
+    return [_written(spec).alias(FORM_PREFIX + name) for name in fields
+            if (spec := source.fields.get(name)) is not None and not spec.format]
+
+
+def form_counts(frame: pl.DataFrame, fields: tuple[str, ...]) -> pl.DataFrame:
+    """Return how often each standardised value of each field was written in each form (field,
+    value, form, n), from a frame holding the fields and their FORM_PREFIX columns."""
+    parts = [frame.filter(pl.col(f).is_not_null() & pl.col(FORM_PREFIX + f).is_not_null())
+             .group_by(pl.col(f).alias("value"), pl.col(FORM_PREFIX + f).alias("form")).len("n")
+             .select(pl.lit(f).alias("field"), "value", "form", "n")
+             for f in fields if FORM_PREFIX + f in frame.columns]
+    return pl.concat([p.cast(FORM_SCHEMA) for p in parts]) if parts else pl.DataFrame(schema=FORM_SCHEMA)
+
+
+def choose_forms(counts: pl.DataFrame) -> pl.DataFrame:
+    """Return per field and standardised value the form most records wrote it in (ties: the
+    smallest form), as (field, value, form): standardising is for comparing only, outputs show the
+    values as the extracts wrote them (an LSOA code "E01017352", not "e01017352")."""
+    return (counts.group_by("field", "value", "form").agg(pl.col("n").sum())
+            .sort(["field", "value", "n", "form"], descending=[False, False, True, False])
+            .group_by("field", "value", maintain_order=True).first().select("field", "value", "form"))
+
+
 def record_fields(config: Config) -> tuple[tuple[str, ...], dict[str, ComparisonMethod]]:
     """Return every linkage field any source maps (sorted), and the comparison method of each compared one."""
     return config.fields, {c.field: c.spec for c in config.linkage.comparisons}
@@ -90,10 +129,11 @@ def report_rejects(source: Source, found: SourceRejects, max_share: float, stric
     enforce_limits(source, found, max_share, strict)
     rejected, blanked = describe(found)
     if rejected:
-        log.warning("source %s: %s row(s) rejected (see rejects/%s.parquet): %s",
-                    source.name, f"{found.n:,}", source.name, rejected)
+        log.warning("source %s: %s row(s) rejected (see rejects/%s.parquet and rejects/%s.csv): %s",
+                    source.name, f"{found.n:,}", source.name, source.name, rejected)
     if blanked:
         log.warning("source %s: values kept as missing (invalid = \"missing\"): %s", source.name, blanked)
 
 
-__all__ = ["field_expr", "record_exprs", "record_fields", "report_rejects", "scan_source", "unreadable_error"]
+__all__ = ["FORM_PREFIX", "FORM_SCHEMA", "choose_forms", "field_expr", "form_counts", "form_exprs",
+           "record_exprs", "record_fields", "report_rejects", "scan_source", "unreadable_error"]

@@ -13,6 +13,7 @@ import numpy as np
 from linkcare import __version__
 from linkcare.errors import ConfigError
 from linkcare.io.atomic import atomic_dir
+from linkcare.io.parquet import write_parquet
 from linkcare.log import get_logger
 from linkcare.synth.extracts import SOURCES, Site, build_site
 from linkcare.synth.health import make_health, simulate
@@ -122,8 +123,8 @@ def write_site(out: Path, options: SynthOptions, *, overwrite: bool = False) -> 
             site.extracts[name].write_csv(tmp / f"{name}.csv")
         site.areas.write_csv(tmp / AREAS_FILE)
         (tmp / "truth").mkdir()
-        site.truth_records.write_parquet(tmp / "truth" / "records.parquet")
-        site.truth_persons.write_parquet(tmp / "truth" / "persons.parquet")
+        write_parquet(site.truth_records, tmp / "truth" / "records.parquet")
+        write_parquet(site.truth_persons, tmp / "truth" / "persons.parquet")
         (tmp / "site.toml").write_text(site_config(options.reference_date.isoformat()), encoding="utf-8")
         rows = {name: site.extracts[name].height for name in SOURCES}
         meta = {
