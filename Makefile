@@ -53,6 +53,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/bench_synth.py --out bench_out
+	$(BIN)/python bench/bench_months.py --out bench_out
 	$(BIN)/python bench/bench_link.py --out bench_out
 	$(BIN)/python bench/bench_spark.py --out bench_out
 	$(BIN)/python bench/bench_risk.py --out bench_out

@@ -34,7 +34,8 @@ def _print_runs(sc: Scenario) -> None:
 
 def _print_idealised(ideal: dict[str, Any]) -> None:
     print(f"  idealised linkers ({ideal['note']}): every other record placed right; "
-          f"{ideal['records_without_token']:,.0f} {ideal['loose']} records without a token, "
+          f"{ideal['loose_records']:,.0f} loose records (hospital records without a token, and social-care "
+          f"records of clients with no token on any record{ideal.get('council_note', '')}), "
           f"{ideal['share_with_one_candidate']:.1%} with one candidate person (same birth year, month, sex and "
           f"LSOA on the GP record), {ideal['share_with_several_candidates']:.1%} several, "
           f"{ideal['share_with_no_candidate']:.1%} none")
@@ -93,9 +94,11 @@ def print_report(scenarios: list[Scenario], quick: bool) -> None:
           "clusters; ECM: connected components of its matches).")
     print(f"  - focus F1 (sites): {FOCUS_DEFINITION}.")
     print("  - idealised linkers (sites): linkcare.synth.audit.idealised_linkage on the variant's site folder, from "
-          "the truth; a bound on what birth year, month, sex, LSOA (and the practice) can do for hospital records "
-          "without a token, not a tool that was run. Site targets: F1 >= each idealised F1 - 0.002; the target's "
-          "linker is 'unique', the one that keeps precision >= 0.999 (busiest and practice guess and lose it); "
+          "the truth; a bound on what birth year, month, sex, LSOA (and the practice) can do for loose records "
+          "(hospital records without a token; social-care records of clients with no token on any record, or "
+          "every token-less one when the config drops the council ID), not a tool that was run. Site targets: "
+          "F1 >= each idealised F1 - 0.002; the target's linker is 'unique', the one that keeps precision "
+          ">= 0.999 (busiest and practice guess and lose it); "
           "all three verdicts are printed.")
     print("  - attach calibration: bench/attach_calibration.py; attached records (attachments.parquet, attached "
           "true) per posterior bin; right when the record's true person is the owner (most common true person "

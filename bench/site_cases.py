@@ -24,7 +24,7 @@ from register_benefits import make_register_benefits
 from site_configs import NO_PRACTICE_DROPPED, SPARSE_DROPPED, without_fields
 
 from linkcare.config import load_config
-from linkcare.synth.audit import HOSPITAL, idealised_linkage, load_site
+from linkcare.synth.audit import idealised_linkage, load_site
 from linkcare.synth.options import ErrorRates
 from linkcare.synth.site import AREAS_FILE
 
@@ -50,14 +50,15 @@ HARD_NOTE = ("no documented allowed range for the token-missing rates (the CLI a
 FOCUS_DEFINITION = ("social-care records without an NHS token: records of the config's social_care source(s) "
                     "whose standardised nhs field is missing; a pair counts when at least one of its two "
                     "records is such a record (predicted, true and true-positive pairs alike)")
-# The sources whose token-less records the idealised linkers place by demographics (see idealised_linkage).
-LOOSE_SOURCES = {"site": HOSPITAL, "site_sparse": (*HOSPITAL, "social_care"), "site_hard": HOSPITAL}
+# Whether the variant's config links on the council's ID (la_id), which the idealised linkers then use to
+# anchor a social-care client's token-less records to one with a token (see idealised_linkage).
+COUNCIL_ID = {"site": True, "site_sparse": False, "site_hard": True}
 IDEALISED_NOTE = {
     "site": "from this site's own folder",
     "site_sparse": ("from the same site folder as the default variant (the same data); without la_id a social-care "
-                    "record without a token has only demographics, so the idealised linkers place those as they "
-                    "place token-less hospital records; 'practice' uses the recorded practice, which the sparse "
-                    "config drops, 'busiest' and 'unique' do not"),
+                    "record without a token has only demographics, so the idealised linkers place every such "
+                    "record as they place token-less hospital records; 'practice' uses the recorded practice, "
+                    "which the sparse config drops, 'busiest' and 'unique' do not"),
     "site_hard": "from the hard site's own folder (its tokens and visitors)",
 }
 
@@ -139,9 +140,10 @@ def _site_scenario(args: argparse.Namespace, name: str, variant: str, linkcare_c
     for splink_variant, config in splink_configs.items():
         run_name = "splink" if splink_variant == variant else f"splink_{splink_variant.replace(' ', '_')}"
         sc.runs.append(run_splink(case, splink_variant, config, site_splink_options(args), name=run_name))
-    loose = LOOSE_SOURCES[name]
-    ideal = {k: round(v, 6) for k, v in idealised_linkage(load_site(site_toml.parent), loose).items()}
-    sc.data["idealised"] = ideal | {"note": IDEALISED_NOTE[name], "loose": " and ".join(loose)}
+    council = COUNCIL_ID[name]
+    ideal = {k: round(v, 6) for k, v in idealised_linkage(load_site(site_toml.parent), council).items()}
+    sc.data["idealised"] = ideal | {"note": IDEALISED_NOTE[name],
+                                    "council_note": " by their council ID" if council else ", every one of them"}
     sc.targets += site_targets(sc, variant, ideal, default=name == "site")
     return sc
 

@@ -114,3 +114,19 @@ def partition(labels: np.ndarray | list) -> list[frozenset[int]]:
     for i, label in enumerate(list(labels)):
         groups.setdefault(label, set()).add(i)
     return sorted((frozenset(g) for g in groups.values()), key=min)
+
+
+_LOG_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2} ")
+_END_FIGURES = re.compile(r" in \d+\.\d s, peak memory \d+ MiB$")
+
+
+def log_lines(stderr: str) -> list[str]:
+    """Return standard error's lines with each log line's time left off, and the end line's duration
+    and peak memory as `<s>` and `<mib>`, so that tests can compare every line exactly."""
+    return [_END_FIGURES.sub(" in <s> s, peak memory <mib> MiB", _LOG_TIME.sub("", line))
+            for line in stderr.splitlines()]
+
+
+def error_lines(stderr: str) -> list[str]:
+    """Return the `Error: ...` lines of standard error."""
+    return [line for line in stderr.splitlines() if line.startswith("Error: ")]

@@ -9,8 +9,18 @@ import pytest
 from click.testing import CliRunner
 
 import linkcare
+from conftest import log_lines
 from linkcare.cli import cli, main
 from linkcare.errors import ConfigError, DataError, ProblemList
+
+V = linkcare.__version__
+
+
+def _framed(command: str, arguments: str, *middle: str, exit_code: int = 0, error: str = "") -> list[str]:
+    """The lines of standard error of a run: its start line, `middle`, and its end line."""
+    why = f" ({error})" if error else ""
+    return [f"INFO linkcare {V} {command} started: {arguments}",
+            f"INFO linkcare {command} ended: exit {exit_code}{why} in <s> s, peak memory <mib> MiB", *middle]
 
 
 @pytest.fixture
@@ -100,13 +110,15 @@ def test_linkcare_error_is_one_line_with_its_exit_code(
     _fail_with(monkeypatch, DataError("apc.csv: 3 rows have no ADMIDATE"))
     result = runner.invoke(cli, ["validate", "site.toml"])
     assert result.exit_code == 1
-    assert result.stderr == "Error: apc.csv: 3 rows have no ADMIDATE\n"
+    assert log_lines(result.stderr) == _framed("validate", "site.toml", "Error: apc.csv: 3 rows have no ADMIDATE",
+                                               exit_code=1, error="DataError")
     assert result.stdout == ""
 
     _fail_with(monkeypatch, ConfigError("site.toml: version: missing"))
     result = runner.invoke(cli, ["validate", "site.toml"])
     assert result.exit_code == 2
-    assert result.stderr == "Error: site.toml: version: missing\n"
+    assert log_lines(result.stderr) == _framed("validate", "site.toml", "Error: site.toml: version: missing",
+                                               exit_code=2, error="ConfigError")
 
 
 def test_problem_list_is_one_line_per_problem(
@@ -115,7 +127,8 @@ def test_problem_list_is_one_line_per_problem(
     _fail_with(monkeypatch, ProblemList([DataError("a.csv: file not found"), DataError("b")]))
     result = runner.invoke(cli, ["validate", "site.toml"])
     assert result.exit_code == 1
-    assert result.stderr == "Error: a.csv: file not found\nError: b\n"
+    assert log_lines(result.stderr) == _framed("validate", "site.toml", "Error: a.csv: file not found", "Error: b",
+                                               exit_code=1, error="ProblemList")
     _fail_with(monkeypatch, ProblemList([DataError("a"), ConfigError("c")]))
     assert runner.invoke(cli, ["validate", "site.toml"]).exit_code == 2
 
@@ -126,9 +139,9 @@ def test_internal_error_shows_no_traceback(
     _fail_with(monkeypatch, ZeroDivisionError("a value from a record: 9434765919"))
     result = runner.invoke(cli, ["validate", "site.toml"])
     assert result.exit_code == 1
-    assert result.stderr == (
-        "Error: internal error: ZeroDivisionError; rerun with -v to see the traceback\n"
-    )
+    assert log_lines(result.stderr) == _framed(
+        "validate", "site.toml", "Error: internal error: ZeroDivisionError; rerun with -v to see the traceback",
+        exit_code=1, error="ZeroDivisionError")
     assert "Traceback" not in result.output
     assert "9434765919" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
@@ -140,10 +153,10 @@ def test_internal_error_shows_the_traceback_with_verbose(
     _fail_with(monkeypatch, ZeroDivisionError("boom"))
     result = runner.invoke(cli, ["-v", "validate", "site.toml"])
     assert result.exit_code == 1
-    assert result.stderr.startswith("Traceback (most recent call last):")
-    assert result.stderr.splitlines()[-1] == (
-        "Error: internal error: ZeroDivisionError; rerun with -v to see the traceback"
-    )
+    lines = log_lines(result.stderr)
+    assert lines[:2] == _framed("validate", "site.toml", exit_code=1, error="ZeroDivisionError")
+    assert lines[2] == "Traceback (most recent call last):"
+    assert lines[-1] == "Error: internal error: ZeroDivisionError; rerun with -v to see the traceback"
 
 
 def test_another_module_can_register_a_command(runner: CliRunner) -> None:
@@ -158,4 +171,6 @@ def test_another_module_can_register_a_command(runner: CliRunner) -> None:
     finally:
         cli.commands.pop("hello")
     assert result.exit_code == 1
-    assert result.stderr == "Error: hello.csv: empty\n"
+    assert log_lines(result.stderr) == [f"INFO linkcare {V} hello started with no arguments",
+                                        "INFO linkcare hello ended: exit 1 (DataError) in <s> s, peak memory <mib> MiB",
+                                        "Error: hello.csv: empty"]

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from conftest import error_lines
 from linkcare.cli import cli
 from linkcare.commands.validate import validate_site
 from linkcare.config import (
@@ -173,9 +174,9 @@ RULES = [
     (SITE.replace("version = 1\n", ""), 'version: missing; add it, e.g. version = 1'),
     (_swap("version = 1", 'version = "1"'), "version: must be the integer 1, not a string"),
     (_swap('"2026-03-31"', '"31/03/2026"'), 'reference_date: must be a date; write it as '
-     '"YYYY-MM-DD", e.g. reference_date = "2026-03-31"'),
+     '"YYYY-MM-DD", e.g. reference_date = "2026-03-31", or "auto" (the last complete month\'s end)'),
     (_swap('"2026-03-31"', '"2026-02-30"'), "reference_date: '2026-02-30' is not a real date; "
-     'write it as "YYYY-MM-DD", e.g. reference_date = "2026-03-31"'),
+     'write it as "YYYY-MM-DD", e.g. reference_date = "2026-03-31", or "auto" (the last complete month\'s end)'),
     ('version = 1\nreference_date = "2026-03-31"\n',
      "sources: missing; add at least one [[sources]] table with name, path, id, fields"),
     (_swap('name = "gp"', 'name = "GP Data"'),
@@ -301,7 +302,7 @@ def test_link_only_needs_two_sources(site: Path) -> None:
     [
         ('version = 1', 'version = 1\nrefrence = 1', "refrence: unknown key; did you mean "
          "'reference_date'? allowed keys: version, reference_date, sources, linkage, risk, disclosure, validation, "
-         "engine"),
+         "engine, output"),
         ('id = "Patient_ID"', 'idd = "Patient_ID"\nid = "Patient_ID"', "sources[0].idd: unknown "
          "key; did you mean 'id'? allowed keys: name, path, format, id, kind, delimiter, fields, "
          "events, attach"),
@@ -315,7 +316,7 @@ def test_link_only_needs_two_sources(site: Path) -> None:
          "term_freq: unknown key; did you mean 'term_frequency'? allowed keys: field, method, "
          "levels, term_frequency, given"),
         ('version = 1', 'version = 1\nzzz = 1', "zzz: unknown key; allowed keys: version, "
-         "reference_date, sources, linkage, risk, disclosure, validation, engine"),
+         "reference_date, sources, linkage, risk, disclosure, validation, engine, output"),
     ],
 )
 def test_unknown_key_suggests_the_closest(site: Path, where: str, typo: str, message: str) -> None:
@@ -460,7 +461,7 @@ def test_validate_reports_config_and_data_problems_in_one_run(site: Path) -> Non
     result = runner.invoke(cli, ["validate", "site.toml"])
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr.splitlines() == [
+    assert error_lines(result.stderr) == [
         "Error: site.toml: sources[1].idd: unknown key; did you mean 'id'? allowed keys: name, "
         "path, format, id, kind, delimiter, fields, events, attach",
         f"Error: source 'gp': {site / 'gp.csv'}: file not found; check the source's path "
@@ -472,13 +473,13 @@ def test_validate_reports_config_and_data_problems_in_one_run(site: Path) -> Non
     Path("site.toml").write_text(SITE.replace('column = "SEX"', 'column = "GENDER"'))
     result = runner.invoke(cli, ["validate", "site.toml"])
     assert result.exit_code == 1
-    assert len(result.stderr.splitlines()) == 2
+    assert len(error_lines(result.stderr)) == 2
 
     (site / "gp.csv").write_text(GP_CSV)
     Path("site.toml").write_text(SITE.replace('column = "SEX"', 'column = "Sex"'))
     result = runner.invoke(cli, ["validate", "site.toml"])
     assert result.exit_code == 1
-    assert result.stderr.splitlines() == [
+    assert error_lines(result.stderr) == [
         f"Error: source 'apc': fields.sex: column 'Sex' not found in {site / 'data/apc.csv'}; "
         "did you mean 'SEX'?"
     ]
@@ -500,7 +501,7 @@ def test_validate_of_bad_toml_is_one_error(site: Path) -> None:
     Path("site.toml").write_text("version = 1\nreference_date = \n")
     result = CliRunner().invoke(cli, ["validate", "site.toml"])
     assert result.exit_code == 2
-    (line,) = result.stderr.splitlines()
+    (line,) = error_lines(result.stderr)
     assert line.startswith("Error: site.toml: not valid TOML: ")
     assert "line 2" in line
 
@@ -508,7 +509,7 @@ def test_validate_of_bad_toml_is_one_error(site: Path) -> None:
 def test_validate_of_a_missing_config(site: Path) -> None:
     result = CliRunner().invoke(cli, ["validate", "nope.toml"])
     assert result.exit_code == 2
-    assert result.stderr == "Error: nope.toml: config file not found; check the path\n"
+    assert error_lines(result.stderr) == ["Error: nope.toml: config file not found; check the path"]
 
 
 def test_validate_never_prints_cell_values(site: Path) -> None:

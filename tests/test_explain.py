@@ -29,7 +29,7 @@ def linked(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _explain(*args: str) -> dict[str, Any]:
     result = CliRunner().invoke(cli, ["explain", *args, "--json"])
     assert result.exit_code == 0, result.output
-    facts: dict[str, Any] = json.loads(result.output)
+    facts: dict[str, Any] = json.loads(result.stdout)
     return facts
 
 

@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from conftest import record_values
+from conftest import record_values, write_config
 from linkcare.cli import cli
 from linkcare.errors import EXIT_LOCKED
 from linkcare.io.atomic import output_lock
@@ -77,13 +77,16 @@ def test_a_killed_link_leaves_the_previous_output_whole(small_site: Path, linked
     assert killed, f"the run finished before {marker!r}"
     assert _digests(out) == before
     _complete_link_output(out)
-    # Nothing half-written looks like an output: only hidden temporary names were left beside it.
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["cohort"]
+    # Nothing half-written looks like an output: only hidden temporary names were left beside it, and
+    # the record of a run that started and never ended.
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["cohort", "cohort.run.json"]
+    assert json.loads((tmp_path / "cohort.run.json").read_text())["exit_code"] is None
     # The next run clears what the killed one left and replaces the output whole.
     result = CliRunner().invoke(cli, ["-q", "link", str(small_site / "site.toml"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     _complete_link_output(out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort", "cohort.run.json"]
+    assert json.loads((tmp_path / "cohort.run.json").read_text())["exit_code"] == 0
 
 
 @pytest.mark.parametrize("marker", ["no --model given", "building features", "scoring and explaining",
@@ -99,7 +102,7 @@ def test_a_killed_stratify_leaves_the_previous_output_whole(small_site: Path, li
     assert killed, f"the run finished before {marker!r}"
     assert _digests(out) == before
     assert pl.read_parquet(out / "risk.parquet").height > 0
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["risk"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["risk", "risk.run.json"]
 
 
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(small_site: Path, tmp_path: Path,
@@ -256,7 +259,7 @@ def _set_rows(path: Path, column: str, value: str, every: int = 0, rows: tuple[i
 
 
 ROW_BREAKS = {
-    "dates that do not parse": ("Registration_Date", "31/02/2023"),
+    "dates that do not parse": ("Registration_Date", "2023-02-31"),
     "dates in the future": ("Registration_Date", "2999-01-01"),
     "birth years out of range": ("Birth_Year", "1850"),
     "NHS token not well formed": ("Pseudo_NHS_Number", "9434765919"),
@@ -282,7 +285,8 @@ BAD_INPUTS = [
      "1 row affected"),
     ("repeated record ids", 1, "gp_registrations.csv: column Patient_ID: 1 row(s) repeat a record id already used"),
     ("dates that do not parse", 1, "fail the row checks, above [validation] max_reject_share = 0.01: column "
-     "Registration_Date (events.registration_date): 150 row(s) not a date (YYYY-MM-DD or YYYYMMDD), "
+     "Registration_Date (events.registration_date): 150 row(s) not a date (YYYY-MM-DD, YYYYMMDD, or "
+     "YYYY-MM-DD with a time), "
      "the first at row 10"),
     ("dates in the future", 1, "column Registration_Date (events.registration_date): 150 row(s) a date after the "
      "reference date 2026-03-31, "
@@ -379,7 +383,7 @@ def test_rejected_rows_are_set_aside_with_their_reason_and_counted(small_site: P
     assert rejects["row"].to_list() == [3, 30, 300, 1_000]
     assert rejects["record_id"].to_list() == [gp["Patient_ID"][r - 1] for r in (3, 30, 300, 1_000)]
     assert rejects["reason"].to_list() == [
-        "Registration_Date: not a date (YYYY-MM-DD or YYYYMMDD)",
+        "Registration_Date: not a date (YYYY-MM-DD, YYYYMMDD, or YYYY-MM-DD with a time)",
         "Registration_Date: a date after the reference date 2026-03-31",
         "Birth_Year: birth year before 1900 or after 2026", "Pseudo_NHS_Number: not a well-formed pseudonymised token"]
     # Set aside, not silently dropped: not in the index or the events, counted in the summary and manifest.
@@ -390,9 +394,9 @@ def test_rejected_rows_are_set_aside_with_their_reason_and_counted(small_site: P
     assert row.split()[1:3] == ["1,500", "4"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert {i["source"]: i["rejected"] for i in manifest["inputs"]}["gp"] == 4
-    warning = next(line for line in result.stderr.splitlines() if "rejected" in line)
+    warning = next(line for line in result.stderr.splitlines() if "row(s) rejected" in line)
     assert "source gp: 4 row(s) rejected (see rejects/gp.parquet and rejects/gp.csv)" in warning
-    for value in ("31/02/2023", "2999-01-01", "1850", "9434765919"):  # reasons never quote a value
+    for value in ("2023-02-31", "2999-01-01", "1850", "9434765919"):  # reasons never quote a value
         assert value not in warning and not rejects["reason"].str.contains(value, literal=True).any()
     assert stat.S_IMODE((out / "rejects").stat().st_mode) == 0o700
     assert stat.S_IMODE((out / "rejects" / "gp.parquet").stat().st_mode) == 0o600
@@ -490,6 +494,9 @@ def test_a_refresh_keeps_ids_and_records_what_changed(small_site: Path, tmp_path
                     pl.when(hit).then(pl.lit("1901")).otherwise(pl.col("Birth_Year")).alias("Birth_Year"),
                     pl.when(hit).then(pl.lit("E01999999")).otherwise(pl.col("LSOA")).alias("LSOA"))
             frame.write_csv(site / file)
+        # A source with no change this month (no one left or joined it) is expected here.
+        with (site / "site.toml").open("a", encoding="utf-8") as f:
+            f.write('\n[validation]\nunchanged_inputs = "allow"\n')
         return site
 
     runner = CliRunner()
@@ -550,8 +557,10 @@ def test_previous_may_be_the_output_folder_itself(small_site: Path, linked_once:
     out = tmp_path / "cohort"
     shutil.copytree(linked_once, out)
     before = pl.read_parquet(out / "person_index.parquet")
-    result = CliRunner().invoke(cli, ["-q", "link", str(small_site / "site.toml"), "--out", str(out),
-                                      "--previous", str(out)])
+    # The same extracts again: allowed here, so the run replaces its own previous output.
+    config = write_config(small_site / "site.toml", tmp_path / "site.toml",
+                          extra='\n[validation]\nunchanged_inputs = "allow"\n')
+    result = CliRunner().invoke(cli, ["-q", "link", str(config), "--out", str(out), "--previous", str(out)])
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(out / "person_index.parquet").equals(before)
     assert set(pl.read_parquet(out / "lineage.parquet")["change"].unique()) == {"kept"}

@@ -315,7 +315,7 @@ def test_evaluate_risk_against_outcomes(trained: tuple[Path, Path, Path], small_
     result = runner.invoke(cli, ["evaluate", "risk", str(out), "--outcomes", str(tmp_path / "outcomes.parquet"),
                                  "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert 0.6 < data["overall"]["auroc"] < 1.0
     assert data["people_without_outcome"] is None or data["people_without_outcome"] % 5 == 0
 

@@ -177,6 +177,51 @@ def test_the_previous_run_marks_only_people_new_to_the_list(trained: tuple[Path,
     assert not pl.read_parquet(again / "risk.parquet")["new_to_list"].any()
 
 
+def _listed(folder: Path) -> set[tuple[str, str]]:
+    risk = pl.read_parquet(folder / "risk.parquet").filter(pl.col("listed"))
+    return set(risk.select("person_id", pl.col("practice").fill_null("unknown")).iter_rows())
+
+
+def test_previous_latest_with_snapshots_marks_who_is_new_since_the_last_snapshot(
+        trained: tuple[Path, Path, Path], tmp_path: Path, runner: CliRunner) -> None:
+    config, cohort, model = trained
+    narrow = write_config(config, tmp_path / "narrow.toml",
+                          replace={"[risk]\n": '[risk]\nworklist_tiers = ["case management"]\n'})
+    out = tmp_path / "risk"
+    # The first run: no earlier snapshot, so it says so plainly, carries on, and everyone listed is new.
+    first = _stratify(runner, narrow, cohort, model, out, "--snapshot", "--previous", "latest",
+                      "--as-of", "2026-02-28")
+    assert "holds no earlier output yet" in first.stderr and "everyone on the worklists is marked new" in first.stderr
+    assert "found no earlier output, so everyone listed is marked new" in first.stdout
+    assert (out / "latest").resolve() == (out / "2026-02-28").resolve()
+    earlier = pl.read_parquet(out / "2026-02-28" / "risk.parquet")
+    assert earlier.filter(pl.col("listed"))["new_to_list"].all()
+    assert json.loads((out / "2026-02-28" / "manifest.json").read_text())["worklists"]["previous"] is None
+    # The second run, a month on with the wider lists: new means not on that practice's list last month.
+    second = _stratify(runner, config, cohort, model, out, "--snapshot", "--previous", "latest")
+    assert (out / "latest").resolve() == (out / "2026-03-31").resolve()
+    assert f"new since {out / '2026-02-28'}" in second.stdout
+    before = _listed(out / "2026-02-28")
+    risk = pl.read_parquet(out / "2026-03-31" / "risk.parquet").filter(pl.col("listed"))
+    assert len(before) > 0 and risk.height > len(before)
+    expected = [(p, pr if pr is not None else "unknown") not in before
+                for p, pr in risk.select("person_id", "practice").iter_rows()]
+    assert risk["new_to_list"].to_list() == expected
+    assert 0 < sum(expected) < risk.height  # some kept from last month's lists, some new to them
+    manifest = json.loads((out / "2026-03-31" / "manifest.json").read_text())
+    assert manifest["worklists"]["previous"] == "2026-02-28"
+
+
+def test_previous_latest_without_snapshots_is_the_output_folder_itself(
+        trained: tuple[Path, Path, Path], tmp_path: Path, runner: CliRunner) -> None:
+    config, cohort, model = trained
+    out = tmp_path / "risk"
+    _stratify(runner, config, cohort, model, out)
+    again = _stratify(runner, config, cohort, model, out, "--previous", "latest")
+    assert f"new since {out}" in again.stdout and "holds no earlier output yet" not in again.output
+    assert not pl.read_parquet(out / "risk.parquet")["new_to_list"].any()  # the same lists as the run it replaced
+
+
 def test_a_missing_or_changed_previous_run_is_refused(trained: tuple[Path, Path, Path], tmp_path: Path,
                                                       runner: CliRunner) -> None:
     config, cohort, model = trained

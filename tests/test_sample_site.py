@@ -150,7 +150,10 @@ def test_pair_count_guard_stops_the_run(small_site: Path, tmp_path: Path, runner
                       "candidate pairs, above linkage.max_pairs = 10,000; add a field to that blocking pass "
                       "or raise max_pairs"]
     assert result.stdout == ""
-    assert list(out.parent.iterdir()) == []  # no output folder, no temporary left behind
+    # No output folder, no temporary left behind: only the run's record beside where the output would be.
+    assert list(out.parent.iterdir()) == [out.parent / "out.run.json"]
+    record = json.loads((out.parent / "out.run.json").read_text())
+    assert (record["exit_code"], record["error"]["class"]) == (1, "DataError")
 
 
 def test_model_reuse_gives_the_same_people(small_site: Path, small_linked: Path, tmp_path: Path,

@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from conftest import write_config
+from conftest import error_lines, write_config
 from linkcare.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def test_spark_writes_what_explain_reads_as_the_local_engine(linked: tuple[Path,
     for record in records:
         said = [runner.invoke(cli, ["explain", str(p), "--record", record, "--json"]) for p in linked]
         assert said[0].exit_code == said[1].exit_code == 0, said[0].output + said[1].output
-        facts = [json.loads(r.output) for r in said]
+        facts = [json.loads(r.stdout) for r in said]
         for f in facts:  # an attached record's posterior may differ in its last bits (see above)
             f.pop("match_probability")
             if f["attach"]:
@@ -274,7 +274,7 @@ def test_engine_spark_without_pyspark_says_how_to_install(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "pyspark", None)  # `import pyspark` now raises ImportError
     result = CliRunner().invoke(cli, ["link", str(SAMPLE), "--out", str(tmp_path / "out"), "--engine", "spark"])
     assert result.exit_code == 2
-    assert result.stderr.splitlines() == [
+    assert error_lines(result.stderr) == [
         "Error: --engine spark needs PySpark, which is not installed; install it with: "
         "pip install 'linkcare[spark]' (or use --engine local)"]
     assert not (tmp_path / "out").exists()
@@ -300,7 +300,7 @@ def test_a_bad_engine_table_is_a_config_error(tmp_path: Path, table: str, messag
     for command in commands:
         result = CliRunner().invoke(cli, command)
         assert result.exit_code == 2, result.output
-        assert result.stderr.splitlines() == [f"Error: {config}: {message}"]
+        assert error_lines(result.stderr) == [f"Error: {config}: {message}"]
     assert not (tmp_path / "out").exists()
 
 

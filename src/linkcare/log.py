@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import logging
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, TextIO
 
+resource: ModuleType | None
+try:
+    import resource
+except ImportError:  # Windows: peak memory comes from the process's memory counters instead
+    resource = None
+
 LOGGER_NAME = "linkcare"
+#: The child logger of each run's start and end lines, which show at every verbosity (-q included).
+RUN_LOGGER = "run"
 #: Under cron (no terminal), a long stage logs a progress line at most this often, and at its end.
 PROGRESS_EVERY_SECONDS = 30.0
 _terminal: dict[str, Any] = {"console": None}  # the rich console when logging to a terminal without -q
@@ -23,7 +31,8 @@ def get_logger(name: str | None = None) -> logging.Logger:
 
 
 def configure_logging(verbosity: int = 0, *, stream: TextIO | None = None) -> None:
-    """Send linkcare's log to stderr: INFO by default, DEBUG with -v, WARNING with -q.
+    """Send linkcare's log to stderr: INFO by default, DEBUG with -v, WARNING with -q (and each run's
+    start and end lines, whatever the verbosity).
 
     On a terminal the lines go through rich; elsewhere (cron, pipes, CI) they are plain
     `time level message` lines that grep and log shippers can read.
@@ -54,6 +63,7 @@ def configure_logging(verbosity: int = 0, *, stream: TextIO | None = None) -> No
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    get_logger(RUN_LOGGER).setLevel(min(level, logging.INFO))
 
 
 @contextmanager
@@ -99,8 +109,48 @@ def progress(description: str, total: int, unit: str) -> Iterator[Callable[[int]
 
 
 def peak_mib() -> float:
-    """Return the peak resident memory of this process so far, in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Return the peak resident memory of this process so far, in MiB (0.0 where it cannot be had)."""
+    if resource is not None:
+        return _maxrss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    if sys.platform == "win32":
+        return _windows_peak_mib()
+    return 0.0
+
+
+def children_peak_mib() -> float:
+    """Return the peak resident memory of the largest child process that ended (a compare worker), in
+    MiB; 0.0 where there was none or it cannot be had (Windows)."""
+    if resource is None:
+        return 0.0
+    return _maxrss_mib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+
+def _maxrss_mib(maxrss: int) -> float:
+    # getrusage gives kilobytes on Linux and the BSDs, bytes on macOS.
+    return maxrss / (1024.0 * 1024.0) if sys.platform == "darwin" else maxrss / 1024.0
+
+
+def _windows_peak_mib() -> float:
+    if sys.platform != "win32":
+        return 0.0
+    import ctypes
+    from ctypes import wintypes
+
+    class Counters(ctypes.Structure):
+        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD),
+                    ("PeakWorkingSetSize", ctypes.c_size_t), ("WorkingSetSize", ctypes.c_size_t),
+                    ("QuotaPeakPagedPoolUsage", ctypes.c_size_t), ("QuotaPagedPoolUsage", ctypes.c_size_t),
+                    ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t), ("QuotaNonPagedPoolUsage", ctypes.c_size_t),
+                    ("PagefileUsage", ctypes.c_size_t), ("PeakPagefileUsage", ctypes.c_size_t)]
+
+    counters = Counters()
+    counters.cb = ctypes.sizeof(Counters)
+    kernel32 = ctypes.WinDLL("kernel32")
+    kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+    kernel32.K32GetProcessMemoryInfo.argtypes = [wintypes.HANDLE, ctypes.c_void_p, wintypes.DWORD]
+    if not kernel32.K32GetProcessMemoryInfo(kernel32.GetCurrentProcess(), ctypes.byref(counters), counters.cb):
+        return 0.0
+    return counters.PeakWorkingSetSize / (1024.0 * 1024.0)
 
 
 @dataclass

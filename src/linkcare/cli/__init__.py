@@ -1,91 +1,66 @@
 """The `linkcare` command line: thin click commands over the library.
 
 Each command parses its options, calls one library function and prints a short summary. The
-group turns linkcare's own exceptions into `Error: ...` lines and exit codes (0 success, 1 the
-data or the run failed, 2 the command line or config is wrong, 3 the output is locked by another
-run) without a traceback.
+group frames every run (linkcare.cli.run): a start and an end line in the log, `<out>.run.json`
+beside the output, and linkcare's own exceptions turned into `Error: ...` lines (or JSON under
+`--json`) and exit codes (0 success, 1 the data or the run failed, 2 the command line or config is
+wrong, 3 the output is locked by another run) without a traceback. The group's options may also
+follow the command name (linkcare.cli.options).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import traceback
 from datetime import date
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 
 from linkcare import __version__
 from linkcare.cli.explain import explain
+from linkcare.cli.options import accept_group_options, as_of_option, snapshot_options
 from linkcare.cli.output import json_option, print_json, print_table
+from linkcare.cli.run import begin_run, run_framed, start_run
 from linkcare.cli.synth import synth
-from linkcare.errors import EXIT_DATA, LinkcareError, ProblemList
 from linkcare.log import configure_logging, get_logger
 
 log = get_logger("cli")
 
 
-class LinkcareClickError(click.ClickException):
-    """A linkcare error shown as one or more `Error: ...` lines with its own exit code."""
-
-    def __init__(self, messages: list[str], exit_code: int) -> None:
-        super().__init__(messages[0] if messages else "failed")
-        self.messages = messages or ["failed"]
-        # click declares exit_code a class variable; ours is the linkcare error's own code.
-        self.exit_code = exit_code  # type: ignore[misc]
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        for message in self.messages:
-            click.echo(f"Error: {message}", file=file, err=file is None)
-
-
 class LinkcareGroup(click.Group):
-    """A click group that turns exceptions raised by its commands into clean exits."""
+    """A click group that frames each command's run (start and end log lines, the run record, errors
+    as `Error:` lines or JSON, linkcare.cli.run) and accepts its own options after the command name."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                              list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name is not None and command is not None:
+            accept_group_options(self, command)
+            begin_run(ctx, name, command, rest)
+        return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except BrokenPipeError:
-            # The reader of our output went away (`linkcare ... | head`): not an error of ours.
-            import os
-            import sys
-
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            raise click.exceptions.Exit(0) from None
-        except ProblemList as exc:
-            raise LinkcareClickError([str(p) for p in exc.problems], exc.exit_code) from None
-        except LinkcareError as exc:
-            raise LinkcareClickError([str(exc)], exc.exit_code) from None
-        except Exception as exc:
-            # Unexpected: a bug, or an environment problem we did not foresee. The traceback
-            # may quote data, so it is shown only when asked for.
-            if ctx.params.get("verbose"):
-                click.echo(traceback.format_exc(), err=True, nl=False)
-            name = type(exc).__name__
-            raise LinkcareClickError(
-                [f"internal error: {name}; rerun with -v to see the traceback"], EXIT_DATA
-            ) from None
+        return run_framed(ctx, lambda: super(LinkcareGroup, self).invoke(ctx))
 
 
 @click.group(cls=LinkcareGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="linkcare",
                       message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", count=True, help="Log more: -v shows debug lines and tracebacks.")
-@click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Log only warnings, errors and each run's start and end lines.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Link pseudonymised health and social care extracts, and stratify risk.
 
     Exit codes: 0 success; 1 the data or the run failed; 2 the command line, config or a model is
-    wrong; 3 another run is writing the same output.
+    wrong; 3 another run is writing the same output. The options below may also follow the command
+    name (linkcare link site.toml --out cohort -q).
     """
+    configure_logging(-1 if quiet else verbose)
+    start_run(ctx)
     if verbose and quiet:
         raise click.UsageError("use -v or -q, not both")
-    configure_logging(-1 if quiet else verbose)
 
 
 @click.command()
@@ -190,9 +165,11 @@ def pseudonymise(
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="Where to run: this machine, or Apache Spark (master and settings from the config's "
                    "[engine] table or the Spark environment; needs pip install 'linkcare[spark]').")
+@as_of_option
+@snapshot_options
 @json_option
 def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None, previous: Path | None,
-         strict: bool, engine: str, as_json: bool) -> None:
+         strict: bool, engine: str, as_of: str | None, snapshot: bool, keep: int | None, as_json: bool) -> None:
     """Link every source in CONFIG into people and write the cohort dataset to --out.
 
     Writes person_index.parquet, persons.parquet, events.parquet, pairs.parquet, model.json and
@@ -204,10 +181,13 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
     from linkcare.sources.pseudonymise import read_key
 
     key = read_key(key_file=key_file) if key_file is not None else None
-    summary = run_link(config, out, LinkOptions(model_path, key, previous, strict, engine))
+    summary = run_link(config, out, LinkOptions(model_path, key, previous, strict, engine,
+                                                _index_date(as_of, "--as-of"), snapshot, keep))
     if as_json:
         print_json("link", summary)
         return
+    if summary.as_of is not None:
+        click.echo(f"as of {summary.as_of['date']} ({summary.as_of['why']})")
     rows: list[tuple[str, ...]] = [("source", "records", "rejected", "linked", "deterministic", "probabilistic")]
     for s in summary.sources:
         rows.append((str(s["source"]), f"{s['records']:,}", f"{s['rejected']:,}", f"{s['linked_share']:.1%}",
@@ -290,13 +270,15 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
               help="A folder written by `linkcare train`; without it, stratify trains on the cohort first.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder for risk.parquet and worklists/; replaced whole only on success.")
-@click.option("--as-of", "as_of", metavar="DATE", help="Index date to score at (default: the reference_date).")
+@as_of_option
 @click.option("--previous", "previous", type=click.Path(path_type=Path, file_okay=False),
-              help="The output folder of an earlier `linkcare stratify`: worklists mark who is new to them since. "
-                   "Without it, everyone listed is marked new.")
+              help="The output folder of an earlier `linkcare stratify`, or \"latest\" for the last run's: "
+                   "worklists mark who is new to them since. Without it (or on a first run), everyone listed "
+                   "is marked new.")
+@snapshot_options
 @json_option
 def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_of: str | None,
-             previous: Path | None, as_json: bool) -> None:
+             previous: Path | None, snapshot: bool, keep: int | None, as_json: bool) -> None:
     """Score every living registered person's risk of an emergency admission, tier and explain it.
 
     Writes risk.parquet (person_id, calibrated risk, percentile, tier, the top three factors with
@@ -305,21 +287,25 @@ def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_o
     tier but the lowest) by the spine's pseudonymised record keys from the highest risk down, with
     the index date, their top factors in words and whether they are new since --previous.
     """
+    from linkcare.commands.snapshots import Snapshots
     from linkcare.commands.stratify import stratify as run_stratify
     from linkcare.config import load_config
 
-    summary = run_stratify(load_config(config), cohort, out, model_dir, _index_date(as_of, "--as-of"), previous)
+    settings = load_config(config, _index_date(as_of, "--as-of"))
+    summary = run_stratify(settings, cohort, Snapshots(out, snapshot, keep), model_dir, previous=previous)
     if as_json:
         print_json("stratify", summary)
         return
     if summary.trained_here:
         click.echo(f"no --model given: trained on this cohort first (model in {summary.out / 'model'})")
-    click.echo(f"scored {summary.people:,} people as of {summary.index_date} with the {summary.model} model")
+    click.echo(f"scored {summary.people:,} people as of {summary.index_date} ({settings.as_of_facts['why']}) "
+               f"with the {summary.model} model")
     rows: list[tuple[str, ...]] = [("tier", "people", "risk from", "risk to")]
     rows += [(t["tier"], f"{t['people']:,}", f"{t['risk_from']:.3f}", f"{t['risk_to']:.3f}") for t in summary.tiers]
     print_table(rows)
     since = (f"new since {summary.previous}" if summary.previous is not None
-             else "no --previous, so everyone listed is marked new")
+             else "no --previous, so everyone listed is marked new" if previous is None
+             else f"--previous {previous} found no earlier output, so everyone listed is marked new")
     click.echo(f"worklists list {summary.listed:,} people ({', '.join(summary.worklist_tiers)}); "
                f"{summary.new_to_list:,} new to the list ({since})")
     click.echo(f"{summary.seconds:.1f} s, peak {summary.peak_mib:.0f} MiB")

@@ -11,8 +11,8 @@ import click
 
 from linkcare.cli.output import json_option, print_json, print_table
 from linkcare.sources.pseudonymise import read_key
-from linkcare.synth.options import ErrorRates, SynthOptions
-from linkcare.synth.site import write_site
+from linkcare.synth.options import ErrorRates, MonthlyRates, SynthOptions
+from linkcare.synth.site import MAX_MONTHS, MonthsSummary, write_months, write_site
 
 
 def _rate_options(func: Any) -> Any:
@@ -26,6 +26,23 @@ def _rate_options(func: Any) -> Any:
     return func
 
 
+def _monthly_options(func: Any) -> Any:
+    """Add one `--<rate>` option per monthly rate (MonthlyRates), used only with --months."""
+    for f in reversed(fields(MonthlyRates)):
+        func = click.option(
+            f"--{f.name.replace('_', '-')}", f.name, type=click.FloatRange(0.0, 0.5, max_open=True),
+            default=None, help=f"{_MONTHLY_HELP[f.name]} With --months. [default: {f.default}]",
+        )(func)
+    return func
+
+
+_MONTHLY_HELP = {
+    "late_arrival": "Share of APC, A&E, outpatient and social-care records that arrive 1-3 months after the month "
+                    "of their date.",
+    "birth_month_corrected": "Share of records that arrive with a wrong birth month, corrected 1-3 months later.",
+    "nhs_filled": "Share of APC, A&E, outpatient and social-care records that arrive with a blank NHS token, "
+                  "filled 1-3 months later.",
+}
 _RATE_HELP = {
     "nhs_missing_hospital": "Share of APC, outpatient and A&E records with no NHS token.",
     "nhs_missing_social_care": "Share of social-care records with no NHS token.",
@@ -59,11 +76,15 @@ _RATE_HELP = {
               show_default=True, help="The 'as of' date; the extracts hold nothing after it.")
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Pseudonymisation key for the NHS tokens (default: a key derived from the seed).")
+@click.option("--months", type=click.IntRange(1, MAX_MONTHS), default=None,
+              help="Write OUT/YYYY-MM-DD/ for each of this many month ends ending at the reference date (a month "
+                   "end): the same site as each month end would receive it, with its own site.toml and truth/.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
 @json_option
 @_rate_options
-def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file: Path | None,
-          overwrite: bool, as_json: bool, **rates: float) -> None:
+@_monthly_options
+def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file: Path | None, months: int | None,
+          overwrite: bool, as_json: bool, **rates: Any) -> None:
     """Write a realistic synthetic site into OUT.
 
     OUT gets five pseudonymised extracts (gp_registrations, apc, ae, outpatients, social_care as
@@ -72,10 +93,24 @@ def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file:
     admission in the year after the reference date), which is kept apart for evaluation. The
     hospital extracts also hold people in no other extract (resident = false in
     truth/persons.parquet), and the registered GP practice, sometimes out of date.
+
+    With --months N, OUT gets one such site per month end, OUT/YYYY-MM-DD/, as the site would
+    receive it then: events up to that month end, new registrations, deaths, records arriving late
+    and records corrected in a later month; each with site.toml as of its month end and truth/
+    (with truth/revisions.parquet: its late and corrected records). Record ids and person numbers
+    are the same in every month; a month end's folder is the same whatever N is.
     """
+    monthly = {name: rates.pop(name) for name in [f.name for f in fields(MonthlyRates)]}
+    given = [name for name, value in monthly.items() if value is not None]
+    if given and months is None:
+        raise click.UsageError(f"--{given[0].replace('_', '-')} needs --months")
     key = read_key(key_file=key_file) if key_file is not None else None
     options = SynthOptions(people=people, seed=seed, reference_date=reference_date.date(),
                            errors=ErrorRates(**rates), key=key)
+    if months is not None:
+        month_rates = MonthlyRates(**{k: v for k, v in monthly.items() if v is not None})
+        _months_summary(write_months(out, options, months, month_rates, overwrite=overwrite), as_json)
+        return
     summary = write_site(out, options, overwrite=overwrite)
     if as_json:
         print_json("synth", summary)
@@ -83,3 +118,17 @@ def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file:
     print_table([("extract", "rows"), *[(name + ".csv", f"{rows:,}") for name, rows in summary.rows.items()]])
     click.echo(f"Wrote a synthetic site of {summary.people:,} people to {summary.out} in {summary.seconds:.1f} s: "
                "the extracts, site.toml (config), synth.json (options), truth/ (keep apart: for evaluation only)")
+
+
+def _months_summary(summary: MonthsSummary, as_json: bool) -> None:
+    if as_json:
+        print_json("synth", summary)
+        return
+    names = list(next(iter(summary.rows.values())))
+    changes = list(next(iter(summary.changes.values())))
+    print_table([("month end", *[n + ".csv" for n in names], *[c.replace("_", " ") for c in changes]),
+                 *[(d.isoformat(), *[f"{summary.rows[d][n]:,}" for n in names],
+                    *[f"{summary.changes[d][c]:,}" for c in changes]) for d in summary.months]])
+    click.echo(f"Wrote {len(summary.months)} month ends of a synthetic site of {summary.people:,} people to "
+               f"{summary.out} in {summary.seconds:.1f} s: one folder per month end, each with the extracts, "
+               "site.toml (config), synth.json (options), truth/ (keep apart: for evaluation only)")

@@ -6,14 +6,15 @@ Both engines shape events with these functions (the Spark engine a batch at a ti
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
 
 from linkcare.config import Config, Source
-from linkcare.config.kinds import match_columns
+from linkcare.config.kinds import DATE_EVENT_KEYS, match_columns
 from linkcare.io.parquet import parquet_writer
-from linkcare.sources.checks import parse_date
+from linkcare.sources.dates import read_date, read_types
 from linkcare.sources.read import scan_source
 
 #: HES/SUS admission methods (ADMIMETH) of emergency and of elective admissions (NHS Data Dictionary).
@@ -29,16 +30,18 @@ EVENT_COLUMNS: dict[str, pl.DataType] = {
     "route_of_access": pl.String(), "service_type": pl.String(), "service_component": pl.String(),
     "support_reason": pl.String(), "planned_units": pl.Float64(), "outcome": pl.String(),
 }
-DATE_KEYS = {"start_date", "end_date", "registration_date", "death_date"}
+DATE_KEYS = set(DATE_EVENT_KEYS)
 
 
-def event_exprs(source: Source, header: list[str]) -> list[pl.Expr]:
-    """Return the expressions reading a source's record_id and the event attributes its header has."""
+def event_exprs(source: Source, header: Mapping[str, pl.DataType] | Sequence[str]) -> list[pl.Expr]:
+    """Return the expressions reading a source's record_id and the event attributes its header has;
+    `header` is the extract's schema as scan_source reads it, or its column names (all text)."""
+    types = read_types(header)
     exprs: list[pl.Expr] = [pl.col(source.id).cast(pl.String).alias("record_id")]
     present: dict[str, list[str]] = {}
     for key, configured in source.events.items():
         wanted = (configured,) if isinstance(configured, str) else configured
-        cols = [c for pattern in wanted for c in match_columns(pattern, header)]
+        cols = [c for pattern in wanted for c in match_columns(pattern, types)]
         if cols:
             present[key] = cols
     for key, cols in present.items():
@@ -46,7 +49,7 @@ def event_exprs(source: Source, header: list[str]) -> list[pl.Expr]:
             exprs.append(pl.concat_list([pl.col(c).cast(pl.String) for c in cols]).list.drop_nulls()
                          .list.eval(pl.element().filter(pl.element().str.strip_chars() != "")).alias(key))
         elif key in DATE_KEYS:
-            exprs.append(parse_date(pl.col(cols[0])).alias(key))
+            exprs.append(read_date(cols[0], source.event_formats.get(key), types.get(cols[0])).alias(key))
         elif key == "planned_units":
             exprs.append(pl.col(cols[0]).cast(pl.Float64, strict=False).alias(key))
         else:
@@ -84,7 +87,7 @@ def source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:
     if source.kind == "other":
         return None
     lf = scan_source(source)  # checks the file; its schema is the header
-    frame = shape_events(source, lf.select(event_exprs(source, lf.collect_schema().names())).collect())
+    frame = shape_events(source, lf.select(event_exprs(source, lf.collect_schema())).collect())
     ids = index.filter(pl.col("source") == source.name).select("record_id", "person_id")
     frame = frame.join(ids, on="record_id", how="inner")  # rejected rows have no person
     return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)

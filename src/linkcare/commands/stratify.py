@@ -12,17 +12,26 @@ from pathlib import Path
 from typing import Any
 
 from linkcare.cohort.dataset import open_cohort
+from linkcare.commands.snapshots import Snapshots, snapshot_run
 from linkcare.commands.train import train_into
 from linkcare.config import Config
 from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.io.checksum import file_sha256
 from linkcare.io.manifest import checksums, write_manifest
+from linkcare.io.modes import modes_for
 from linkcare.io.parquet import write_parquet
 from linkcare.log import get_logger, peak_mib
 from linkcare.report.risk_report import REPORT_NAME, Inputs, write_stratify_report
 from linkcare.risk.features import spine_source
 from linkcare.risk.store import load_model
-from linkcare.risk.stratify import mark_listed, read_previous_lists, score_people, tier_counts, write_worklists
+from linkcare.risk.stratify import (
+    PreviousLists,
+    mark_listed,
+    read_previous_lists,
+    score_people,
+    tier_counts,
+    write_worklists,
+)
 
 log = get_logger("risk")
 
@@ -48,21 +57,34 @@ class StratifySummary:
     previous: Path | None = None
 
 
-def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None = None,
+def stratify(config: Config, cohort_dir: Path, out: Path | Snapshots, model_dir: Path | None = None,
              as_of: dt.date | None = None, previous: Path | None = None) -> StratifySummary:
-    """Score everyone living at the index date and write risk.parquet and the worklists into `out`,
-    whole or not at all; without `model_dir`, train on the same cohort first. With `previous` (an
-    earlier stratify output), the worklists mark who is new to them since; without it, everyone
-    listed is marked new."""
+    """Score everyone living at the index date (`as_of`, default the config's reference date) and write
+    risk.parquet and the worklists into `out` (a folder, or dated snapshots), whole or not at all;
+    without `model_dir`, train on the same cohort first. With `previous` (an earlier stratify output,
+    or "latest": the last run's), the worklists mark who is new to them since; without it, or when
+    "latest" finds none yet, everyone listed is marked new."""
     started = time.perf_counter()
     index = as_of or config.reference_date
-    before = read_previous_lists(previous) if previous is not None else None
-    if before is None:
-        log.info("no --previous stratify output: everyone on the worklists is marked new (new_to_list)")
+    log.info("as of %s: %s", index.isoformat(),
+             config.as_of_facts["why"] if as_of is None else f"as_of {index.isoformat()} given")
     cohort = open_cohort(cohort_dir)
     spine = spine_source(config)
     inputs = Inputs(config, Path(cohort_dir).name, file_sha256(Path(cohort_dir) / "events.parquet"))
-    with output_lock(Path(out)), atomic_dir(Path(out)) as tmp:
+    snapshots = out if isinstance(out, Snapshots) else Snapshots(Path(out))
+    with snapshot_run(snapshots, index) as target:
+        previous = snapshots.previous(previous, target, afresh="everyone on the worklists is marked new")
+        before = read_previous_lists(previous) if previous is not None else None
+        if before is None:
+            log.info("no --previous stratify output: everyone on the worklists is marked new (new_to_list)")
+        return _stratify(config, cohort_dir, target, model_dir, index, (cohort, spine, inputs, before), started)
+
+
+def _stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None, index: dt.date,
+              read: tuple[Any, Any, Inputs, PreviousLists | None], started: float) -> StratifySummary:
+    cohort, spine, inputs, before = read
+    previous = None if before is None else before.folder
+    with output_lock(Path(out)), atomic_dir(Path(out), modes_for(config.output.mode)) as tmp:
         if model_dir is None:
             log.info("no --model given: training on this cohort first (written to %s)", Path(out) / "model")
             (tmp / "model").mkdir()
@@ -80,6 +102,7 @@ def stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None
         tiers = tier_counts(table)
         write_manifest(tmp, "stratify", config, {
             "index_date": index.isoformat(),
+            "as_of": config.as_of_facts,
             "cohort": {"folder": inputs.cohort_folder, "events_sha256": inputs.events_sha256},
             "model": {"kind": model.kind, "folder": "model" if model_dir is None else Path(model_dir).name,
                       "trained_here": model_dir is None, "fitted": model.fitted},

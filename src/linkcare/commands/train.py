@@ -15,6 +15,7 @@ from linkcare.config import Config
 from linkcare.io.atomic import atomic_dir, output_lock
 from linkcare.io.checksum import file_sha256
 from linkcare.io.manifest import write_manifest
+from linkcare.io.modes import modes_for
 from linkcare.log import get_logger, peak_mib
 from linkcare.report.risk_report import REPORT_NAME, Inputs, write_train_report
 from linkcare.risk.features import GROUPS
@@ -43,7 +44,7 @@ def train_models(config: Config, cohort_dir: Path, out: Path, as_of: dt.date | N
                  horizon: int | None = None) -> TrainResult:
     """Fit both risk models, evaluate them on the later period, and write them with their metrics
     and model card into `out`, whole or not at all."""
-    with output_lock(Path(out)), atomic_dir(Path(out)) as tmp:
+    with output_lock(Path(out)), atomic_dir(Path(out), modes_for(config.output.mode)) as tmp:
         result = train_into(tmp, config, cohort_dir, as_of, horizon)
     return dataclasses.replace(result, out=Path(out))
 

@@ -7,6 +7,7 @@ comparison methods are a registry (linkcare.config.methods). The keys are docume
 docs/config.md.
 """
 
+from linkcare.config.asof import AsOf, resolve_as_of, run_date
 from linkcare.config.load import ConfigCheck, check_config, config_hash, load_config
 from linkcare.config.methods import METHOD_NAMES, METHODS, ComparisonMethod
 from linkcare.config.model import (
@@ -14,6 +15,7 @@ from linkcare.config.model import (
     DEFAULT_TIERS,
     LINK_TYPES,
     MODELS,
+    OUTPUT_MODES,
     RISK_MODELS,
     Comparison,
     Config,
@@ -21,6 +23,7 @@ from linkcare.config.model import (
     Engine,
     FieldSpec,
     Linkage,
+    Output,
     RiskSettings,
     SortedNeighbourhood,
     Source,
@@ -30,11 +33,15 @@ from linkcare.config.model import (
 
 __all__ = [
     "CONFIG_VERSION",
+    "AsOf",
+    "resolve_as_of",
+    "run_date",
     "DEFAULT_TIERS",
     "LINK_TYPES",
     "METHODS",
     "METHOD_NAMES",
     "MODELS",
+    "OUTPUT_MODES",
     "RISK_MODELS",
     "Comparison",
     "ComparisonMethod",
@@ -44,6 +51,7 @@ __all__ = [
     "Engine",
     "FieldSpec",
     "Linkage",
+    "Output",
     "RiskSettings",
     "SortedNeighbourhood",
     "Source",

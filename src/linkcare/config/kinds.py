@@ -69,6 +69,8 @@ KINDS: Mapping[str, tuple[EventColumn, ...]] = MappingProxyType(
 )
 
 KIND_NAMES: tuple[str, ...] = tuple(KINDS)
+#: The event keys that hold a date, and so may give the date's `format`.
+DATE_EVENT_KEYS: tuple[str, ...] = ("start_date", "end_date", "registration_date", "death_date")
 DEFAULT_KIND = "other"
 
 
@@ -102,6 +104,7 @@ def match_columns(pattern: str, columns: Iterable[str]) -> list[str]:
 
 
 __all__ = [
+    "DATE_EVENT_KEYS",
     "DEFAULT_KIND",
     "KINDS",
     "KIND_NAMES",

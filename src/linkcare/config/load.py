@@ -17,15 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from linkcare.config.asof import AUTO, resolve_as_of
 from linkcare.config.engine import check_engine
 from linkcare.config.linkage import check_linkage
 from linkcare.config.model import CONFIG_VERSION, Config, Source
+from linkcare.config.output import check_output
 from linkcare.config.risk import check_disclosure, check_risk
 from linkcare.config.sources import check_sources, check_validation
 from linkcare.config.toml import KeyProblems, read_bytes, read_toml, show_value, type_name
 from linkcare.errors import ConfigError, ProblemList
 
-TOP_KEYS = ("version", "reference_date", "sources", "linkage", "risk", "disclosure", "validation", "engine")
+TOP_KEYS = ("version", "reference_date", "sources", "linkage", "risk", "disclosure", "validation", "engine",
+            "output")
 
 
 @dataclass(frozen=True)
@@ -44,16 +47,17 @@ def config_hash(config_path: str | Path) -> str:
     return hashlib.sha256(read_bytes(Path(config_path))).hexdigest()
 
 
-def load_config(config_path: str | Path) -> Config:
-    """Return the validated config; raise ProblemList with every problem if there are any, or one
+def load_config(config_path: str | Path, as_of: dt.date | None = None) -> Config:
+    """Return the validated config, its reference date resolved (`as_of`, the --as-of date, wins;
+    see linkcare.config.asof); raise ProblemList with every problem if there are any, or one
     ConfigError if the file cannot be read or parsed as TOML."""
-    check = check_config(config_path)
+    check = check_config(config_path, as_of)
     if check.problems or check.config is None:
         raise ProblemList(list(check.problems))
     return check.config
 
 
-def check_config(config_path: str | Path) -> ConfigCheck:
+def check_config(config_path: str | Path, as_of: dt.date | None = None) -> ConfigCheck:
     """Return every problem in the config, and what could be built from it despite them.
 
     Raises ConfigError only when the file cannot be read or is not valid TOML.
@@ -75,12 +79,14 @@ def check_config(config_path: str | Path) -> ConfigCheck:
     disclosure = check_disclosure(data.get("disclosure"), problems)
     validation = check_validation(data.get("validation"), problems)
     engine = check_engine(data.get("engine"), base, problems)
+    output = check_output(data.get("output"), problems)
 
     sources = tuple(d.source for d in drafts if d.source is not None)
     config = None
     if not problems.items and version is not None and reference_date is not None:
-        config = Config(path.resolve(), version, reference_date, sources, linkage, risk, disclosure, validation,
-                        engine)
+        resolved = resolve_as_of(reference_date, as_of)
+        config = Config(path.resolve(), version, resolved.date, sources, linkage, risk, disclosure, validation,
+                        engine, output, resolved)
     return ConfigCheck(path, config, sources, tuple(problems.items))
 
 
@@ -98,14 +104,16 @@ def _check_version(data: Mapping[str, Any], p: KeyProblems) -> int | None:
     return None
 
 
-def _check_reference_date(data: Mapping[str, Any], p: KeyProblems) -> dt.date | None:
+def _check_reference_date(data: Mapping[str, Any], p: KeyProblems) -> dt.date | str | None:
     if "reference_date" not in data:
         p.missing("", "reference_date", 'reference_date = "2026-03-31"')
         return None
     value = data["reference_date"]
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value  # a TOML local date written without quotes
-    fix = 'write it as "YYYY-MM-DD", e.g. reference_date = "2026-03-31"'
+    if value == AUTO:
+        return AUTO
+    fix = 'write it as "YYYY-MM-DD", e.g. reference_date = "2026-03-31", or "auto" (the last complete month\'s end)'
     if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         p.add("reference_date", f"must be a date; {fix}")
         return None

@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from linkcare.config.asof import AsOf
 from linkcare.config.methods import METHODS, ComparisonMethod
 from linkcare.disclosure import Disclosure
 
@@ -29,6 +30,8 @@ INVALID_ACTIONS = ("reject", "missing")
 #: The risk models `linkcare train` fits, in the order it fits them.
 RISK_MODELS = ("gradient_boosting", "logistic")
 DEMOGRAPHIC_FIELDS = ("birth_year", "birth_month", "sex", "area")
+#: Who may read what the commands write: "owner" (files 0600, folders 0700) or "group" (0640, 0750).
+OUTPUT_MODES = ("owner", "group")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,14 @@ class Validation:
     max_reject_share: float = 0.01
     #: Birth years before this (or after the reference date's year) are out of range.
     min_birth_year: int = 1900
+    #: An input byte-identical to the previous run's (by its manifest's checksum): "error" or "allow".
+    unchanged_inputs: str = "error"
+    #: A source whose latest event is more than this many days before the as-of date gets a warning.
+    stale_after_days: int = 45
+    #: A source whose row count changes by more than this share since the previous run gets a warning...
+    max_row_change: float = 0.25
+    #: ...or, with "error", stops the run.
+    row_change: str = "warn"
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,9 @@ class Source:
     events: Mapping[str, str | tuple[str, ...]] = field(hash=False)
     #: The attach step may place this source's records that no exact rule could place (linkcare.linkage.attach).
     attach: bool = True
+    #: event date key -> the strftime format its text is read with (`events.<key>.format`); a date key
+    #: not here is read in the default forms (linkcare.sources.dates).
+    event_formats: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,14 @@ class Engine:
 
 
 @dataclass(frozen=True)
+class Output:
+    """How the commands write their outputs (`[output]`)."""
+
+    #: one of OUTPUT_MODES; linkcare.io.modes gives each its permission bits
+    mode: str = "owner"
+
+
+@dataclass(frozen=True)
 class Tier:
     """A band of the risk pyramid: `share` of the scored people, counted from the top."""
 
@@ -235,6 +257,17 @@ class Config:
     disclosure: Disclosure = field(default_factory=Disclosure)
     validation: Validation = field(default_factory=Validation)
     engine: Engine = field(default_factory=Engine)
+    output: Output = field(default_factory=Output)
+    #: where reference_date came from (--as-of, the config, or "auto") and why; None: the config's date
+    as_of: AsOf | None = None
+
+    @property
+    def as_of_facts(self) -> dict[str, str]:
+        """Return the as-of date, its source and the reason, for manifests and summaries."""
+        if self.as_of is None:
+            return {"date": self.reference_date.isoformat(), "source": "config",
+                    "why": f'reference_date = "{self.reference_date.isoformat()}" in the config'}
+        return self.as_of.facts()
 
     def source(self, name: str) -> Source:
         """Return the source of that name."""
@@ -247,5 +280,5 @@ class Config:
 
 
 __all__ = ["CONFIG_VERSION", "DEFAULT_TIERS", "DEMOGRAPHIC_FIELDS", "FORMATS", "INDEXERS", "LINK_TYPES", "MODELS",
-           "RISK_MODELS", "Comparison", "Config", "DeprivationLookup", "Engine", "FieldSpec", "Linkage",
-           "RiskSettings", "SortedNeighbourhood", "Source", "Tier", "Validation"]
+           "OUTPUT_MODES", "RISK_MODELS", "Comparison", "Config", "DeprivationLookup", "Engine", "FieldSpec", "Linkage",
+           "Output", "RiskSettings", "SortedNeighbourhood", "Source", "Tier", "Validation"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from linkcare.config.kinds import DEFAULT_KIND, KIND_NAMES, default_events, required_events
+from linkcare.config.kinds import DATE_EVENT_KEYS, DEFAULT_KIND, KIND_NAMES, default_events, required_events
 from linkcare.config.model import DATE_PARTS, FORMATS, INVALID_ACTIONS, FieldSpec, Source, Validation
 from linkcare.config.toml import (
     KeyProblems,
@@ -25,7 +25,9 @@ from linkcare.config.toml import (
 
 SOURCE_KEYS = ("name", "path", "format", "id", "kind", "delimiter", "fields", "events", "attach")
 FIELD_KEYS = ("column", "format", "part", "values", "pattern", "invalid")
-VALIDATION_KEYS = ("max_reject_share", "min_birth_year")
+EVENT_KEYS = ("column", "format")
+VALIDATION_KEYS = ("max_reject_share", "min_birth_year", "unchanged_inputs", "stale_after_days", "max_row_change",
+                   "row_change")
 NAME = re.compile(r"^[a-z0-9_]+$")
 # strftime/chrono directives; a format must also say where the year is.
 _DIRECTIVES = set("aAbBcCdDeFgGhHIjklmMnpPrRsStTuUVwWxXyYzZf%")
@@ -112,7 +114,7 @@ def _check_source(t: Mapping[str, Any], where: str, base: Path, p: KeyProblems) 
     else:
         fields, names = _check_fields(t["fields"], f"{where}.fields", p)
 
-    events = _check_events(t.get("events"), f"{where}.events", kind, p)
+    events, event_formats = _check_events(t.get("events"), f"{where}.events", kind, p)
     attach = t.get("attach", True)
     if not isinstance(attach, bool):
         p.add(f"{where}.attach", f"must be true or false, not {type_name(attach)}; e.g. attach = false")
@@ -129,6 +131,7 @@ def _check_source(t: Mapping[str, Any], where: str, base: Path, p: KeyProblems) 
             fields=MappingProxyType(fields),
             events=MappingProxyType(events),
             attach=attach,
+            event_formats=MappingProxyType(event_formats),
         )
     return SourceDraft(source, names)
 
@@ -215,8 +218,8 @@ def _check_pattern(value: Any, key: str, p: KeyProblems) -> str | None:
     return value
 
 
-def _check_date_format(value: Any, key: str, p: KeyProblems) -> str | None:
-    example = 'e.g. format = "%m%Y" for MYDOB or "%Y-%m-%d"'
+def _check_date_format(value: Any, key: str, p: KeyProblems,
+                       example: str = 'e.g. format = "%m%Y" for MYDOB or "%Y-%m-%d"') -> str | None:
     if not isinstance(value, str) or "%" not in value:
         p.add(key, f"must be a strftime date format; {example}")
         return None
@@ -246,26 +249,33 @@ def _check_values(value: Any, key: str, p: KeyProblems) -> Mapping[str, str] | N
 
 def _check_events(
     value: Any, where: str, kind: str | None, p: KeyProblems
-) -> dict[str, str | tuple[str, ...]]:
+) -> tuple[dict[str, str | tuple[str, ...]], dict[str, str]]:
+    """Return the event columns (the kind's defaults with the config's overrides) and the date
+    formats the config gives."""
     events: dict[str, str | tuple[str, ...]] = dict(default_events(kind)) if kind else {}
+    formats: dict[str, str] = {}
     if value is None:
-        return events
+        return events, formats
     if not isinstance(value, dict):
         p.add(where, f"must be a table, not {type_name(value)}; "
               'e.g. events = { start_date = "ADMIDATE" }')
-        return events
+        return events, formats
     if kind is None:
-        return events  # the kind is already reported; its event keys are unknown
+        return events, formats  # the kind is already reported; its event keys are unknown
     allowed = tuple(events)
     if not allowed and value:
         p.add(where, f"kind {kind!r} has no events; set a kind such as "
               f"{', '.join(k for k in KIND_NAMES if k != DEFAULT_KIND)}, or remove events")
-        return events
+        return events, formats
     p.unknown_keys(value, allowed, where)
     for ekey, column in value.items():
         if ekey not in allowed:
             continue
         key = key_path(where, ekey)
+        if isinstance(column, dict):
+            column = _check_event_table(column, key, ekey, events[ekey], formats, p)
+            if column is None:
+                continue
         if isinstance(column, str) and column.strip():
             events[ekey] = column
         elif isinstance(column, list) and all(isinstance(c, str) and c.strip() for c in column):
@@ -274,10 +284,33 @@ def _check_events(
                 continue
             events[ekey] = tuple(column)
         else:
-            p.add(key, 'must be a column name, a glob such as "DIAG_4_*", or an array of '
-                  "column names ([] if the extract does not have it)")
+            p.add(key, 'must be a column name, a glob such as "DIAG_4_*", an array of column names '
+                  '([] if the extract does not have it), or for a date { column = "ADMIDATE", format = "%d/%m/%Y" }')
             del events[ekey]
-    return events
+    return events, formats
+
+
+def _check_event_table(spec: dict[str, Any], key: str, ekey: str, default: str | tuple[str, ...],
+                       formats: dict[str, str], p: KeyProblems) -> Any:
+    """Return the column of an event given as an inline table (the kind's default if it gives none;
+    None after a problem), its `format` checked and put in `formats`."""
+    p.unknown_keys(spec, EVENT_KEYS, key)
+    if "format" in spec:
+        if ekey not in DATE_EVENT_KEYS:
+            p.add(f"{key}.format", f"applies only to the event dates ({', '.join(DATE_EVENT_KEYS)}); remove it")
+        else:
+            fmt = _check_date_format(spec["format"], f"{key}.format", p, 'e.g. format = "%d/%m/%Y"')
+            if fmt is not None:
+                formats[ekey] = fmt
+    if "column" not in spec:
+        return default
+    column = spec["column"]
+    if isinstance(column, str) and column.strip():
+        return column
+    if isinstance(column, list) and all(isinstance(c, str) and c.strip() for c in column):
+        return column
+    p.add(f"{key}.column", f'must be a column name, not {type_name(column)}; e.g. column = "ADMIDATE"')
+    return None
 
 
 def check_validation(value: Any, p: KeyProblems) -> Validation:
@@ -295,6 +328,29 @@ def check_validation(value: Any, p: KeyProblems) -> Validation:
         year = expect_whole(value["min_birth_year"], "validation.min_birth_year", 1, "min_birth_year = 1900", p)
         if year is not None:
             out["min_birth_year"] = year
+    _check_previous_run_keys(value, out, p)
     return Validation(**out)
+
+
+def _check_previous_run_keys(value: Mapping[str, Any], out: dict[str, Any], p: KeyProblems) -> None:
+    """Check [validation]'s keys for the checks against the previous run into `out`."""
+    for key, allowed in (("unchanged_inputs", ("error", "allow")), ("row_change", ("warn", "error"))):
+        if key in value:
+            if value[key] in allowed:
+                out[key] = value[key]
+            else:
+                p.add(f"validation.{key}", f"must be {' or '.join(repr(a) for a in allowed)}, e.g. {key} = "
+                                           f'"{allowed[0]}"')
+    if "stale_after_days" in value:
+        days = expect_whole(value["stale_after_days"], "validation.stale_after_days", 1, "stale_after_days = 45", p)
+        if days is not None:
+            out["stale_after_days"] = days
+    if "max_row_change" in value:
+        v = value["max_row_change"]
+        if is_number(v) and v >= 0:
+            out["max_row_change"] = float(v)
+        else:
+            p.add("validation.max_row_change", "must be a number of at least 0 (a share: 0.25 is 25%), "
+                                               "e.g. max_row_change = 0.25")
 
 

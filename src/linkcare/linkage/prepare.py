@@ -54,8 +54,9 @@ def read_records(config: Config, strict: bool = False) -> Records:
     rejects: dict[str, SourceRejects] = {}
     for source in config.sources:
         lf = scan_source(source).with_row_index("row", offset=1)
-        checks = row_checks(source, lf.collect_schema().names(), config)
-        exprs = [pl.col("row"), *record_exprs(source, fields, methods), *form_exprs(source, fields)]
+        schema = lf.collect_schema()
+        checks = row_checks(source, schema, config)
+        exprs = [pl.col("row"), *record_exprs(source, fields, methods, schema), *form_exprs(source, fields, schema)]
         try:
             frame = lf.select(exprs + check_flags(checks)).collect()
         except pl.exceptions.ComputeError as exc:

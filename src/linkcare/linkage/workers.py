@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -40,7 +41,7 @@ def _compare_in_worker(args: tuple[np.ndarray, np.ndarray, PatternCodec]) -> np.
 
 class ComparePool:
     """Compares the pairs of candidate chunks, in worker processes where that pays (the polars path,
-    more than one core, fork available), else in this process.
+    more than one core, Linux), else in this process.
 
     A task is (pass, left, right, sampled, needed, todo): the pairs `left[todo]`, `right[todo]` are
     compared; `map` yields each task with the packed patterns of those pairs, in task order.
@@ -54,7 +55,9 @@ class ComparePool:
         self.executor: Any = None
 
     def __enter__(self) -> ComparePool:
-        if self.indexer == "polars" and self.workers > 1 and "fork" in mp.get_all_start_methods():
+        # Forked workers only on Linux: macOS offers fork, but forking a process whose libraries run
+        # threads (polars, Accelerate) can hang the child there; elsewhere the pairs compare here.
+        if self.indexer == "polars" and self.workers > 1 and sys.platform.startswith("linux"):
             self.executor = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"),
                                                 initializer=_start_worker, initargs=(self.fields,))
         return self

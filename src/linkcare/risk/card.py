@@ -4,7 +4,6 @@ through the disclosure rule."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from linkcare.config import Config
@@ -86,8 +85,9 @@ def model_card(config: Config, metrics: dict[str, Any], model: RiskModel) -> str
     lines = [
         "# Model card: risk of an emergency admission",
         "",
-        f"Written by linkcare {metrics['linkcare_version']} on {dt.date.today().isoformat()} from the config "
-        f"`{config.path.name}`. Scores are made by the **{_NAMES.get(default, default)}** model "
+        f"Written by linkcare {metrics['linkcare_version']} from the config `{config.path.name}`, with the data "
+        f"as of {config.reference_date.isoformat()} (the same inputs and as-of date give the same card). "
+        f"Scores are made by the **{_NAMES.get(default, default)}** model "
         "(`[risk] model` in the config); both models were fitted and are kept in this folder.",
         "",
         "## What it is for",

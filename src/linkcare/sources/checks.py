@@ -9,6 +9,7 @@ field says `invalid = "missing"`, in which case the row is kept and the value tr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,15 @@ import polars as pl
 from linkcare.config import Config, FieldSpec, Source
 from linkcare.config.kinds import match_columns
 from linkcare.errors import DataError
+from linkcare.sources.dates import (
+    DEFAULT_FORMS,
+    UK_FORMAT,
+    is_native_date,
+    read_date,
+    read_types,
+    slashed,
+    text_date,
+)
 
 #: A pseudonymised NHS token, unless the field gives its own pattern: one run of 16 to 128
 #: letters, digits or base64/url-safe symbols. A 10-digit NHS number is not a token.
@@ -26,20 +36,6 @@ TOKEN_FIELD = "nhs"
 #: end dates may be planned.
 PAST_EVENT_DATES = ("start_date", "registration_date", "death_date")
 EVENT_DATES = (*PAST_EVENT_DATES, "end_date")
-
-
-def parse_date(expr: pl.Expr) -> pl.Expr:
-    """Return dates read as YYYY-MM-DD or YYYYMMDD (anything else is null)."""
-    s = expr.cast(pl.String).str.strip_chars()
-    return s.str.to_date("%Y-%m-%d", strict=False).fill_null(s.str.to_date("%Y%m%d", strict=False))
-
-
-def field_date(raw: pl.Expr, fmt: str) -> pl.Expr:
-    """Return a field's raw value parsed with its date format; a format without a day (MYDOB's
-    "%m%Y") is read as the first of the month."""
-    if "%d" not in fmt and "%j" not in fmt:
-        return pl.concat_str([raw, pl.lit("01")]).str.to_date(fmt + "%d", strict=False)
-    return raw.str.to_date(fmt, strict=False)
 
 
 @dataclass(frozen=True)
@@ -63,16 +59,18 @@ def _is_birth(name: str) -> bool:
     return name == "birth_year" or "birth" in name or name.startswith("dob")
 
 
-def row_checks(source: Source, header: list[str], config: Config) -> list[RowCheck]:
+#: Adds one check: column, config key, where it fails, why, the field (None for an event date).
+_Add = Callable[[str, str, pl.Expr, str, FieldSpec | None, str | None], None]
+
+
+def row_checks(source: Source, header: Mapping[str, pl.DataType] | Sequence[str], config: Config) -> list[RowCheck]:
     """Return the checks every row of a source must pass, one per column and kind of fault.
 
-    A date is judged against the config's reference date, not the machine's clock, so that the same
-    inputs reject the same rows on any day."""
-    as_of = config.reference_date
-    after = f"a date after the reference date {as_of.isoformat()}"
+    `header` is the extract's schema as scan_source reads it (a date or timestamp column is read
+    natively), or its column names, all text. A date is judged against the config's reference date,
+    not the machine's clock, so that the same inputs reject the same rows on any day."""
+    types = read_types(header)
     checks: dict[tuple[str, str], RowCheck] = {}
-    first_year, last_year = config.validation.min_birth_year, config.reference_date.year
-    years = f"birth year before {first_year} or after {last_year}"
 
     def add(column: str, key: str, fails: pl.Expr, reason: str, spec: FieldSpec | None, name: str | None) -> None:
         found = checks.get((column, reason))
@@ -85,15 +83,28 @@ def row_checks(source: Source, header: list[str], config: Config) -> list[RowChe
         reject = spec is None or spec.invalid == "reject"
         checks[(column, reason)] = RowCheck(column, key, fails, reason, reject, (name,) if name else ())
 
+    _field_checks(source, types, config, add)
+    _event_date_checks(source, types, config, add)
+    return list(checks.values())
+
+
+def _field_checks(source: Source, types: Mapping[str, pl.DataType], config: Config, add: _Add) -> None:
+    after = f"a date after the reference date {config.reference_date.isoformat()}"
+    first_year, last_year = config.validation.min_birth_year, config.reference_date.year
+    years = f"birth year before {first_year} or after {last_year}"
     for name, spec in sorted(source.fields.items()):
         raw, present = _present(spec.column)
         key = f"fields.{name}"
         if spec.values:
             raw = raw.replace(dict(spec.values))
-        if spec.format:
-            parsed = field_date(raw, spec.format)
-            add(spec.column, key, present & parsed.is_null(), f"not a date in the format {spec.format}", spec, name)
-            add(spec.column, key, parsed > as_of, after, spec, name)
+        dtype = types.get(spec.column)
+        native = is_native_date(dtype)
+        if spec.format or native:
+            # A date or timestamp column is its own date; text is read with the field's format.
+            parsed = read_date(spec.column, None, dtype) if native else text_date(raw, spec.format)
+            if not native:
+                add(spec.column, key, present & parsed.is_null(), f"not a date in the format {spec.format}", spec, name)
+            add(spec.column, key, parsed > config.reference_date, after, spec, name)
             if _is_birth(name):
                 year = parsed.dt.year()
                 add(spec.column, key, (year < first_year) | (year > last_year), years, spec, name)
@@ -106,20 +117,30 @@ def row_checks(source: Source, header: list[str], config: Config) -> list[RowChe
             what = "not a well-formed pseudonymised token" if name == TOKEN_FIELD and not spec.pattern \
                 else "does not match the field's pattern"
             add(spec.column, key, present & ~raw.str.contains(pattern), what, spec, name)
+
+
+def _event_date_checks(source: Source, types: Mapping[str, pl.DataType], config: Config, add: _Add) -> None:
+    after = f"a date after the reference date {config.reference_date.isoformat()}"
     for key in EVENT_DATES:
         configured = source.events.get(key)
         if not isinstance(configured, str):
             continue
-        columns = match_columns(configured, header)
+        columns = match_columns(configured, types)
         if not columns:
             continue
-        raw, present = _present(columns[0])
-        parsed = parse_date(raw)
-        add(columns[0], f"events.{key}", present & parsed.is_null(), "not a date (YYYY-MM-DD or YYYYMMDD)",
-            None, None)
+        column, fmt, where = columns[0], source.event_formats.get(key), f"events.{key}"
+        raw, present = _present(column)
+        parsed = read_date(column, fmt, types.get(column))
+        if not is_native_date(types.get(column)):
+            unread = present & parsed.is_null()
+            if fmt is not None:
+                add(column, where, unread, f"not a date in the format {fmt}", None, None)
+            else:
+                add(column, where, unread & ~slashed(raw), f"not a date ({DEFAULT_FORMS})", None, None)
+                add(column, where, unread & slashed(raw), "a date with slashes, which needs a format: "
+                    f'set format = "{UK_FORMAT}" under {where} (day first)', None, None)
         if key in PAST_EVENT_DATES:
-            add(columns[0], f"events.{key}", parsed > as_of, after, None, None)
-    return list(checks.values())
+            add(column, where, parsed > config.reference_date, after, None, None)
 
 
 def check_flags(checks: list[RowCheck]) -> list[pl.Expr]:
@@ -230,5 +251,4 @@ def describe(found: SourceRejects) -> tuple[str, str]:
 
 
 __all__ = ["DEFAULT_TOKEN_PATTERN", "REASON", "REJECTED", "RowCheck", "SourceRejects", "apply_checks", "check_counts",
-           "check_flags", "describe", "enforce_limits", "field_date", "mark_checks", "parse_date", "row_checks",
-           "write_rejects_csv"]
+           "check_flags", "describe", "enforce_limits", "mark_checks", "row_checks", "write_rejects_csv"]

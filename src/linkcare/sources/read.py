@@ -20,23 +20,25 @@ from linkcare.config.methods import standard_text
 from linkcare.errors import DataError, ProblemList
 from linkcare.io.extracts import check_last_line, count_non_utf8_lines, read_header
 from linkcare.log import get_logger
-from linkcare.sources.checks import SourceRejects, describe, enforce_limits, field_date
+from linkcare.sources.checks import SourceRejects, describe, enforce_limits
 from linkcare.sources.columns import check_columns
+from linkcare.sources.dates import is_native_date, native_date, read_types, text_columns, text_date
 
 log = get_logger("link")
 
 
 def scan_source(source: Source) -> pl.LazyFrame:
-    """Return a lazy frame over a source's extract with every column read as a string, after
-    checking the file: clear errors for a missing, empty, mis-delimited, non-UTF-8 or truncated
-    file, and for every mapped column its header lacks."""
+    """Return a lazy frame over a source's extract with every column read as a string, except a
+    Parquet date or timestamp column, which keeps its type (linkcare.sources.dates), after checking
+    the file: clear errors for a missing, empty, mis-delimited, non-UTF-8 or truncated file, and for
+    every mapped column its header lacks."""
     header = read_header(source)
     missing, _ = check_columns(source, header)
     if missing:
         raise ProblemList(list(missing))
     if source.format == "parquet":
         lf = pl.scan_parquet(source.path)
-        return lf.with_columns(pl.all().cast(pl.String))
+        return lf.with_columns(pl.col(text_columns(read_types(lf.collect_schema()))).cast(pl.String))
     check_last_line(source.path, source.delimiter, len(header))
     return pl.scan_csv(source.path, separator=source.delimiter, infer_schema=False, encoding="utf8")
 
@@ -48,12 +50,14 @@ def _written(spec: FieldSpec) -> pl.Expr:
     return raw.replace(dict(spec.values)) if spec.values else raw
 
 
-def field_expr(spec: FieldSpec, method: ComparisonMethod | None = None) -> pl.Expr:
-    """Return the expression giving a field's standardised string value from its column: as its
-    comparison method standardises it, or as text for a field that is not compared."""
+def field_expr(spec: FieldSpec, method: ComparisonMethod | None = None, dtype: pl.DataType | None = None) -> pl.Expr:
+    """Return the expression giving a field's standardised string value from its column (of type
+    `dtype` as scan_source reads it; text if not given): as its comparison method standardises it,
+    or as text for a field that is not compared. A date or timestamp column, and text with the
+    field's `format`, give a date (YYYY-MM-DD, or the `part` asked for)."""
     raw = _written(spec)
-    if spec.format:
-        parsed = field_date(raw, spec.format)
+    if spec.format or is_native_date(dtype):
+        parsed = native_date(pl.col(spec.column), dtype) if is_native_date(dtype) else text_date(raw, spec.format)
         if spec.part == "year":
             return parsed.dt.year().cast(pl.String)
         if spec.part == "month":
@@ -75,13 +79,16 @@ def unreadable_error(source: Source, exc: Exception) -> DataError:
                      "check that every row has the header's columns")
 
 
-def record_exprs(source: Source, fields: tuple[str, ...], methods: Mapping[str, ComparisonMethod]) -> list[pl.Expr]:
+def record_exprs(source: Source, fields: tuple[str, ...], methods: Mapping[str, ComparisonMethod],
+                 schema: Mapping[str, pl.DataType] | None = None) -> list[pl.Expr]:
     """Return the expressions giving a source's `source`, `record_id` and standardised fields (a
-    missing field is null), over the extract's columns read as strings."""
+    missing field is null), over the extract's columns as scan_source reads them (`schema`; all
+    text if not given)."""
+    types = read_types(schema) if schema is not None else {}
     exprs = [pl.lit(source.name).alias("source"), pl.col(source.id).cast(pl.String).alias("record_id")]
     for name in fields:
         spec = source.fields.get(name)
-        exprs.append(field_expr(spec, methods.get(name)).alias(name) if spec is not None
+        exprs.append(field_expr(spec, methods.get(name), types.get(spec.column)).alias(name) if spec is not None
                      else pl.lit(None, pl.String).alias(name))
     return exprs
 
@@ -92,12 +99,17 @@ FORM_PREFIX = "_form_"
 FORM_SCHEMA = pl.Schema({"field": pl.String, "value": pl.String, "form": pl.String, "n": pl.Int64})
 
 
-def form_exprs(source: Source, fields: tuple[str, ...]) -> list[pl.Expr]:
-    """Return, for each field the source maps without a date `format`, its value as the extract
-    wrote it (column FORM_PREFIX + field). A field read with a format has no other form: its
-    standardised value (a date or a part of one) is already written the one way."""
+def form_exprs(source: Source, fields: tuple[str, ...],
+               schema: Mapping[str, pl.DataType] | None = None) -> list[pl.Expr]:
+    """Return, for each field the source maps without a date `format` from a text column (of
+    `schema` as scan_source reads it; all text if not given), its value as the extract wrote it
+    (column FORM_PREFIX + field). A field read with a format, or from a Parquet date or timestamp
+    column, has no other form: its standardised value (a date or a part of one) is already
+    written the one way."""
+    types = read_types(schema) if schema is not None else {}
     return [_written(spec).alias(FORM_PREFIX + name) for name in fields
-            if (spec := source.fields.get(name)) is not None and not spec.format]
+            if (spec := source.fields.get(name)) is not None and not spec.format
+            and not is_native_date(types.get(spec.column))]
 
 
 def form_counts(frame: pl.DataFrame, fields: tuple[str, ...]) -> pl.DataFrame:

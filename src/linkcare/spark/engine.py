@@ -12,7 +12,6 @@ and edges stay in Spark.
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from linkcare.linkage.engine import TRAIN_PAIRS_PER_PASS, CohortWritten, LinkRep
 from linkcare.linkage.model import MatchModel, PatternCodec
 from linkcare.linkage.scoring import total_pairs
 from linkcare.linkage.train import Sessions, fit_fellegi_sunter, fit_recordlinkage
-from linkcare.log import get_logger
+from linkcare.log import get_logger, peak_mib
 from linkcare.sources.checks import SourceRejects
 from linkcare.spark.attach import attach_unplaced
 from linkcare.spark.decide import one_to_one, people, score_pairs
@@ -266,7 +265,7 @@ class SparkEngine:
         return {"name": "spark", "spark_version": spark.version, "master": spark.sparkContext.master,
                 "default_parallelism": spark.sparkContext.defaultParallelism,
                 "shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions") or 0),
-                "driver_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+                "driver_peak_mib": round(peak_mib(), 1),
                 **jvm_memory(spark)}
 
 

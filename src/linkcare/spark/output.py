@@ -19,6 +19,7 @@ from linkcare.cohort.lineage import assign_ids, person_ids
 from linkcare.cohort.persons import ATTACHMENT_COLUMNS
 from linkcare.config import Comparison, Config, Source
 from linkcare.linkage.model import PatternCodec
+from linkcare.sources.dates import ColumnTypes, conform, read_types
 from linkcare.sources.read import scan_source
 from linkcare.spark.frames import materialize, polars_map, write_parquet_file
 from linkcare.spark.read import scan_extract
@@ -144,10 +145,9 @@ def write_persons(decisions: DataFrame, fields: tuple[str, ...], sources: list[s
     return people.count()
 
 
-def _events(source: Source, exprs: list[pl.Expr], cast_all: bool, batch: pl.DataFrame) -> pl.DataFrame:
-    if cast_all:  # as the local engine reads Parquet: every column as text
-        batch = batch.with_columns(pl.all().cast(pl.String))
-    return shape_events(source, batch.select(exprs))
+def _events(source: Source, exprs: list[pl.Expr], types: ColumnTypes, batch: pl.DataFrame) -> pl.DataFrame:
+    # As the local engine reads the extract: text, but for Parquet dates and timestamps.
+    return shape_events(source, conform(batch, types).select(exprs))
 
 
 def write_events(config: Config, index: DataFrame, path: Path) -> None:
@@ -161,12 +161,13 @@ def write_events(config: Config, index: DataFrame, path: Path) -> None:
     for order, source in enumerate(config.sources):
         if source.kind == "other":
             continue
-        header = scan_source(source).collect_schema().names()
-        exprs = event_exprs(source, header)
-        example = shape_events(source, pl.DataFrame(schema={c: pl.String for c in header}).select(exprs))
-        schema = StructType([StructField(c, _spark_type(t)) for c, t in example.schema.items()])
+        schema = scan_source(source).collect_schema()
+        header, types = schema.names(), read_types(schema)
+        exprs = event_exprs(source, schema)
+        example = shape_events(source, pl.DataFrame(schema=types).select(exprs))
+        spark_schema = StructType([StructField(c, _spark_type(t)) for c, t in example.schema.items()])
         raw = scan_extract(spark, source, header).select(*[F.col(f"`{c}`") for c in header])
-        events = polars_map(raw, partial(_events, source, exprs, source.format == "parquet"), schema)
+        events = polars_map(raw, partial(_events, source, exprs, types), spark_schema)
         ids = index.where(F.col("source") == source.name).select("record_id", "person_id")
         events = events.join(ids, "record_id")  # rejected rows have no person
         present = set(example.columns) | {"person_id"}

@@ -20,6 +20,7 @@ import polars as pl
 from linkcare.config import ComparisonMethod, Config, Source
 from linkcare.errors import DataError
 from linkcare.sources.checks import REASON, REJECTED, RowCheck, SourceRejects, check_flags, mark_checks, row_checks
+from linkcare.sources.dates import conform, read_types, text_columns
 from linkcare.sources.read import (
     FORM_PREFIX,
     form_exprs,
@@ -108,19 +109,21 @@ def _read_source(spark: SparkSession, config: Config, source: Source, fields: tu
     from pyspark.sql.types import BooleanType, LongType, StringType, StructField, StructType
 
     lf = scan_source(source)  # on the driver: the file, its header and its last line are checked
-    header = lf.collect_schema().names()
-    checks = row_checks(source, header, config)
+    read = lf.collect_schema()
+    header = read.names()
+    types = read_types(read)
+    checks = row_checks(source, read, config)
     flags = [f"_fails_{i}" for i in range(len(checks))]
-    written = form_exprs(source, fields)
+    written = form_exprs(source, fields, read)
     forms = [e.meta.output_name() for e in written]
-    exprs = [pl.col("_mid"), *record_exprs(source, fields, methods), *written, *check_flags(checks)]
-    cast_all = source.format == "parquet"  # as the local engine reads Parquet: every column as text
+    exprs = [pl.col("_mid"), *record_exprs(source, fields, methods, read), *written, *check_flags(checks)]
     raw_names = list(header)
+    text = text_columns(types)
 
     def standardise(batch: pl.DataFrame) -> pl.DataFrame:
-        if cast_all:
-            batch = batch.with_columns(pl.col(raw_names).cast(pl.String))
-        bad = pl.any_horizontal([pl.col(c).str.contains(_REPLACEMENT, literal=True) for c in raw_names])
+        # As the local engine reads the extract: text, but for Parquet dates and timestamps.
+        batch = conform(batch, types)
+        bad = pl.any_horizontal([pl.col(c).str.contains(_REPLACEMENT, literal=True) for c in text] or [pl.lit(False)])
         marked = mark_checks(batch.select(*exprs, bad.fill_null(False).alias("_not_utf8")), checks)
         return marked
 

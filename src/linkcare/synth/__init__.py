@@ -1,6 +1,15 @@
 """Synthetic sites: realistic pseudonymised extracts with the truth kept apart."""
 
-from linkcare.synth.options import ErrorRates, SynthOptions
-from linkcare.synth.site import SynthSummary, make_site, site_config, synth_key, write_site
+from linkcare.synth.options import ErrorRates, MonthlyRates, SynthOptions
+from linkcare.synth.site import (
+    MonthsSummary,
+    SynthSummary,
+    make_site,
+    site_config,
+    synth_key,
+    write_months,
+    write_site,
+)
 
-__all__ = ["ErrorRates", "SynthOptions", "SynthSummary", "make_site", "site_config", "synth_key", "write_site"]
+__all__ = ["ErrorRates", "MonthlyRates", "MonthsSummary", "SynthOptions", "SynthSummary", "make_site", "site_config",
+           "synth_key", "write_months", "write_site"]

@@ -1,11 +1,14 @@
 """Measure a synthetic site against its truth: identifier error rates, registered practices on
-hospital records, the people in no other extract, and the oracle AUROC.
+hospital records, the people in no other extract, and the oracle AUROC; and measure the monthly
+snapshots of `synth --months` against each other: late records, corrections, registrations,
+deaths and moves.
 
 Used by the tests and by `make bench`, so that the rates quoted are measured, not assumed.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -222,21 +225,22 @@ def oracle_auroc(site: Site) -> tuple[float, float, int]:
     return float(roc_auc_score(outcome, alive["risk"].to_numpy())), float(outcome.mean()), alive.height
 
 
-def idealised_linkage(site: Site, loose_sources: tuple[str, ...] = HOSPITAL) -> dict[str, float]:
-    """Return the pairwise scores of idealised linkers that only token-less hospital records test.
+def idealised_linkage(site: Site, council_id: bool = True) -> dict[str, float]:
+    """Return the pairwise scores of idealised linkers that only records without an anchor test.
 
-    Each gives every GP and social-care record, and every hospital record with an NHS token, its true
-    person: better than any real linker. A hospital record without a token carries only birth year,
-    birth month, sex, LSOA and the registered practice; its candidates are the people whose GP
-    record shows the same birth year, month, sex and LSOA. "busiest" puts it with the candidate who
-    has the most hospital records (the likeliest owner when nothing else tells them apart), or alone
-    when there is none; "practice" does the same among the candidates whose GP record shows the
-    record's practice, if any does; "unique" puts it with its candidate only when there is exactly
-    one. Their F1 bounds what demographics (and the practice) can do for these records.
+    Each gives every GP record, every record with an NHS token, and (with `council_id`) every
+    social-care record whose council ID is shared by a social-care record with a token, its true
+    person: better than any real linker. The rest ("loose": hospital records without a token, and
+    social-care clients none of whose records has one) carry only birth year, birth month, sex,
+    LSOA and, in hospital, the registered practice; their candidates are the people whose GP record
+    shows the same birth year, month, sex and LSOA. "busiest" puts a loose record with the candidate
+    who has the most hospital records (the likeliest owner when nothing else tells them apart), or
+    alone when there is none (a social-care client's records together, by their council ID);
+    "practice" does the same among the candidates whose GP record shows the record's practice, if
+    any does; "unique" puts it with its candidate only when there is exactly one. Their F1 bounds
+    what demographics (and the practice) can do for these records.
 
-    `loose_sources` are the sources whose token-less records are placed so (by default the hospital
-    extracts); a linker whose config drops the council's ID can place social care's token-less
-    records only the same way, so its bound adds "social_care".
+    Without `council_id` (a config that drops it), every social-care record without a token is loose.
     """
     from linkcare.linkage.evaluate import pairwise_score
 
@@ -244,13 +248,21 @@ def idealised_linkage(site: Site, loose_sources: tuple[str, ...] = HOSPITAL) -> 
     parts = {name: recorded_identifiers(site, name).select(
         pl.lit(name).alias("source"), "record_id", "person", pl.col("token").is_not_null().alias("has_token"), *keys,
         pl.col("recorded_practice").alias("practice")) for name in SOURCES}
-    records = pl.concat(parts.values())
+    la_ids = site.extracts["social_care"].select(pl.col("Der_Unique_Record_ID").cast(pl.String).alias("record_id"),
+                                                 pl.col("Der_LA_Person_Unique_Identifier_Pseudo").alias("la_id"))
+    parts["social_care"] = parts["social_care"].join(la_ids, on="record_id", how="left")
+    anchored = parts["social_care"].filter(pl.col("has_token"))["la_id"].unique().implode()
+    social = parts["social_care"].with_columns(
+        (~pl.col("has_token") & ~(pl.col("la_id").is_in(anchored) & pl.lit(council_id))).alias("loose"))
+    records = pl.concat([*(parts[n].with_columns(pl.lit(None, pl.String).alias("la_id"),
+                                                 (~pl.col("has_token") & pl.lit(n in HOSPITAL)).alias("loose"))
+                           for n in SOURCES if n != "social_care"), social])
     hospital = records.filter(pl.col("source").is_in(HOSPITAL))
     activity = hospital.group_by("person").agg(pl.len().alias("activity"))
     spine = (parts["gp_registrations"].select("person", *keys, pl.col("practice").alias("spine_practice")).unique()
              .join(activity, on="person", how="left").with_columns(pl.col("activity").fill_null(0))
              .rename({"person": "candidate"}))
-    loose = records.filter(~pl.col("has_token") & pl.col("source").is_in(loose_sources))
+    loose = records.filter(pl.col("loose"))
     agrees = (pl.col("practice") == pl.col("spine_practice")).fill_null(False)
     ranked = (loose.join(spine, on=keys, how="inner").with_columns(agrees.alias("agrees"))
               .sort(["activity", "candidate"], descending=[True, False])
@@ -258,10 +270,11 @@ def idealised_linkage(site: Site, loose_sources: tuple[str, ...] = HOSPITAL) -> 
               .agg(pl.col("candidate").first().alias("busiest"), pl.col("candidate").n_unique().alias("candidates"),
                    pl.col("candidate").sort_by("agrees", descending=True, maintain_order=True).first()
                    .alias("by_practice")))
-    alone = pl.format("alone {} {}", pl.col("source"), pl.col("record_id"))
+    alone = pl.when(pl.col("la_id").is_not_null()).then(pl.format("alone la {}", pl.col("la_id"))).otherwise(
+        pl.format("alone {} {}", pl.col("source"), pl.col("record_id")))
     frame = records.join(ranked, on=["source", "record_id"], how="left").with_columns(
         pl.col("candidates").fill_null(0))
-    placed = pl.col("has_token") | ~pl.col("source").is_in(loose_sources)
+    placed = ~pl.col("loose")
     busiest = frame.with_columns(pl.when(placed).then(pl.col("person").cast(pl.String))
                                  .when(pl.col("candidates") > 0).then(pl.col("busiest").cast(pl.String))
                                  .otherwise(alone).alias("person_id"))
@@ -274,7 +287,7 @@ def idealised_linkage(site: Site, loose_sources: tuple[str, ...] = HOSPITAL) -> 
     n = loose.height
     counts = frame.filter(~placed)["candidates"]
     out: dict[str, float] = {
-        "records_without_token": float(n),
+        "loose_records": float(n),
         "share_with_no_candidate": _share(counts == 0),
         "share_with_one_candidate": _share(counts == 1),
         "share_with_several_candidates": _share(counts > 1),
@@ -283,3 +296,58 @@ def idealised_linkage(site: Site, loose_sources: tuple[str, ...] = HOSPITAL) -> 
         score = pairwise_score(assigned)
         out[f"{name}_precision"], out[f"{name}_recall"], out[f"{name}_f1"] = score.precision, score.recall, score.f1
     return out
+
+
+# Each extract's birth month column, and where the month sits in it (start, length).
+BIRTH_MONTH = {"gp_registrations": ("Birth_Month", 0, 2), "apc": ("MYDOB", 0, 2), "ae": ("Birth_Month_Year", 5, 2),
+               "outpatients": ("MYDOB", 0, 2), "social_care": ("Der_Birth_Month", 0, 2)}
+EVENT_DATE = {**DATE_COLUMN, "social_care": "Event_Start_Date"}
+
+
+def measure_months(folders: list[Path]) -> dict[str, float]:
+    """Return what changed between consecutive month-end folders of `synth --months`, read from
+    the extracts alone, summed over every pair of consecutive months.
+
+    - late_share: of the event records (APC, A&E, outpatients, social care) new in a month, the
+      share dated on or before the previous month end;
+    - birth_month_corrected_share: birth months changed in records of both months, per record new
+      in the later month (every extract);
+    - nhs_filled_share: NHS tokens blank in the earlier month and filled in the later, per event
+      record new in the later month;
+    - new_registrations, deaths (a Date_Of_Death newly filled) and moves (a GP record's LSOA
+      changed), per month."""
+    totals = dict.fromkeys(["new_records", "new_event_records", "late", "birth_month_corrected", "nhs_filled",
+                            "new_registrations", "deaths", "moves"], 0)
+    for before, after in zip(folders, folders[1:], strict=False):
+        previous_end = json.loads((Path(before) / "synth.json").read_text(encoding="utf-8"))["reference_date"]
+        for name in SOURCES:
+            old, new = (pl.read_csv(Path(f) / f"{name}.csv", infer_schema=False) for f in (before, after))
+            key, nhs = ID_COLUMN[name], NHS_COLUMN[name]
+            added = new.join(old.select(key), on=key, how="anti")
+            both = new.join(old, on=key, how="inner", suffix="_before")
+            totals["new_records"] += added.height
+            column, start, length = BIRTH_MONTH[name]
+            month_now, month_before = (pl.col(c).str.slice(start, length).cast(pl.Int64)
+                                       for c in (column, f"{column}_before"))
+            totals["birth_month_corrected"] += both.filter(month_now != month_before).height
+            if name == "gp_registrations":
+                totals["new_registrations"] += added.height
+                totals["deaths"] += both.filter(pl.col("Date_Of_Death_before").is_null()
+                                                & pl.col("Date_Of_Death").is_not_null()).height
+                totals["moves"] += both.filter(pl.col("LSOA") != pl.col("LSOA_before")).height
+                continue
+            totals["new_event_records"] += added.height
+            totals["late"] += added.filter(pl.col(EVENT_DATE[name]) <= previous_end).height
+            totals["nhs_filled"] += both.filter(pl.col(f"{nhs}_before").is_null() & pl.col(nhs).is_not_null()).height
+    pairs = max(len(folders) - 1, 1)
+    return {
+        "months_compared": float(len(folders) - 1),
+        "new_event_records": float(totals["new_event_records"]),
+        "late_share": totals["late"] / max(totals["new_event_records"], 1),
+        "new_records": float(totals["new_records"]),
+        "birth_month_corrected_share": totals["birth_month_corrected"] / max(totals["new_records"], 1),
+        "nhs_filled_share": totals["nhs_filled"] / max(totals["new_event_records"], 1),
+        "new_registrations_per_month": totals["new_registrations"] / pairs,
+        "deaths_per_month": totals["deaths"] / pairs,
+        "moves_per_month": totals["moves"] / pairs,
+    }

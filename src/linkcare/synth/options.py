@@ -1,5 +1,6 @@
 """Options of `linkcare synth`: the size of the site, its seed, the identifier error rates, changes
-of GP practice, and the hospital patients who are in no other extract."""
+of GP practice, the hospital patients who are in no other extract, and how monthly snapshots
+(`--months`) arrive."""
 
 from __future__ import annotations
 
@@ -83,6 +84,35 @@ class ErrorRates:
         if self.visitor_overseas + self.visitor_local > 1.0:
             raise ValueError("visitor_overseas + visitor_local must be at most 1, got "
                              f"{self.visitor_overseas + self.visitor_local}")
+
+
+@dataclass(frozen=True)
+class MonthlyRates:
+    """How the extracts of a site arrive month by month (`linkcare synth --months`): records that
+    arrive late, and records whose first version carries an error that a later month corrects.
+
+    Each share is of the whole site's records and holds exactly (round(rate × eligible records)),
+    drawn once for the site, so a snapshot is the same whichever months are written. No published
+    figure fits a synthetic site; each default is a stated assumption."""
+
+    late_arrival: float = 0.05
+    """Share of event records (APC, A&E, outpatients, social care) that first appear in the
+    snapshot of a later month end than their date's (1, 2 or 3 months later: 70%, 20%, 10%): a
+    record coded after the month's submission, or a council's late data entry. An assumption in
+    line with SUS's monthly flex and freeze, where a month's data may still change for two months."""
+    birth_month_corrected: float = 0.005
+    """Share of records (every extract) whose recorded birth month is right in the end but arrived
+    wrong, and is corrected 1 to 3 months after the record first appears."""
+    nhs_filled: float = 0.02
+    """Share of APC, A&E, outpatient and social-care records whose NHS token is right in the end
+    but arrived blank, and is filled 1 to 3 months after the record first appears (NHS number
+    tracing catches up)."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not 0.0 <= value < 0.5:
+                raise ValueError(f"monthly rate {f.name} must be in [0, 0.5), got {value}")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,16 @@ from linkcare.io.parquet import write_parquet
 from linkcare.log import get_logger
 from linkcare.synth.extracts import SOURCES, Site, build_site
 from linkcare.synth.health import make_health, simulate
-from linkcare.synth.options import SynthOptions
+from linkcare.synth.months import is_month_end, month_index, monthly_plan, snapshot, snapshot_months
+from linkcare.synth.options import MonthlyRates, SynthOptions
 from linkcare.synth.population import make_population
 from linkcare.synth.visitors import make_visitors
 
 log = get_logger("synth")
 AREAS_FILE = "areas.csv"
+MAX_MONTHS = 12
+"""Most month ends `--months` writes: the site has three years of history, so the first snapshot
+still holds at least two years."""
 
 
 @dataclass(frozen=True)
@@ -112,34 +117,101 @@ def site_config(reference_date: str, prefix: str = "") -> str:
 def write_site(out: Path, options: SynthOptions, *, overwrite: bool = False) -> SynthSummary:
     """Generate a site and write it into `out`, whole or not at all."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ConfigError(f"{out} already exists and is not empty; choose a new folder or add --overwrite")
+    _check_out(out, overwrite)
     started = time.perf_counter()
     log.info("generating a synthetic site of %d people (seed %d)", options.people, options.seed)
     site = make_site(options)
     log.info("generated in %.1f s; writing the extracts", time.perf_counter() - started)
     with atomic_dir(out) as tmp:
-        for name in SOURCES:
-            site.extracts[name].write_csv(tmp / f"{name}.csv")
-        site.areas.write_csv(tmp / AREAS_FILE)
-        (tmp / "truth").mkdir()
-        write_parquet(site.truth_records, tmp / "truth" / "records.parquet")
-        write_parquet(site.truth_persons, tmp / "truth" / "persons.parquet")
-        (tmp / "site.toml").write_text(site_config(options.reference_date.isoformat()), encoding="utf-8")
-        rows = {name: site.extracts[name].height for name in SOURCES}
-        meta = {
-            "linkcare_version": __version__,
-            "people": options.people,
-            "seed": options.seed,
-            "reference_date": options.reference_date.isoformat(),
-            "history_days": options.history_days,
-            "error_rates": asdict(options.errors),
-            "rows": rows,
-            "visitors": int((~site.truth_persons["resident"]).sum()),
-            "key": "given" if options.key is not None else "derived from the seed",
-        }
-        (tmp / "synth.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        rows = _write_files(tmp, site, options, options.reference_date, {})
     alive = int(site.truth_persons["alive_at_reference"].sum())
     seconds = time.perf_counter() - started
     log.info("wrote %s in %.1f s", out, seconds)
     return SynthSummary(out, rows, options.people, alive, seconds)
+
+
+@dataclass(frozen=True)
+class MonthsSummary:
+    """What `synth --months` wrote: per month end, the rows per extract and the month's changes."""
+
+    out: Path
+    months: list[date]
+    rows: dict[date, dict[str, int]]
+    changes: dict[date, dict[str, int]]
+    people: int
+    seconds: float
+
+
+def write_months(out: Path, options: SynthOptions, months: int, rates: MonthlyRates | None = None, *,
+                 overwrite: bool = False) -> MonthsSummary:
+    """Generate a site once and write it into `out` as it would arrive at each of the `months` month
+    ends that end at its reference date, one folder `YYYY-MM-DD/` per month end, whole or not at all.
+
+    A month end's folder is the same whatever `months` is: it depends on the options, `rates` and
+    the month only."""
+    out, rates = Path(out), rates or MonthlyRates()
+    if not is_month_end(options.reference_date):
+        raise ConfigError(f"--reference-date {options.reference_date.isoformat()} is not the last day of a month; "
+                          "with --months the snapshots are month ends ending at the reference date")
+    if not 1 <= months <= MAX_MONTHS:
+        raise ConfigError(f"--months must be between 1 and {MAX_MONTHS}, got {months}")
+    _check_out(out, overwrite)
+    started = time.perf_counter()
+    log.info("generating a synthetic site of %d people (seed %d) for %d month ends", options.people,
+             options.seed, months)
+    site = make_site(options)
+    # The seventh child of the seed: the six before it are make_site's streams, which it leaves unchanged.
+    plan = monthly_plan(site, rates, np.random.default_rng(np.random.SeedSequence(options.seed).spawn(7)[6]))
+    reference_month = month_index(options.reference_date)
+    rows: dict[date, dict[str, int]] = {}
+    changes: dict[date, dict[str, int]] = {}
+    with atomic_dir(out) as tmp:
+        for month in snapshot_months(options.reference_date, months):
+            snap = snapshot(site, plan, month, reference_month)
+            folder = tmp / snap.month_end.isoformat()
+            folder.mkdir()
+            extra: dict[str, object] = {"site_reference_date": options.reference_date.isoformat(),
+                                        "monthly_rates": asdict(rates), "changes": snap.changes}
+            rows[snap.month_end] = _write_files(folder, snap.site, options, snap.month_end, extra)
+            write_parquet(snap.revisions, folder / "truth" / "revisions.parquet")
+            changes[snap.month_end] = snap.changes
+        index = {"linkcare_version": __version__, "people": options.people, "seed": options.seed,
+                 "reference_date": options.reference_date.isoformat(), "monthly_rates": asdict(rates),
+                 "months": {d.isoformat(): {"rows": rows[d], **changes[d]} for d in rows}}
+        (tmp / "months.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    seconds = time.perf_counter() - started
+    log.info("wrote %d month ends to %s in %.1f s", months, out, seconds)
+    return MonthsSummary(out, list(rows), rows, changes, options.people, seconds)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ConfigError(f"{out} already exists and is not empty; choose a new folder or add --overwrite")
+
+
+def _write_files(folder: Path, site: Site, options: SynthOptions, reference_date: date,
+                 extra: dict[str, object]) -> dict[str, int]:
+    """Write a site's extracts, areas, truth, site.toml and synth.json into `folder`; return the rows
+    per extract. `extra` adds keys to synth.json (a snapshot's)."""
+    for name in SOURCES:
+        site.extracts[name].write_csv(folder / f"{name}.csv")
+    site.areas.write_csv(folder / AREAS_FILE)
+    (folder / "truth").mkdir()
+    write_parquet(site.truth_records, folder / "truth" / "records.parquet")
+    write_parquet(site.truth_persons, folder / "truth" / "persons.parquet")
+    (folder / "site.toml").write_text(site_config(reference_date.isoformat()), encoding="utf-8")
+    rows = {name: site.extracts[name].height for name in SOURCES}
+    meta = {
+        "linkcare_version": __version__,
+        "people": options.people,
+        "seed": options.seed,
+        "reference_date": reference_date.isoformat(),
+        "history_days": options.history_days,
+        "error_rates": asdict(options.errors),
+        "rows": rows,
+        "visitors": int((~site.truth_persons["resident"]).sum()),
+        "key": "given" if options.key is not None else "derived from the seed",
+        **extra,
+    }
+    (folder / "synth.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return rows
