@@ -186,8 +186,6 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
     if as_json:
         print_json("link", summary)
         return
-    if summary.as_of is not None:
-        click.echo(f"as of {summary.as_of['date']} ({summary.as_of['why']})")
     rows: list[tuple[str, ...]] = [("source", "records", "rejected", "linked", "deterministic", "probabilistic")]
     for s in summary.sources:
         rows.append((str(s["source"]), f"{s['records']:,}", f"{s['rejected']:,}", f"{s['linked_share']:.1%}",
