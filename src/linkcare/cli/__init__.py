@@ -21,6 +21,7 @@ from linkcare import __version__
 from linkcare.cli.explain import explain
 from linkcare.cli.options import accept_group_options, as_of_option, snapshot_options
 from linkcare.cli.output import json_option, print_json, print_table
+from linkcare.cli.profile import profile, show_rows
 from linkcare.cli.run import begin_run, run_framed, start_run
 from linkcare.cli.synth import synth
 from linkcare.log import configure_logging, get_logger
@@ -65,16 +66,27 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 @click.command()
 @click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--rows", "all_rows", is_flag=True,
+              help="Also run the row checks of `link` over every row of every source, without linking, and "
+                   "list what fails per file, column and check.")
+@click.option("--strict", is_flag=True, help="With --rows: any failing row is a problem, as under `link --strict`.")
 @json_option
-def validate(config: Path, as_json: bool) -> None:
+def validate(config: Path, all_rows: bool, strict: bool, as_json: bool) -> None:
     """Check CONFIG and every extract it names; list every problem at once.
 
-    Reads only each extract's header (CSV) or schema (Parquet), so it is quick on any size of
-    site. Exits 2 if the config is wrong, 1 if only the extracts are, 0 if all is well.
+    Without --rows, reads only each extract's header (CSV) or schema (Parquet), so it is quick on
+    any size of site. With --rows, every row goes through the row checks `link` runs, and a source
+    whose rejected rows would stop `link` is a problem. Exits 2 if the config is wrong, 1 if only
+    the extracts are, 0 if all is well.
     """
     from linkcare.commands.validate import validate_site
 
+    if strict and not all_rows:
+        raise click.UsageError("--strict applies to the row checks: give --rows too")
     report = validate_site(config)
+    if all_rows:
+        show_rows(report.config, strict, as_json)
+        return
     base = report.config.path.parent
     if as_json:
         print_json("validate", {"config": str(config), "valid": True, "notes": list(report.notes), "sources": [
@@ -392,6 +404,7 @@ cli.add_command(train)
 cli.add_command(stratify)
 cli.add_command(evaluate)
 cli.add_command(explain)
+cli.add_command(profile)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from linkcare.config import Linkage
 from linkcare.errors import DataError
 from linkcare.linkage.prepare import dense_codes
 
@@ -173,19 +174,33 @@ def plan_sorted(codes: dict[str, np.ndarray], field: str, window: int, block: tu
     return BlockPlan(key, node, blk, pairs, window, rank)
 
 
+def plan_passes(codes: dict[str, np.ndarray], src: np.ndarray, linkage: Linkage) -> list[BlockPlan]:
+    """Return the plan of every candidate pass of the config, blocking passes first, then the
+    sorted-neighbourhood ones, each with its pair count under the link type."""
+    plans = [plan_pass(codes, tuple(key), src, linkage.link_type) for key in linkage.blocking]
+    plans += [plan_sorted(codes, sn.field, sn.window, sn.block, src, linkage.link_type)
+              for sn in linkage.sorted_neighbourhood]
+    return plans
+
+
+def pass_config_key(plans: list[BlockPlan], i: int) -> str:
+    """Return the config key of the i-th plan of plan_passes: linkage.blocking[k] or linkage.sorted_neighbourhood[k]."""
+    n_blocking = sum(1 for p in plans if not p.window)
+    return f"linkage.sorted_neighbourhood[{i - n_blocking}]" if plans[i].window else f"linkage.blocking[{i}]"
+
+
 def check_pair_counts(plans: list[BlockPlan], max_pairs: int) -> None:
     """Stop with an error naming the pass if any pass would yield more pairs than allowed."""
-    n_blocking = sum(1 for p in plans if not p.window)
     for i, plan in enumerate(plans):
         if plan.pairs <= max_pairs:
             continue
         if plan.window:
             raise DataError(
-                f"linkage.sorted_neighbourhood[{i - n_blocking}] ({plan.label}) would yield {plan.pairs:,} candidate "
+                f"{pass_config_key(plans, i)} ({plan.label}) would yield {plan.pairs:,} candidate "
                 f"pairs, above linkage.max_pairs = {max_pairs:,}; add a block field, narrow the window or raise "
                 "max_pairs")
         raise DataError(
-            f"linkage.blocking[{i}] ({', '.join(plan.key)}) would yield {plan.pairs:,} candidate pairs, "
+            f"{pass_config_key(plans, i)} ({', '.join(plan.key)}) would yield {plan.pairs:,} candidate pairs, "
             f"above linkage.max_pairs = {max_pairs:,}; add a field to that blocking pass or raise max_pairs")
 
 

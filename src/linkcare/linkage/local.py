@@ -53,8 +53,7 @@ from linkcare.linkage.blocking import (
     check_pair_counts,
     deterministic_edges,
     encode_fields,
-    plan_pass,
-    plan_sorted,
+    plan_passes,
     source_codes,
 )
 from linkcare.linkage.cluster import components, one_to_one
@@ -181,9 +180,7 @@ class LocalEngine:
 
     def plan(self, clusters: LocalClusters) -> LocalPlans:
         lk, nodes = self.config.linkage, clusters.nodes
-        plans = [plan_pass(nodes.codes, tuple(key), nodes.src, lk.link_type) for key in lk.blocking]
-        plans += [plan_sorted(nodes.codes, sn.field, sn.window, sn.block, nodes.src, lk.link_type)
-                  for sn in lk.sorted_neighbourhood]
+        plans = plan_passes(nodes.codes, nodes.src, lk)
         for plan in plans:
             log.info("pass %s: %s pairs before de-duplication", plan.label, f"{plan.pairs:,}")
         check_pair_counts(plans, lk.max_pairs)

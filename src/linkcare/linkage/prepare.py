@@ -14,18 +14,8 @@ import polars as pl
 
 from linkcare.config import Config
 from linkcare.errors import DataError
-from linkcare.sources.checks import SourceRejects, apply_checks, check_flags, row_checks
-from linkcare.sources.read import (
-    FORM_PREFIX,
-    choose_forms,
-    form_counts,
-    form_exprs,
-    record_exprs,
-    record_fields,
-    report_rejects,
-    scan_source,
-    unreadable_error,
-)
+from linkcare.sources.checks import SourceRejects
+from linkcare.sources.read import FORM_PREFIX, choose_forms, form_counts, read_source, record_fields, report_rejects
 
 
 @dataclass(frozen=True)
@@ -48,34 +38,17 @@ def standardised_records(config: Config) -> pl.DataFrame:
 def read_records(config: Config, strict: bool = False) -> Records:
     """Return the standardised records of every source in the config, rows failing the row checks
     set aside as rejects; raise DataError if a source rejects too many (any, if `strict`)."""
-    fields, methods = record_fields(config)
+    fields, _ = record_fields(config)
     frames, counts = [], []
     rows: dict[str, int] = {}
     rejects: dict[str, SourceRejects] = {}
     for source in config.sources:
-        lf = scan_source(source).with_row_index("row", offset=1)
-        schema = lf.collect_schema()
-        checks = row_checks(source, schema, config)
-        exprs = [pl.col("row"), *record_exprs(source, fields, methods, schema), *form_exprs(source, fields, schema)]
-        try:
-            frame = lf.select(exprs + check_flags(checks)).collect()
-        except pl.exceptions.ComputeError as exc:
-            raise unreadable_error(source, exc) from None
-        if frame.height == 0:
-            raise DataError(f"{source.path}: has a header but no rows; the extract is empty: export it again")
-        missing_ids = frame["record_id"].null_count()
-        if missing_ids:
-            raise DataError(f"{source.path}: column {source.id}: {missing_ids} row(s) have no record id")
-        duplicated = frame.height - frame["record_id"].n_unique()
-        if duplicated:
-            raise DataError(f"{source.path}: column {source.id}: {duplicated} row(s) repeat a record id "
-                            "already used in this file; record ids must be unique")
-        frame, found = apply_checks(frame, checks)
-        report_rejects(source, found, config.validation.max_reject_share, strict)
-        rows[source.name] = found.rows
-        rejects[source.name] = found
-        counts.append(form_counts(frame, fields))
-        frames.append(frame.drop("row", *[c for c in frame.columns if c.startswith(FORM_PREFIX)]))
+        read = read_source(source, config, forms=True)
+        report_rejects(source, read.rejects, config.validation.max_reject_share, strict)
+        rows[source.name] = read.rejects.rows
+        rejects[source.name] = read.rejects
+        counts.append(form_counts(read.frame, fields))
+        frames.append(read.frame.drop("row", *[c for c in read.frame.columns if c.startswith(FORM_PREFIX)]))
     return Records(pl.concat(frames), fields, rows, rejects, choose_forms(pl.concat(counts)))
 
 
@@ -121,6 +94,13 @@ def reduce_records(records: Records, rules: tuple[tuple[str, ...], ...]) -> Node
 SINGLE = "_single"
 
 
+def distinct_tuples(frame: pl.DataFrame, fields: tuple[str, ...], rules: tuple[tuple[str, ...], ...]) -> pl.DataFrame:
+    """Return the nodes reduce_records would make of these records, unnumbered and without their
+    record ids: source, the fields and `records`, one row per node."""
+    return (frame.with_columns(single_key(rules)).group_by(["source", *fields, SINGLE])
+            .agg(pl.len().alias("records")).drop(SINGLE))
+
+
 def single_key(rules: tuple[tuple[str, ...], ...]) -> pl.Expr:
     """Return the SINGLE column: null for a record holding every field of some exact rule (it may
     share a node), else its record id (a node of its own)."""
@@ -139,12 +119,17 @@ KEY_CHECK_MIN_TOKENS = 100
 def check_pseudonymisation_keys(nodes: Nodes, token: str = "nhs") -> None:
     """Raise DataError if two sources share almost no NHS tokens while the other identifiers they both
     hold overlap heavily: their extracts were probably pseudonymised with different keys."""
-    if token not in nodes.fields:
+    check_tuple_keys(nodes.frame, nodes.fields, token)
+
+
+def check_tuple_keys(frame: pl.DataFrame, fields: tuple[str, ...], token: str = "nhs") -> None:
+    """Raise DataError as check_pseudonymisation_keys does, from any frame of nodes (source and the fields)."""
+    if token not in fields:
         return
-    parts = nodes.frame.partition_by("source", as_dict=True)
+    parts = frame.partition_by("source", as_dict=True)
     by_source = {str(key[0]): part for key, part in sorted(parts.items(), key=lambda kv: str(kv[0][0]))}
     tokens = {s: part[token].drop_nulls().unique() for s, part in by_source.items()}
-    held = {s: [f for f in nodes.fields if f != token and part[f].null_count() < part.height]
+    held = {s: [f for f in fields if f != token and part[f].null_count() < part.height]
             for s, part in by_source.items()}
 
     def shared_tokens(a: str, b: str) -> int:

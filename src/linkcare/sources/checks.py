@@ -55,8 +55,39 @@ def _present(column: str) -> tuple[pl.Expr, pl.Expr]:
     return raw, raw.is_not_null() & (raw != "")
 
 
-def _is_birth(name: str) -> bool:
+def is_birth_field(name: str) -> bool:
+    """Return whether a field holds a birth date or year (so only its year range may be shown)."""
     return name == "birth_year" or "birth" in name or name.startswith("dob")
+
+
+def field_value(spec: FieldSpec) -> tuple[pl.Expr, pl.Expr]:
+    """Return a field's raw value as the row checks see it (trimmed text, recoded through `values`)
+    and whether its column holds a value at all (an empty value is missing)."""
+    raw, present = _present(spec.column)
+    return (raw.replace(dict(spec.values)) if spec.values else raw), present
+
+
+def birth_year_of(name: str, spec: FieldSpec, dtype: pl.DataType | None) -> pl.Expr | None:
+    """Return the birth year the row checks judge in a field whose column is read as `dtype` (null
+    where it does not read), or None if they judge none: the field `birth_year`, or a dated field
+    named for a birth."""
+    raw, _ = field_value(spec)
+    if spec.format or is_native_date(dtype):
+        if not is_birth_field(name):
+            return None
+        parsed = read_date(spec.column, None, dtype) if is_native_date(dtype) else text_date(raw, spec.format)
+        return parsed.dt.year()
+    return raw.cast(pl.Int64, strict=False) if name == "birth_year" else None
+
+
+def event_date_columns(source: Source, types: Mapping[str, pl.DataType]) -> list[tuple[str, str]]:
+    """Return (event key, column) of each event date the extract holds, in EVENT_DATES order."""
+    found = []
+    for key in EVENT_DATES:
+        configured = source.events.get(key)
+        if isinstance(configured, str) and (columns := match_columns(configured, types)):
+            found.append((key, columns[0]))
+    return found
 
 
 #: Adds one check: column, config key, where it fails, why, the field (None for an event date).
@@ -93,11 +124,10 @@ def _field_checks(source: Source, types: Mapping[str, pl.DataType], config: Conf
     first_year, last_year = config.validation.min_birth_year, config.reference_date.year
     years = f"birth year before {first_year} or after {last_year}"
     for name, spec in sorted(source.fields.items()):
-        raw, present = _present(spec.column)
+        raw, present = field_value(spec)
         key = f"fields.{name}"
-        if spec.values:
-            raw = raw.replace(dict(spec.values))
         dtype = types.get(spec.column)
+        year = birth_year_of(name, spec, dtype)
         native = is_native_date(dtype)
         if spec.format or native:
             # A date or timestamp column is its own date; text is read with the field's format.
@@ -105,12 +135,9 @@ def _field_checks(source: Source, types: Mapping[str, pl.DataType], config: Conf
             if not native:
                 add(spec.column, key, present & parsed.is_null(), f"not a date in the format {spec.format}", spec, name)
             add(spec.column, key, parsed > config.reference_date, after, spec, name)
-            if _is_birth(name):
-                year = parsed.dt.year()
-                add(spec.column, key, (year < first_year) | (year > last_year), years, spec, name)
-        elif name == "birth_year":
-            year = raw.cast(pl.Int64, strict=False)
+        elif year is not None:
             add(spec.column, key, present & year.is_null(), "birth year is not a whole number", spec, name)
+        if year is not None:
             add(spec.column, key, (year < first_year) | (year > last_year), years, spec, name)
         pattern = spec.pattern or (DEFAULT_TOKEN_PATTERN if name == TOKEN_FIELD else None)
         if pattern is not None:
@@ -121,14 +148,8 @@ def _field_checks(source: Source, types: Mapping[str, pl.DataType], config: Conf
 
 def _event_date_checks(source: Source, types: Mapping[str, pl.DataType], config: Config, add: _Add) -> None:
     after = f"a date after the reference date {config.reference_date.isoformat()}"
-    for key in EVENT_DATES:
-        configured = source.events.get(key)
-        if not isinstance(configured, str):
-            continue
-        columns = match_columns(configured, types)
-        if not columns:
-            continue
-        column, fmt, where = columns[0], source.event_formats.get(key), f"events.{key}"
+    for key, column in event_date_columns(source, types):
+        fmt, where = source.event_formats.get(key), f"events.{key}"
         raw, present = _present(column)
         parsed = read_date(column, fmt, types.get(column))
         if not is_native_date(types.get(column)):
@@ -250,5 +271,6 @@ def describe(found: SourceRejects) -> tuple[str, str]:
     return _detail(found.counts, True), _detail(found.counts, False)
 
 
-__all__ = ["DEFAULT_TOKEN_PATTERN", "REASON", "REJECTED", "RowCheck", "SourceRejects", "apply_checks", "check_counts",
-           "check_flags", "describe", "enforce_limits", "mark_checks", "row_checks", "write_rejects_csv"]
+__all__ = ["DEFAULT_TOKEN_PATTERN", "EVENT_DATES", "REASON", "REJECTED", "RowCheck", "SourceRejects", "apply_checks",
+           "birth_year_of", "check_counts", "check_flags", "describe", "enforce_limits", "event_date_columns",
+           "field_value", "is_birth_field", "mark_checks", "row_checks", "write_rejects_csv"]

@@ -12,6 +12,7 @@ show a value the way the extracts write it. Both engines read every extract thro
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -20,7 +21,15 @@ from linkcare.config.methods import standard_text
 from linkcare.errors import DataError, ProblemList
 from linkcare.io.extracts import check_last_line, count_non_utf8_lines, read_header
 from linkcare.log import get_logger
-from linkcare.sources.checks import SourceRejects, describe, enforce_limits
+from linkcare.sources.checks import (
+    RowCheck,
+    SourceRejects,
+    apply_checks,
+    check_flags,
+    describe,
+    enforce_limits,
+    row_checks,
+)
 from linkcare.sources.columns import check_columns
 from linkcare.sources.dates import is_native_date, native_date, read_types, text_columns, text_date
 
@@ -136,6 +145,43 @@ def record_fields(config: Config) -> tuple[tuple[str, ...], dict[str, Comparison
     return config.fields, {c.field: c.spec for c in config.linkage.comparisons}
 
 
+@dataclass(frozen=True)
+class SourceRead:
+    """One source read and checked: the rows that passed, what the row checks found, and the checks."""
+
+    frame: pl.DataFrame  # row (from 1 after the header), source, record_id, one String column per field
+    rejects: SourceRejects
+    checks: tuple[RowCheck, ...]
+
+
+def read_source(source: Source, config: Config, forms: bool = False) -> SourceRead:
+    """Return a source's standardised records with the rows failing the row checks set aside (not
+    judged against the limits: see report_rejects); raise DataError for an unreadable or empty
+    extract, or for record ids that are missing or repeated. With `forms`, the frame also holds
+    each field's value as the extract wrote it (FORM_PREFIX columns, see form_exprs)."""
+    fields, methods = record_fields(config)
+    lf = scan_source(source).with_row_index("row", offset=1)
+    schema = lf.collect_schema()
+    checks = row_checks(source, schema, config)
+    exprs = [pl.col("row"), *record_exprs(source, fields, methods, schema),
+             *(form_exprs(source, fields, schema) if forms else [])]
+    try:
+        frame = lf.select(exprs + check_flags(checks)).collect()
+    except pl.exceptions.ComputeError as exc:
+        raise unreadable_error(source, exc) from None
+    if frame.height == 0:
+        raise DataError(f"{source.path}: has a header but no rows; the extract is empty: export it again")
+    missing_ids = frame["record_id"].null_count()
+    if missing_ids:
+        raise DataError(f"{source.path}: column {source.id}: {missing_ids} row(s) have no record id")
+    duplicated = frame.height - frame["record_id"].n_unique()
+    if duplicated:
+        raise DataError(f"{source.path}: column {source.id}: {duplicated} row(s) repeat a record id "
+                        "already used in this file; record ids must be unique")
+    kept, found = apply_checks(frame, checks)
+    return SourceRead(kept, found, tuple(checks))
+
+
 def report_rejects(source: Source, found: SourceRejects, max_share: float, strict: bool) -> None:
     """Raise DataError if the rejects are fatal; otherwise log what the row checks set aside."""
     enforce_limits(source, found, max_share, strict)
@@ -147,5 +193,5 @@ def report_rejects(source: Source, found: SourceRejects, max_share: float, stric
         log.warning("source %s: values kept as missing (invalid = \"missing\"): %s", source.name, blanked)
 
 
-__all__ = ["FORM_PREFIX", "FORM_SCHEMA", "choose_forms", "field_expr", "form_counts", "form_exprs",
-           "record_exprs", "record_fields", "report_rejects", "scan_source", "unreadable_error"]
+__all__ = ["FORM_PREFIX", "FORM_SCHEMA", "SourceRead", "choose_forms", "field_expr", "form_counts", "form_exprs",
+           "read_source", "record_exprs", "record_fields", "report_rejects", "scan_source", "unreadable_error"]
