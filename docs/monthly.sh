@@ -23,7 +23,7 @@ run() {
 
 if run linkcare validate site.toml &&
    run linkcare link site.toml --out cohort --snapshot --keep "$KEEP" --previous latest &&
-   run linkcare stratify site.toml --cohort cohort/latest --out risk --snapshot --keep "$KEEP"
+   run linkcare stratify site.toml --cohort cohort/latest --out risk --snapshot --keep "$KEEP" --previous latest
 then
   exit 0
 else

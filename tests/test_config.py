@@ -523,7 +523,7 @@ def test_validate_never_prints_cell_values(site: Path) -> None:
 
 RISK_RULES = [
     ("[risk]\nhorizon = 365", "risk.horizon: unknown key; did you mean 'horizon_days'? allowed keys: horizon_days, "
-     "lookback_days, spine, model, seed, tiers, deprivation, fields"),
+     "lookback_days, spine, model, seed, tiers, worklist_tiers, deprivation, fields"),
     ("[risk]\nhorizon_days = 0", "risk.horizon_days: must be a whole number above 0, e.g. horizon_days = 365"),
     ("[risk]\nlookback_days = [365, 90]", "risk.lookback_days: must be an increasing array of whole numbers of "
      "days, e.g. lookback_days = [90, 365, 730]"),
@@ -538,6 +538,17 @@ RISK_RULES = [
      'deprivation = { path = "imd_by_lsoa.csv", area = "LSOA11CD", decile = "IMD_Decile" }'),
     ('[risk]\nfields = { birth_year = "yob" }', "risk.fields.birth_year: must name a field that a source maps; "
      "fields are: area, birth_year, nhs, sex"),
+    ("[risk]\nworklist_tiers = []", 'risk.worklist_tiers: must be a non-empty array of tier names, e.g. '
+     'worklist_tiers = ["case management", "high risk", "moderate risk"]'),
+    ('[risk]\nworklist_tiers = "high risk"', 'risk.worklist_tiers: must be a non-empty array of tier names, e.g. '
+     'worklist_tiers = ["case management", "high risk", "moderate risk"]'),
+    ('[risk]\nworklist_tiers = ["high risk", "high risk"]', "risk.worklist_tiers: names a tier twice; name each "
+     "tier once"),
+    ('[risk]\nworklist_tiers = ["high risk", "top"]', "risk.worklist_tiers: 1 name(s) are not tiers of "
+     "[[risk.tiers]] ('top'); tiers are: 'case management', 'high risk', 'moderate risk', 'low risk'"),
+    ('[risk]\nworklist_tiers = ["high risk"]\n[[risk.tiers]]\nname = "top"\nshare = 0.1\n[[risk.tiers]]\n'
+     'name = "rest"', "risk.worklist_tiers: 1 name(s) are not tiers of [[risk.tiers]] ('high risk'); tiers are: "
+     "'top', 'rest'"),
     ("[disclosure]\nthreshold = -1", "disclosure.threshold: must be a whole number of 0 or more, e.g. threshold = 8"),
     ("[disclosure]\nrounding = 0", "disclosure.rounding: must be a whole number above 0, e.g. rounding = 5"),
 ]
@@ -558,3 +569,18 @@ def test_risk_tables_load_with_defaults_and_overrides(site: Path) -> None:
     Path("site.toml").write_text(SITE)
     default = load_config("site.toml")
     assert [t.share for t in default.risk.tiers] == [0.005, 0.045, 0.15, 0.8]
+
+
+def test_worklists_list_every_tier_but_the_lowest_unless_configured(site: Path) -> None:
+    Path("site.toml").write_text(SITE)
+    assert load_config("site.toml").risk.listed_tiers == ("case management", "high risk", "moderate risk")
+    # Named in any order, kept in tier order.
+    Path("site.toml").write_text(SITE + '\n[risk]\nworklist_tiers = ["high risk", "case management"]\n')
+    assert load_config("site.toml").risk.listed_tiers == ("case management", "high risk")
+    Path("site.toml").write_text(SITE + '\n[risk]\nworklist_tiers = ["top", "rest"]\n[[risk.tiers]]\nname = "top"\n'
+                                 'share = 0.1\n[[risk.tiers]]\nname = "rest"\n')
+    assert load_config("site.toml").risk.listed_tiers == ("top", "rest")
+    Path("site.toml").write_text(SITE + '\n[[risk.tiers]]\nname = "top"\nshare = 0.1\n[[risk.tiers]]\nname = "rest"\n')
+    assert load_config("site.toml").risk.listed_tiers == ("top",)
+    Path("site.toml").write_text(SITE + '\n[[risk.tiers]]\nname = "everyone"\n')
+    assert load_config("site.toml").risk.listed_tiers == ("everyone",)

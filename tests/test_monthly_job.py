@@ -87,6 +87,8 @@ def test_the_monthly_script_runs_month_after_month_without_editing_the_config(mo
         facts = _manifest(cohort)
         assert facts["as_of"]["date"] == month.name and facts["as_of"]["source"] == "auto"
         assert _manifest(risk)["index_date"] == month.name  # each month scores at its own month end
+        # The worklists mark who is new since last month's (none before the first: everyone is new).
+        assert _manifest(risk)["worklists"]["previous"] == (months[i - 1].name if i else None)
         index = pl.read_parquet(cohort / "person_index.parquet").select("source", "record_id", "person_id")
         if i == 0:
             assert not (cohort / "lineage.parquet").exists()

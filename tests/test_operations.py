@@ -395,11 +395,28 @@ def test_rejected_rows_are_set_aside_with_their_reason_and_counted(small_site: P
     manifest = json.loads((out / "manifest.json").read_text())
     assert {i["source"]: i["rejected"] for i in manifest["inputs"]}["gp"] == 4
     warning = next(line for line in result.stderr.splitlines() if "row(s) rejected" in line)
-    assert "source gp: 4 row(s) rejected (see rejects/gp.parquet)" in warning
+    assert "source gp: 4 row(s) rejected (see rejects/gp.parquet and rejects/gp.csv)" in warning
     for value in ("2023-02-31", "2999-01-01", "1850", "9434765919"):  # reasons never quote a value
         assert value not in warning and not rejects["reason"].str.contains(value, literal=True).any()
     assert stat.S_IMODE((out / "rejects").stat().st_mode) == 0o700
     assert stat.S_IMODE((out / "rejects" / "gp.parquet").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "rejects" / "gp.csv").stat().st_mode) == 0o600
+
+
+def test_rejects_are_written_as_csv_too_with_the_same_rows(small_site: Path, tmp_path: Path) -> None:
+    # rejects/<source>.csv goes back to the data supplier, who may have no Parquet reader.
+    site = _site_with_bad_rows(small_site, tmp_path)
+    out = tmp_path / "cohort"
+    result = CliRunner().invoke(cli, ["-q", "link", str(site / "site.toml"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "rejects").iterdir()) == ["gp.csv", "gp.parquet"]
+    parquet = pl.read_parquet(out / "rejects" / "gp.parquet")
+    csv = pl.read_csv(out / "rejects" / "gp.csv", schema=dict(parquet.schema))
+    assert csv.columns == ["row", "record_id", "reason"]
+    assert csv.equals(parquet) and csv.height == 4
+    # Record ids keep their leading zeros in the text, and a reason with "; " stays one field.
+    text = (out / "rejects" / "gp.csv").read_text(encoding="utf-8").splitlines()
+    assert text[0] == "row,record_id,reason" and len(text) == 5
 
 
 def test_strict_makes_any_reject_fatal(small_site: Path, linked_once: Path, tmp_path: Path) -> None:

@@ -232,19 +232,20 @@ def test_stratify_scores_tiers_explains_and_writes_worklists(trained: tuple[Path
     assert risk["tier"].unique().sort().to_list() == sorted(t.name for t in DEFAULT_TIERS)
     assert {"factor_1", "contribution_1", "factor_3", "contribution_3", "percentile"} <= set(risk.columns)
     assert (risk["contribution_1"] >= risk["contribution_2"]).all()
-    # One worklist per practice, holding exactly that practice's people, riskiest first.
+    # One worklist per practice, holding exactly that practice's people of every tier but the lowest,
+    # riskiest first.
     lists = sorted((out / "worklists").glob("*.csv"))
     assert len(lists) == risk["practice"].n_unique()
     total = 0
     for path in lists:
         wl = pl.read_csv(path, infer_schema=False)
-        assert wl.columns[:3] == ["rank", "Patient_ID", "risk"]
-        mine = risk.filter(pl.col("practice") == path.stem)
+        assert wl.columns[:3] == ["rank", "Patient_ID", "index_date"]
+        mine = risk.filter((pl.col("practice") == path.stem) & (pl.col("tier") != "low risk"))
         assert sorted(wl["Patient_ID"].to_list()) == sorted(mine["record_id"].to_list())
         values = wl["risk"].cast(pl.Float64).to_list()
         assert values == sorted(values, reverse=True)
         total += wl.height
-    assert total == risk.height
+    assert total == risk.filter(pl.col("tier") != "low risk").height == risk["listed"].sum()
     assert "Worklists" in result.output or "worklists" in result.output
 
 

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from linkcare.cli import cli
+from linkcare.io.parquet import parquet_codecs
 from linkcare.synth import MonthlyRates, SynthOptions, make_site, write_months, write_site
 from linkcare.synth.audit import ID_COLUMN, measure_months
 from linkcare.synth.extracts import SOURCE_NAMES, SOURCES
@@ -63,6 +64,8 @@ def test_month_ends_and_their_configs(months: Path) -> None:
         assert meta["rows"] == {n: _read(folder, n).height for n in SOURCES} == index["months"][name]["rows"]
         assert {p.name for p in (folder / "truth").iterdir()} == {"records.parquet", "persons.parquet",
                                                                   "revisions.parquet"}
+        for path in (folder / "truth").iterdir():  # one compression, as every other output (io/parquet.py)
+            assert parquet_codecs(path) == {"ZSTD"}, path
 
 
 def test_a_month_end_is_the_same_whatever_the_number_of_months(months: Path, tmp_path: Path) -> None:

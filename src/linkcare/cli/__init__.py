@@ -281,22 +281,28 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder for risk.parquet and worklists/; replaced whole only on success.")
 @as_of_option
+@click.option("--previous", "previous", type=click.Path(path_type=Path, file_okay=False),
+              help="The output folder of an earlier `linkcare stratify`, or \"latest\" for the last run's: "
+                   "worklists mark who is new to them since. Without it (or on a first run), everyone listed "
+                   "is marked new.")
 @snapshot_options
 @json_option
-def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_of: str | None, snapshot: bool,
-             keep: int | None, as_json: bool) -> None:
+def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_of: str | None,
+             previous: Path | None, snapshot: bool, keep: int | None, as_json: bool) -> None:
     """Score every living registered person's risk of an emergency admission, tier and explain it.
 
-    Writes risk.parquet (person_id, calibrated risk, percentile, tier, the top three factors and
-    their contributions on the log-odds scale) and worklists/<practice>.csv, one per GP practice,
-    listing the spine's pseudonymised record keys from the highest risk down.
+    Writes risk.parquet (person_id, calibrated risk, percentile, tier, the top three factors with
+    their contributions on the log-odds scale and in words) and worklists/<practice>.csv, one per
+    GP practice, listing the people of the worklist tiers ([risk] worklist_tiers; default every
+    tier but the lowest) by the spine's pseudonymised record keys from the highest risk down, with
+    the index date, their top factors in words and whether they are new since --previous.
     """
     from linkcare.commands.snapshots import Snapshots
     from linkcare.commands.stratify import stratify as run_stratify
     from linkcare.config import load_config
 
     settings = load_config(config, _index_date(as_of, "--as-of"))
-    summary = run_stratify(settings, cohort, Snapshots(out, snapshot, keep), model_dir)
+    summary = run_stratify(settings, cohort, Snapshots(out, snapshot, keep), model_dir, previous=previous)
     if as_json:
         print_json("stratify", summary)
         return
@@ -307,6 +313,11 @@ def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_o
     rows: list[tuple[str, ...]] = [("tier", "people", "risk from", "risk to")]
     rows += [(t["tier"], f"{t['people']:,}", f"{t['risk_from']:.3f}", f"{t['risk_to']:.3f}") for t in summary.tiers]
     print_table(rows)
+    since = (f"new since {summary.previous}" if summary.previous is not None
+             else "no --previous, so everyone listed is marked new" if previous is None
+             else f"--previous {previous} found no earlier output, so everyone listed is marked new")
+    click.echo(f"worklists list {summary.listed:,} people ({', '.join(summary.worklist_tiers)}); "
+               f"{summary.new_to_list:,} new to the list ({since})")
     click.echo(f"{summary.seconds:.1f} s, peak {summary.peak_mib:.0f} MiB")
     click.echo(f"Risk scores in {summary.out / 'risk.parquet'}; worklists for {summary.practices:,} practice(s) "
                f"in {summary.out / 'worklists'}; report in {summary.out / 'risk_report.html'}")

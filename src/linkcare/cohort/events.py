@@ -13,6 +13,7 @@ import polars as pl
 
 from linkcare.config import Config, Source
 from linkcare.config.kinds import DATE_EVENT_KEYS, match_columns
+from linkcare.io.parquet import parquet_writer
 from linkcare.sources.dates import read_date, read_types
 from linkcare.sources.read import scan_source
 
@@ -96,11 +97,9 @@ def source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:
 def write_events(config: Config, index: pl.DataFrame, path: Path) -> int:
     """Write every event to one Parquet file, a source at a time so memory follows the largest
     source; within a source, events are in order of person and date. Returns the rows written."""
-    import pyarrow.parquet as pq
-
     schema = pl.DataFrame(schema=EVENT_COLUMNS).to_arrow().schema
     rows = 0
-    with pq.ParquetWriter(path, schema) as writer:
+    with parquet_writer(path, schema) as writer:
         for source in config.sources:
             frame = source_events(source, index)
             if frame is None or frame.height == 0:

@@ -31,6 +31,7 @@ import polars as pl
 
 from linkcare.errors import DataError
 from linkcare.io.checksum import check_written_by
+from linkcare.io.parquet import write_parquet
 
 LINEAGE_SCHEMA = {"person_id": pl.String, "previous_person_id": pl.String, "change": pl.String}
 
@@ -49,7 +50,7 @@ def write_lineage(folder: Path, lineage: pl.DataFrame | None) -> dict[str, int] 
     """Write lineage.parquet into `folder` (given a lineage) and return the people per change."""
     if lineage is None:
         return None
-    lineage.write_parquet(folder / "lineage.parquet")
+    write_parquet(lineage, folder / "lineage.parquet")
     return {c: int(n) for c, n in lineage.group_by("change").len().sort("change").iter_rows()}
 
 

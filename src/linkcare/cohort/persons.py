@@ -26,6 +26,8 @@ class NodeDecisions:
     stage: np.ndarray  # 'deterministic' | 'probabilistic' | 'unlinked' per node
     probability: np.ndarray  # best accepted probability touching the node (1 if deterministic)
     codes: dict[str, np.ndarray]  # per field, the rank of each node's value among its sorted values (-1 missing)
+    #: field, value, form: each standardised value as the extracts wrote it (linkcare.sources.read.choose_forms)
+    forms: pl.DataFrame | None = None
 
     @property
     def n(self) -> int:
@@ -90,9 +92,24 @@ def weighted_mode(cluster: np.ndarray, code: np.ndarray, weight: np.ndarray, n_c
     return out
 
 
+def written_forms(people: pl.DataFrame, forms: pl.DataFrame | None, fields: tuple[str, ...]) -> pl.DataFrame:
+    """Return `people` with each field's standardised value replaced by the form the extracts wrote
+    it in (`forms`: field, value, form); a value without a form (a date part) stays as it is."""
+    if forms is None:
+        return people
+    out = people
+    for name in fields:
+        mine = forms.filter(pl.col("field") == name).select(pl.col("value").alias(name), pl.col("form").alias("_form"))
+        if mine.height:
+            out = (out.join(mine, on=name, how="left", maintain_order="left")
+                   .with_columns(pl.coalesce("_form", name).alias(name)).drop("_form"))
+    return out
+
+
 def persons(decided: NodeDecisions, per_node: pl.DataFrame) -> pl.DataFrame:
     """Return one row per person: records per source and each linkage field's most common value
-    over the person's records (ties: the smallest value)."""
+    over the person's records (ties: the smallest standardised value), written in the form the
+    extracts wrote it in (linkcare.sources.read.choose_forms): standardising is for comparing only."""
     cluster = decided.person
     n_clusters = int(cluster.max()) + 1 if cluster.size else 0
     records = decided.frame["records"].to_numpy()
@@ -111,7 +128,7 @@ def persons(decided: NodeDecisions, per_node: pl.DataFrame) -> pl.DataFrame:
         mode = weighted_mode(cluster, decided.codes[name], records, n_clusters)
         data[name] = pl.Series(name, [None] * n_clusters, dtype=values.dtype) if values.len() == 0 else (
             values.gather(np.maximum(mode, 0)).scatter(np.nonzero(mode < 0)[0], None))
-    return pl.DataFrame(data).sort("person_id")
+    return written_forms(pl.DataFrame(data), decided.forms, decided.fields).sort("person_id")
 
 
 #: The attach step's decision for every record of an unplaced cluster that had a candidate person.
@@ -144,4 +161,5 @@ def attachments(decided: pl.DataFrame, record_node: pl.DataFrame, per_node: pl.D
 
 
 __all__ = ["ATTACHMENTS_NAME", "ATTACHMENT_COLUMNS", "NodeDecisions", "attachments", "node_persons", "person_index",
-           "persons", "weighted_mode"]
+           "persons", "weighted_mode",
+           "written_forms"]

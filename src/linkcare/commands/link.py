@@ -35,6 +35,7 @@ from linkcare.linkage.local import LocalEngine
 from linkcare.linkage.model import MatchModel
 from linkcare.log import StageLog, children_peak_mib, get_logger, peak_mib
 from linkcare.report.link_report import REPORT_NAME, write_link_report
+from linkcare.sources.checks import write_rejects_csv
 
 log = get_logger("link")
 DEFAULT_PERSON_KEY = b"linkcare-person-id/v1"
@@ -177,6 +178,7 @@ def _link(engine: LinkEngine[Any, Any, Any, Any, Any, Any], config: Config, out:
             for name, n in rejected.items():
                 if n:
                     engine.write_rejects(nodes, name, tmp / "rejects" / f"{name}.parquet")
+                    write_rejects_csv(tmp / "rejects" / f"{name}.parquet")
         model.save(tmp / "model.json")
         inputs = link_inputs(config, nodes.rows, rejected, digests)
         warnings = stale_sources(config, tmp / "events.parquet")

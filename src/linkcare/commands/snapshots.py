@@ -44,15 +44,17 @@ class Snapshots:
         """Return the folder this run writes: `root/<as_of>` with snapshots, else `root`."""
         return self.root / as_of.isoformat() if self.enabled else self.root
 
-    def previous(self, given: Path | None, this_run: Path) -> Path | None:
+    def previous(self, given: Path | None, this_run: Path,
+                 afresh: str = "no person IDs carried over, no checks against a previous run") -> Path | None:
         """Return the earlier output to compare with and carry IDs from: `given`, or for the word
-        "latest" the output the last run wrote (None, with a plain warning, when there is none)."""
+        "latest" the output the last run wrote (None, with a plain warning saying what the run does
+        without it, `afresh`, when there is none)."""
         if given is None or str(given) != LATEST:
             return given
         found = latest(self.root) if self.enabled else (self.root if (self.root / MANIFEST).is_file() else None)
         if found is None:
             log.warning("--previous latest: %s holds no earlier output yet, so this run starts afresh "
-                        "(no person IDs carried over, no checks against a previous run)", self.root)
+                        "(%s)", self.root, afresh)
         elif found.resolve() == this_run.resolve():
             log.info("--previous latest is %s, the folder this run replaces (a rerun of the same as-of date)",
                      found)

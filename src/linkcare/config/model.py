@@ -231,6 +231,17 @@ class RiskSettings:
     #: demographic role -> the linkage field (a column of persons.parquet) that holds it
     fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({f: f for f in DEMOGRAPHIC_FIELDS}),
                                       hash=False)
+    #: the tiers whose people are listed on the worklists, as configured; None: every tier but the lowest
+    worklist_tiers: tuple[str, ...] | None = None
+
+    @property
+    def listed_tiers(self) -> tuple[str, ...]:
+        """Return the names of the tiers the worklists list: `worklist_tiers`, else every tier but the
+        lowest (the only tier, when there is one)."""
+        if self.worklist_tiers is not None:
+            return self.worklist_tiers
+        names = tuple(t.name for t in self.tiers)
+        return names[:-1] or names
 
 
 @dataclass(frozen=True)

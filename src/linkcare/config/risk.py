@@ -4,12 +4,20 @@ every problem collected (see linkcare.config.load)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from linkcare.config.model import DEMOGRAPHIC_FIELDS, RISK_MODELS, DeprivationLookup, RiskSettings, Tier
+from linkcare.config.model import (
+    DEFAULT_TIERS,
+    DEMOGRAPHIC_FIELDS,
+    RISK_MODELS,
+    DeprivationLookup,
+    RiskSettings,
+    Tier,
+)
 from linkcare.config.toml import (
     KeyProblems,
     expect_choice,
@@ -21,7 +29,8 @@ from linkcare.config.toml import (
 )
 from linkcare.disclosure import Disclosure
 
-RISK_KEYS = ("horizon_days", "lookback_days", "spine", "model", "seed", "tiers", "deprivation", "fields")
+RISK_KEYS = ("horizon_days", "lookback_days", "spine", "model", "seed", "tiers", "worklist_tiers", "deprivation",
+             "fields")
 TIER_KEYS = ("name", "share")
 DEPRIVATION_KEYS = ("path", "area", "decile", "format", "delimiter")
 DISCLOSURE_KEYS = ("threshold", "rounding")
@@ -73,6 +82,11 @@ def _risk_settings(value: dict[str, Any], base: Path, source_kinds: Mapping[str,
         tiers = _check_tiers(value["tiers"], p)
         if tiers is not None:
             out["tiers"] = tiers
+    if "worklist_tiers" in value:
+        tiers_ok = "tiers" in out or "tiers" not in value  # else the tiers' own problems are reported
+        listed = _check_worklist_tiers(value["worklist_tiers"], out.get("tiers", DEFAULT_TIERS), tiers_ok, p)
+        if listed is not None:
+            out["worklist_tiers"] = listed
     if "deprivation" in value:
         out["deprivation"] = _check_deprivation(value["deprivation"], base, p)
     if "fields" in value:
@@ -120,6 +134,25 @@ def _check_tiers(value: Any, p: KeyProblems) -> tuple[Tier, ...] | None:
         p.add("risk.tiers", "the shares before the last tier already add up to 1; make them smaller")
         ok = False
     return tuple(tiers) if ok else None
+
+
+def _check_worklist_tiers(value: Any, tiers: tuple[Tier, ...], check_names: bool,
+                          p: KeyProblems) -> tuple[str, ...] | None:
+    """Return the names of the tiers the worklists list, each a tier of [[risk.tiers]], in tier order."""
+    names = [t.name for t in tiers]
+    example = f"worklist_tiers = {json.dumps(names[:-1] or names)}"
+    if not (isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value)):
+        p.add("risk.worklist_tiers", f"must be a non-empty array of tier names, e.g. {example}")
+        return None
+    if len(set(value)) < len(value):
+        p.add("risk.worklist_tiers", "names a tier twice; name each tier once")
+        return None
+    unknown = [v for v in value if v not in names]
+    if check_names and unknown:
+        p.add("risk.worklist_tiers", f"{len(unknown)} name(s) are not tiers of [[risk.tiers]] "
+              f"({', '.join(map(repr, unknown))}); tiers are: {', '.join(map(repr, names))}")
+        return None
+    return tuple(n for n in names if n in value) if check_names else None
 
 
 def _check_deprivation(value: Any, base: Path, p: KeyProblems) -> DeprivationLookup | None:

@@ -31,6 +31,7 @@ from linkcare.cohort.nodes import NODES_NAME, candidate_counts, node_rules, node
 from linkcare.cohort.persons import ATTACHMENTS_NAME, NodeDecisions, attachments, node_persons, person_index, persons
 from linkcare.config import Config
 from linkcare.errors import ConfigError
+from linkcare.io.parquet import write_parquet
 from linkcare.linkage.attach import (
     AttachPrior,
     activity_weights,
@@ -276,7 +277,7 @@ class LocalEngine:
             compared.pattern[k]), scored.kept_weight, scored.kept_probability, scored.kept_accepted,
             compared.passes[k], [p.label for p in compared.plans])
         decided = NodeDecisions(nodes.nodes.frame, nodes.nodes.record_node, nodes.nodes.fields, person, stage,
-                                probability, nodes.codes)
+                                probability, nodes.codes, nodes.nodes.forms)
         facts = node_table(nodes.nodes.frame, nodes.nodes.fields, lk.deterministic,
                            node_rules(nodes.n, clusters.left, clusters.right, clusters.rule),
                            smallest_members(clusters.cluster), candidate_counts(nodes.n, left, right))
@@ -332,18 +333,18 @@ class LocalEngine:
         per_node, lineage = node_persons(decided, key, previous_index)
         del previous_index
         index = person_index(decided, per_node)
-        index.write_parquet(folder / "person_index.parquet")
+        write_parquet(index, folder / "person_index.parquet")
         people = persons(decided, per_node)
-        people.write_parquet(folder / "persons.parquet")
+        write_parquet(people, folder / "persons.parquet")
         n_people = people.height
         persons_for_report = report_persons(config, people, per_node)  # the report needs them after events
         del people
         if decisions.attach is not None:
-            attachments(decisions.attach, decided.record_node, per_node).write_parquet(folder / ATTACHMENTS_NAME)
+            write_parquet(attachments(decisions.attach, decided.record_node, per_node), folder / ATTACHMENTS_NAME)
         del per_node
         write_events(config, index, folder / "events.parquet")
-        decisions.pairs.write_parquet(folder / "pairs.parquet")
-        decisions.nodes.write_parquet(folder / NODES_NAME)
+        write_parquet(decisions.pairs, folder / "pairs.parquet")
+        write_parquet(decisions.nodes, folder / NODES_NAME)
         shares = index.group_by("source").agg(
             pl.len().alias("records"), (pl.col("match_stage") != "unlinked").mean().alias("linked_share"),
             (pl.col("match_stage") == "deterministic").sum().alias("deterministic"),
@@ -388,7 +389,7 @@ class LocalEngine:
         return reach, curve, sizes
 
     def write_rejects(self, nodes: LocalNodes, name: str, path: Path) -> None:
-        nodes.rejects[name].frame.write_parquet(path)
+        write_parquet(nodes.rejects[name].frame, path)
 
     def facts(self) -> dict[str, Any] | None:
         return None

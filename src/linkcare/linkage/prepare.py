@@ -15,7 +15,7 @@ import polars as pl
 from linkcare.config import Config
 from linkcare.errors import DataError
 from linkcare.sources.checks import SourceRejects
-from linkcare.sources.read import read_source, record_fields, report_rejects
+from linkcare.sources.read import FORM_PREFIX, choose_forms, form_counts, read_source, record_fields, report_rejects
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class Records:
     fields: tuple[str, ...]
     rows: dict[str, int]  # rows read per source, rejected ones included
     rejects: dict[str, SourceRejects] = field(default_factory=dict)
+    #: per field and standardised value, the form the extracts wrote it in (sources.read.choose_forms)
+    forms: pl.DataFrame | None = None
 
 
 def standardised_records(config: Config) -> pl.DataFrame:
@@ -37,16 +39,17 @@ def read_records(config: Config, strict: bool = False) -> Records:
     """Return the standardised records of every source in the config, rows failing the row checks
     set aside as rejects; raise DataError if a source rejects too many (any, if `strict`)."""
     fields, _ = record_fields(config)
-    frames = []
+    frames, counts = [], []
     rows: dict[str, int] = {}
     rejects: dict[str, SourceRejects] = {}
     for source in config.sources:
-        read = read_source(source, config)
+        read = read_source(source, config, forms=True)
         report_rejects(source, read.rejects, config.validation.max_reject_share, strict)
         rows[source.name] = read.rejects.rows
         rejects[source.name] = read.rejects
-        frames.append(read.frame.drop("row"))
-    return Records(pl.concat(frames), fields, rows, rejects)
+        counts.append(form_counts(read.frame, fields))
+        frames.append(read.frame.drop("row", *[c for c in read.frame.columns if c.startswith(FORM_PREFIX)]))
+    return Records(pl.concat(frames), fields, rows, rejects, choose_forms(pl.concat(counts)))
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Nodes:
     frame: pl.DataFrame  # node (0..n-1), source, the field columns, records (count), first_id
     record_node: pl.DataFrame  # source, record_id, node
     fields: tuple[str, ...]
+    forms: pl.DataFrame | None = None  # field, value, form: as Records.forms
 
     @property
     def n(self) -> int:
@@ -83,7 +87,7 @@ def reduce_records(records: Records, rules: tuple[tuple[str, ...], ...]) -> Node
                .sort(["source", "first_id"]).with_row_index("node").with_columns(pl.col("node").cast(pl.Int64)))
     record_node = (grouped.select("node", "source", pl.col("record_ids").alias("record_id"))
                    .explode("record_id").select("source", "record_id", "node"))
-    return Nodes(grouped.drop("record_ids", SINGLE), record_node, records.fields)
+    return Nodes(grouped.drop("record_ids", SINGLE), record_node, records.fields, records.forms)
 
 
 #: The column that keeps a record that holds no exact rule's fields a node of its own.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -256,6 +257,15 @@ def enforce_limits(source: Source, found: SourceRejects, max_share: float, stric
                     f"{_detail(found.counts, True)}; fix the extract, or {fix}")
 
 
+def write_rejects_csv(parquet: Path) -> Path:
+    """Return the CSV written beside a rejects Parquet file (`rejects/<source>.csv`): the same rows,
+    in the same order, with the same columns (row, record_id, reason), for the data supplier, who
+    may have no Parquet reader. UTF-8, comma-separated, a header line, values quoted where needed."""
+    csv = parquet.with_suffix(".csv")
+    pl.read_parquet(parquet).write_csv(csv)
+    return csv
+
+
 def describe(found: SourceRejects) -> tuple[str, str]:
     """Return the log lines for rejected rows and for values kept as missing (empty if none)."""
     return _detail(found.counts, True), _detail(found.counts, False)
@@ -263,4 +273,4 @@ def describe(found: SourceRejects) -> tuple[str, str]:
 
 __all__ = ["DEFAULT_TOKEN_PATTERN", "EVENT_DATES", "REASON", "REJECTED", "RowCheck", "SourceRejects", "apply_checks",
            "birth_year_of", "check_counts", "check_flags", "describe", "enforce_limits", "event_date_columns",
-           "field_value", "is_birth_field", "mark_checks", "row_checks"]
+           "field_value", "is_birth_field", "mark_checks", "row_checks", "write_rejects_csv"]

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from linkcare.errors import ConfigError, DataError
+from linkcare.io.parquet import write_parquet
 
 #: A token is the keyed HMAC-SHA256 of the ten-digit NHS number, truncated to its first 128 bits
 #: (RFC 2104 allows truncation to half the hash) and written as 32 lower-case hex characters.
@@ -256,7 +257,7 @@ def pseudonymise_file(
     out, report = pseudonymise_table(frame, spec, key, name=str(input_path))
     with atomic_path(output_path) as tmp:
         if output_path.suffix.lower() == ".parquet":
-            out.write_parquet(tmp)
+            write_parquet(out, tmp)
         else:
             out.write_csv(tmp)
     return report

@@ -65,6 +65,7 @@ class Reduced:
     rows: dict[str, int]
     rejects: dict[str, SourceRejects]
     reject_rows: dict[str, DataFrame]
+    forms: DataFrame | None = None  # field, value, form (linkcare.spark.read.choose_forms)
 
     @property
     def n(self) -> int:
@@ -142,7 +143,7 @@ class SparkEngine:
         check_pseudonymisation_keys(nodes)
         kept = sum(found.rows - found.n for found in records.rejects.values())
         log.info("%s records reduce to %s distinct identifier tuples", f"{kept:,}", f"{nodes.n:,}")
-        return Reduced(nodes, records.rows, records.rejects, records.reject_rows)
+        return Reduced(nodes, records.rows, records.rejects, records.reject_rows, records.forms)
 
     def deterministic(self, reduced: Reduced) -> Clusters:
         from pyspark.sql import functions as F
@@ -233,7 +234,8 @@ class SparkEngine:
             carry = (nodes.record_node, self.spark.read.parquet(str(Path(previous) / "person_index.parquet")))
         per_node, lineage = node_decisions(clusters.frame, decisions.person, decisions.best, key, has_nhs, carry)
         index = write_person_index(per_node, nodes.record_node, folder / "person_index.parquet", has_nhs)
-        n_people = write_persons(per_node, nodes.fields, nodes.sources, folder / "persons.parquet")
+        n_people = write_persons(per_node, nodes.fields, nodes.sources, folder / "persons.parquet",
+                                 clusters.reduced.forms)
         if decisions.attach is not None:
             write_attachments(decisions.attach, per_node, nodes.record_node, folder / ATTACHMENTS_NAME)
         write_events(self.config, index, folder / "events.parquet")

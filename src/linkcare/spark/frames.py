@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from linkcare.io.parquet import spark_parquet_options, write_arrow_parquet
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -94,7 +95,7 @@ def write_parquet_file(df: DataFrame, path: Path, order: list[Column | str], dro
         ordered = df.repartition(1).sortWithinPartitions(*order) if order else df.repartition(1)
         if drop:
             ordered = ordered.drop(*drop)
-        ordered.write.mode("error").parquet(str(scratch))
+        ordered.write.mode("error").options(**spark_parquet_options()).parquet(str(scratch))
         parts = sorted(scratch.glob("part-*.parquet"))
         if parts:
             parts[0].replace(path)
@@ -102,7 +103,7 @@ def write_parquet_file(df: DataFrame, path: Path, order: list[Column | str], dro
             from pyspark.sql.pandas.types import to_arrow_schema
 
             schema = ordered.schema
-            pq.write_table(pa.Table.from_batches([], to_arrow_schema(schema)), path)
+            write_arrow_parquet(pa.Table.from_batches([], to_arrow_schema(schema)), path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -118,9 +118,11 @@ def write_person_index(decisions: DataFrame, record_node: DataFrame, path: Path,
     return index
 
 
-def write_persons(decisions: DataFrame, fields: tuple[str, ...], sources: list[str], path: Path) -> int:
+def write_persons(decisions: DataFrame, fields: tuple[str, ...], sources: list[str], path: Path,
+                  forms: DataFrame | None = None) -> int:
     """Write persons.parquet: per person, records in all and per source, and each field's value
-    carried by most of the person's records (ties: the smallest value). Returns the people."""
+    carried by most of the person's records (ties: the smallest standardised value), in the form the
+    extracts wrote it in (`forms`, as linkcare.cohort.persons.written_forms). Returns the people."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -133,6 +135,10 @@ def write_persons(decisions: DataFrame, fields: tuple[str, ...], sources: list[s
         first = Window.partitionBy("person").orderBy(F.col("_t").desc(), F.col(name))
         mode = totals.withColumn("_k", F.row_number().over(first)).where("_k = 1").select("person", name)
         per = per.join(mode, "person", "left")
+        if forms is not None:
+            mine = forms.where(F.col("field") == name).select(F.col("value").alias(name), F.col("form").alias("_form"))
+            per = per.join(mine, name, "left").withColumn(
+                name, F.coalesce(F.col("_form"), F.col(name))).drop("_form")
     people = materialize(per.select("person_id", F.col("records").cast("long"),
                                     *[F.col(f"records_{s}").cast("long") for s in sources], *fields))
     write_parquet_file(people, path, ["person_id"])

@@ -21,7 +21,15 @@ from linkcare.config import ComparisonMethod, Config, Source
 from linkcare.errors import DataError
 from linkcare.sources.checks import REASON, REJECTED, RowCheck, SourceRejects, check_flags, mark_checks, row_checks
 from linkcare.sources.dates import conform, read_types, text_columns
-from linkcare.sources.read import record_exprs, record_fields, report_rejects, scan_source, unreadable_error
+from linkcare.sources.read import (
+    FORM_PREFIX,
+    form_exprs,
+    record_exprs,
+    record_fields,
+    report_rejects,
+    scan_source,
+    unreadable_error,
+)
 from linkcare.spark.frames import materialize, polars_map
 
 if TYPE_CHECKING:
@@ -41,22 +49,42 @@ class SparkRecords:
     rows: dict[str, int]  # rows read per source, rejected ones included
     rejects: dict[str, SourceRejects]  # counts; the rows themselves are in `reject_rows`
     reject_rows: dict[str, DataFrame]  # row, record_id, reason
+    #: field, value, form: each standardised value as the extracts wrote it (sources.read.choose_forms)
+    forms: DataFrame | None = None
 
 
 def read_records(spark: SparkSession, config: Config, strict: bool = False) -> SparkRecords:
     """Return the standardised records of every source, as linkcare.linkage.prepare.read_records does."""
     fields, methods = record_fields(config)
-    frames, rows, rejects, reject_rows = [], {}, {}, {}
+    frames, counts, rows, rejects, reject_rows = [], [], {}, {}, {}
     for source in config.sources:
-        kept, found, rejected = _read_source(spark, config, source, fields, methods, strict)
+        kept, found, rejected, written = _read_source(spark, config, source, fields, methods, strict)
         frames.append(kept)
+        counts.extend(written)
         rows[source.name] = found.rows
         rejects[source.name] = found
         reject_rows[source.name] = rejected
     frame = frames[0]
     for other in frames[1:]:
         frame = frame.unionByName(other)
-    return SparkRecords(frame, fields, rows, rejects, reject_rows)
+    return SparkRecords(frame, fields, rows, rejects, reject_rows, choose_forms(counts))
+
+
+def choose_forms(counts: list[DataFrame]) -> DataFrame | None:
+    """Return per field and standardised value the form most records wrote it in (ties: the
+    smallest), as linkcare.sources.read.choose_forms does: field, value, form."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if not counts:
+        return None
+    union = counts[0]
+    for other in counts[1:]:
+        union = union.unionByName(other)
+    totals = union.groupBy("field", "value", "form").agg(F.sum("n").alias("n"))
+    best = Window.partitionBy("field", "value").orderBy(F.col("n").desc(), F.col("form"))
+    return materialize(totals.withColumn("_k", F.row_number().over(best)).where("_k = 1")
+                       .select("field", "value", "form"))
 
 
 def scan_extract(spark: SparkSession, source: Source, header: list[str]) -> DataFrame:
@@ -76,7 +104,7 @@ def scan_extract(spark: SparkSession, source: Source, header: list[str]) -> Data
 
 def _read_source(spark: SparkSession, config: Config, source: Source, fields: tuple[str, ...],
                  methods: dict[str, ComparisonMethod], strict: bool,
-                 ) -> tuple[DataFrame, SourceRejects, DataFrame]:
+                 ) -> tuple[DataFrame, SourceRejects, DataFrame, list[DataFrame]]:
     from pyspark.sql import functions as F
     from pyspark.sql.types import BooleanType, LongType, StringType, StructField, StructType
 
@@ -86,7 +114,9 @@ def _read_source(spark: SparkSession, config: Config, source: Source, fields: tu
     types = read_types(read)
     checks = row_checks(source, read, config)
     flags = [f"_fails_{i}" for i in range(len(checks))]
-    exprs = [pl.col("_mid"), *record_exprs(source, fields, methods, read), *check_flags(checks)]
+    written = form_exprs(source, fields, read)
+    forms = [e.meta.output_name() for e in written]
+    exprs = [pl.col("_mid"), *record_exprs(source, fields, methods, read), *written, *check_flags(checks)]
     raw_names = list(header)
     text = text_columns(types)
 
@@ -99,7 +129,7 @@ def _read_source(spark: SparkSession, config: Config, source: Source, fields: tu
 
     schema = StructType(
         [StructField("_mid", LongType()), StructField("source", StringType()), StructField("record_id", StringType())]
-        + [StructField(f, StringType()) for f in fields]
+        + [StructField(f, StringType()) for f in [*fields, *forms]]
         + [StructField(f, BooleanType()) for f in flags]
         + [StructField("_not_utf8", BooleanType()), StructField(REJECTED, BooleanType()),
            StructField(REASON, StringType())])
@@ -128,7 +158,11 @@ def _read_source(spark: SparkSession, config: Config, source: Source, fields: tu
     rejected = (std.where(F.col(REJECTED)).join(F.broadcast(table), part == F.col("p"))
                 .select((F.col("_offset") + position + 1).alias("row"), "record_id", F.col(REASON).alias("reason")))
     kept = std.where(~F.col(REJECTED)).select("source", "record_id", *fields)
-    return kept, found, rejected
+    counts = [std.where(~F.col(REJECTED) & F.col(f).isNotNull() & F.col(form).isNotNull())
+              .groupBy(F.col(f).alias("value"), F.col(form).alias("form")).agg(F.count(F.lit(1)).alias("n"))
+              .select(F.lit(f).alias("field"), "value", "form", "n")
+              for form in forms if (f := form[len(FORM_PREFIX):])]
+    return kept, found, rejected, counts
 
 
 def _found(source: Source, counts: list[dict[str, Any]], checks: list[RowCheck],

@@ -14,6 +14,7 @@ import numpy as np
 from linkcare import __version__
 from linkcare.errors import ConfigError
 from linkcare.io.atomic import atomic_dir
+from linkcare.io.parquet import write_parquet
 from linkcare.log import get_logger
 from linkcare.synth.extracts import SOURCES, Site, build_site
 from linkcare.synth.health import make_health, simulate
@@ -172,7 +173,7 @@ def write_months(out: Path, options: SynthOptions, months: int, rates: MonthlyRa
             extra: dict[str, object] = {"site_reference_date": options.reference_date.isoformat(),
                                         "monthly_rates": asdict(rates), "changes": snap.changes}
             rows[snap.month_end] = _write_files(folder, snap.site, options, snap.month_end, extra)
-            snap.revisions.write_parquet(folder / "truth" / "revisions.parquet")
+            write_parquet(snap.revisions, folder / "truth" / "revisions.parquet")
             changes[snap.month_end] = snap.changes
         index = {"linkcare_version": __version__, "people": options.people, "seed": options.seed,
                  "reference_date": options.reference_date.isoformat(), "monthly_rates": asdict(rates),
@@ -196,8 +197,8 @@ def _write_files(folder: Path, site: Site, options: SynthOptions, reference_date
         site.extracts[name].write_csv(folder / f"{name}.csv")
     site.areas.write_csv(folder / AREAS_FILE)
     (folder / "truth").mkdir()
-    site.truth_records.write_parquet(folder / "truth" / "records.parquet")
-    site.truth_persons.write_parquet(folder / "truth" / "persons.parquet")
+    write_parquet(site.truth_records, folder / "truth" / "records.parquet")
+    write_parquet(site.truth_persons, folder / "truth" / "persons.parquet")
     (folder / "site.toml").write_text(site_config(reference_date.isoformat()), encoding="utf-8")
     rows = {name: site.extracts[name].height for name in SOURCES}
     meta = {
