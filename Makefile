@@ -37,7 +37,7 @@ demo: $(VENV)/.installed
 	@echo "and the risk report in out/sample-risk/risk_report.html."
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: layers
 	$(BIN)/ruff check src tests bench
