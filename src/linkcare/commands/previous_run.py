@@ -85,10 +85,9 @@ def stale_sources(config: Config, events: Path) -> list[str]:
                                                      strict=True))
     out = []
     for s in config.sources:
-        if s.name not in by_source or by_source[s.name] is None:
+        last = by_source.get(s.name)
+        if last is None:
             continue
-        last = by_source[s.name]
-        assert last is not None
         gap = (as_of - last).days
         if gap > days:
             out.append(f"{s.path.name} holds no events after {last.isoformat()}, {gap} days before the as-of date "
