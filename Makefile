@@ -28,6 +28,8 @@ demo: $(VENV)/.installed
 	$(BIN)/linkcare -q train configs/sample.toml --cohort out/sample-cohort --out out/sample-model
 	$(BIN)/linkcare -q stratify configs/sample.toml --cohort out/sample-cohort --model out/sample-model \
 		--out out/sample-risk
+	$(BIN)/linkcare -q monitor configs/sample.toml --cohort out/sample-cohort \
+		--out out/sample-monitor
 	@echo
 	@echo "The cohort dataset of the bundled sample site is in out/sample-cohort/"
 	@echo "(person_index, persons, events and pairs as Parquet, model.json, manifest.json, rejects/);"
@@ -35,6 +37,8 @@ demo: $(VENV)/.installed
 	@echo "The risk models, their model card and risk_report.html are in out/sample-model/;"
 	@echo "risk scores are in out/sample-risk/risk.parquet, the worklists in out/sample-risk/worklists/"
 	@echo "and the risk report in out/sample-risk/risk_report.html."
+	@echo "What each cohort uses and costs, month by month, is in out/sample-monitor/monitor.parquet"
+	@echo "(and monitor.csv); open out/sample-monitor/monitor_report.html for the SPC charts against plan."
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

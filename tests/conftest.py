@@ -83,14 +83,18 @@ def record_values(site: Path) -> set[str]:
 
 
 def write_config(config: Path, dest: Path, *, linkage: str = "", replace: Mapping[str, str] | None = None,
-                 extra: str = "") -> Path:
+                 extra: str = "", own_monitor: bool = False) -> Path:
     """Write `dest`, a copy of the site config `config` for one test, and return it.
 
-    Every relative `path` and `labels` is made absolute, so the copy reads the site's files where
-    they are; `linkage` (TOML lines) is added to the [linkage] table; each `replace` is applied once
-    and must be found; `extra` (TOML tables) is appended.
+    Every relative `path`, `labels`, `trajectory`, `members` and `costs` is made absolute, so the copy
+    reads the site's files where they are; `linkage` (TOML lines) is added to the [linkage] table; each
+    `replace` is applied once and must be found; with `own_monitor`, the config's [monitor] tables (the
+    last of a synthetic site's) are dropped for those of `extra`; `extra` (TOML tables) is appended.
     """
     text = config.read_text(encoding="utf-8")
+    if own_monitor:
+        assert "\n[monitor]\n" in text
+        text = text.split("\n[monitor]\n")[0] + "\n"
     base = config.resolve().parent
     if linkage:
         assert "[linkage]\n" in text
@@ -102,7 +106,7 @@ def write_config(config: Path, dest: Path, *, linkage: str = "", replace: Mappin
     def absolute(match: re.Match[str]) -> str:
         return f'{match.group(1)} = "{(base / match.group(2)).resolve().as_posix()}"'
 
-    text = re.sub(r'\b(path|labels) = "([^"/][^"]*)"', absolute, text + extra)
+    text = re.sub(r'\b(path|labels|trajectory|members|costs) = "([^"/][^"]*)"', absolute, text + extra)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text, encoding="utf-8")
     return dest

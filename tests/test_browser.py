@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from conftest import write_config
 from linkcare.cli import cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -53,18 +54,38 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def reports(small_site: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """link, train and stratify the small site; return each report."""
+    """link, train, stratify and monitor the small site; return each report."""
     work = tmp_path_factory.mktemp("reports")
     config = str(small_site / "site.toml")
+    monitored = str(write_config(small_site / "site.toml", work / "monitor.toml", extra=MONITOR, own_monitor=True))
     runner = CliRunner()
     for args in (["link", config, "--out", str(work / "cohort")],
                  ["train", config, "--cohort", str(work / "cohort"), "--out", str(work / "model")],
                  ["stratify", config, "--cohort", str(work / "cohort"), "--model", str(work / "model"),
-                  "--out", str(work / "risk")]):
+                  "--out", str(work / "risk")],
+                 ["monitor", monitored, "--cohort", str(work / "cohort"), "--risk", str(work / "risk"),
+                  "--out", str(work / "monitor")]):
         result = runner.invoke(cli, ["-q", *args])
         assert result.exit_code == 0, result.output
     return {"link": work / "cohort" / "link_report.html", "train": work / "model" / "risk_report.html",
-            "stratify": work / "risk" / "risk_report.html"}
+            "stratify": work / "risk" / "risk_report.html", "monitor": work / "monitor" / "monitor_report.html"}
+
+
+MONITOR = """
+[monitor]
+[[monitor.cohorts]]
+name = "over_75"
+where = { age_min = 75 }
+enrolled = "2025-04-01"
+[[monitor.cohorts]]
+name = "top_tier"
+tier = "high risk"
+[[monitor.plans]]
+cohort = "population"
+measure = "emergency_admissions"
+direction = "lower"
+trajectory = [{ month = "2026-02", value = 9.0 }, { month = "2026-03", value = 9.0 }]
+"""
 
 
 def _requests(driver: Any) -> list[str]:
@@ -87,6 +108,8 @@ SECTIONS = {
     "link": ["sources", "blocking", "weights", "precision", "model", "unlinkables", "clusters", "equity", "borderline"],
     "stratify": ["distribution", "performance", "subgroups", "factors"],
     "train": ["performance", "subgroups", "factors"],
+    "monitor": ["cohorts", "overview", "cohort-population", "cohort-over_75", "cohort-top_tier", "coverage",
+                "unit-costs", "method"],
 }
 
 

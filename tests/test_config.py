@@ -116,7 +116,8 @@ def test_valid_config_loads_into_frozen_dataclasses(site: Path) -> None:
     assert apc.fields["birth_year"] == FieldSpec("MYDOB", format="%m%Y", part="year")
     assert apc.fields["sex"].values == {"1": "M", "2": "F"}
     assert gp.events == {"registration_date": "Registration_Date", "death_date": (),
-                         "practice": "Practice_Code", "ethnicity": ()}
+                         "practice": "Practice_Code", "ethnicity": (),
+                         "deregistration_date": "Deregistration_Date"}
     assert apc.events["diagnoses"] == "DIAG_4_*"
     assert config.linkage == Linkage(
         link_type="link_only",
@@ -209,7 +210,7 @@ RULES = [
      'sources[1].fields.sex.values."2": must be a string, not an integer; e.g. "F"'),
     (_swap("end_date = []", 'end_dat = "DISDATE"'), "sources[1].events.end_dat: unknown key; "
      "did you mean 'end_date'? allowed keys: start_date, end_date, admission_method, "
-     "admission_source, discharge_destination, diagnoses"),
+     "admission_source, discharge_destination, diagnoses, cost"),
     (_swap("end_date = []", "start_date = []"),
      "sources[1].events.start_date: is required for kind 'apc'; give its column"),
     (_swap('kind = "gp_registrations"', 'kind = "other"'), "sources[0].events: kind 'other' has "
@@ -302,7 +303,7 @@ def test_link_only_needs_two_sources(site: Path) -> None:
     [
         ('version = 1', 'version = 1\nrefrence = 1', "refrence: unknown key; did you mean "
          "'reference_date'? allowed keys: version, reference_date, sources, linkage, risk, disclosure, validation, "
-         "engine, output"),
+         "engine, output, monitor"),
         ('id = "Patient_ID"', 'idd = "Patient_ID"\nid = "Patient_ID"', "sources[0].idd: unknown "
          "key; did you mean 'id'? allowed keys: name, path, format, id, kind, delimiter, fields, "
          "events, attach"),
@@ -316,7 +317,7 @@ def test_link_only_needs_two_sources(site: Path) -> None:
          "term_freq: unknown key; did you mean 'term_frequency'? allowed keys: field, method, "
          "levels, term_frequency, given"),
         ('version = 1', 'version = 1\nzzz = 1', "zzz: unknown key; allowed keys: version, "
-         "reference_date, sources, linkage, risk, disclosure, validation, engine, output"),
+         "reference_date, sources, linkage, risk, disclosure, validation, engine, output, monitor"),
     ],
 )
 def test_unknown_key_suggests_the_closest(site: Path, where: str, typo: str, message: str) -> None:

@@ -250,7 +250,7 @@ def test_a_field_in_another_format_names_the_field(tmp_path: Path) -> None:
      'sources[1].events.start_date.column: must be a column name, not an integer; e.g. column = "ADMIDATE"'),
     ('admission_method = { column = "ADMIMETH", format = "%Y" }',
      "sources[1].events.admission_method.format: applies only to the event dates (start_date, end_date, "
-     "registration_date, death_date); remove it"),
+     "registration_date, death_date, deregistration_date); remove it"),
 ])
 def test_each_event_format_rule_names_its_key(tmp_path: Path, events: str, message: str) -> None:
     config = _site(tmp_path, pl.Series(["2024-03-15"]), events=events)

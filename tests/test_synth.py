@@ -53,7 +53,8 @@ def test_same_seed_gives_same_bytes_and_another_seed_does_not(tmp_path: Path) ->
 
     a, b, c = digest(tmp_path / "a"), digest(tmp_path / "b"), digest(tmp_path / "c")
     assert set(a) == {"ae.csv", "apc.csv", "gp_registrations.csv", "outpatients.csv", "social_care.csv",
-                      "areas.csv", "site.toml", "synth.json", "truth/persons.parquet", "truth/records.parquet"}
+                      "areas.csv", "site.toml", "synth.json", "truth/persons.parquet", "truth/records.parquet",
+                      "plans/emergency_admissions.csv"}
     assert a == b
     assert a["apc.csv"] != c["apc.csv"]
     # synth.json records every rate, the new ones too, and how many visitors there are.
@@ -477,7 +478,7 @@ def test_committed_sample_site_is_what_the_generator_writes(tmp_path: Path) -> N
                            reference_date=date.fromisoformat(meta["reference_date"]))
     write_site(tmp_path / "sample", options)
     for name in ("gp_registrations.csv", "apc.csv", "ae.csv", "outpatients.csv", "social_care.csv", "areas.csv",
-                 "site.toml"):
+                 "site.toml", "plans/emergency_admissions.csv"):
         assert (tmp_path / "sample" / name).read_bytes() == (root / "sample_data" / name).read_bytes(), name
     for name in ("records.parquet", "persons.parquet"):
         assert pl.read_parquet(tmp_path / "sample" / "truth" / name).equals(

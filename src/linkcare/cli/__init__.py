@@ -11,7 +11,6 @@ follow the command name (linkcare.cli.options).
 from __future__ import annotations
 
 import dataclasses
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,8 @@ import click
 
 from linkcare import __version__
 from linkcare.cli.explain import explain
-from linkcare.cli.options import accept_group_options, as_of_option, snapshot_options
+from linkcare.cli.monitor import monitor
+from linkcare.cli.options import accept_group_options, as_of_option, parse_date, snapshot_options
 from linkcare.cli.output import json_option, print_json, print_table
 from linkcare.cli.profile import profile, show_rows
 from linkcare.cli.run import begin_run, run_framed, start_run
@@ -194,7 +194,7 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
 
     key = read_key(key_file=key_file) if key_file is not None else None
     summary = run_link(config, out, LinkOptions(model_path, key, previous, strict, engine,
-                                                _index_date(as_of, "--as-of"), snapshot, keep))
+                                                parse_date(as_of, "--as-of"), snapshot, keep))
     if as_json:
         print_json("link", summary)
         return
@@ -220,15 +220,6 @@ def link(config: Path, out: Path, model_path: Path | None, key_file: Path | None
     click.echo(f"Cohort dataset written to {summary.out}; report in {summary.out / 'link_report.html'}")
 
 
-def _index_date(value: str | None, option: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date; write it as YYYY-MM-DD", param_hint=option) from None
-
-
 @click.command()
 @click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--cohort", "cohort", required=True, type=click.Path(path_type=Path, file_okay=False),
@@ -251,7 +242,7 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
     from linkcare.commands.train import train_models
     from linkcare.config import load_config
 
-    result = train_models(load_config(config), cohort, out, _index_date(as_of, "--as-of"), horizon)
+    result = train_models(load_config(config), cohort, out, parse_date(as_of, "--as-of"), horizon)
     if as_json:
         print_json("train", result)
         return
@@ -301,7 +292,7 @@ def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_o
     from linkcare.commands.stratify import stratify as run_stratify
     from linkcare.config import load_config
 
-    settings = load_config(config, _index_date(as_of, "--as-of"))
+    settings = load_config(config, parse_date(as_of, "--as-of"))
     summary = run_stratify(settings, cohort, Snapshots(out, snapshot, keep), model_dir, previous=previous)
     if as_json:
         print_json("stratify", summary)
@@ -405,6 +396,7 @@ cli.add_command(stratify)
 cli.add_command(evaluate)
 cli.add_command(explain)
 cli.add_command(profile)
+cli.add_command(monitor)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,7 @@ later) accepted after the command name too (`linkcare link site.toml --out cohor
 from __future__ import annotations
 
 import copy
+from datetime import date
 from typing import Any
 
 import click
@@ -59,4 +60,14 @@ def snapshot_options(command: Any) -> Any:
                              "keeping earlier months beside it.")(command)
 
 
-__all__ = ["accept_group_options", "as_of_option", "snapshot_options"]
+def parse_date(value: str | None, option: str) -> date | None:
+    """Return an option's date (YYYY-MM-DD), or None when it was not given."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date; write it as YYYY-MM-DD", param_hint=option) from None
+
+
+__all__ = ["accept_group_options", "as_of_option", "parse_date", "snapshot_options"]

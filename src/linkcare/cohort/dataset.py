@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
+from linkcare.cohort.events import EVENT_COLUMNS
 from linkcare.errors import DataError
 
 
@@ -29,10 +30,14 @@ def open_cohort(folder: Path) -> Cohort:
     try:
         events = pl.scan_parquet(folder / "events.parquet")
         persons = pl.scan_parquet(folder / "persons.parquet")
-        events.collect_schema()
+        names = events.collect_schema().names()
         persons.collect_schema()
     except (OSError, pl.exceptions.PolarsError):
         raise DataError(f"{folder}: events.parquet or persons.parquet cannot be read; rerun `linkcare link`") from None
+    # A cohort written by an earlier version lacks the event columns added since; they read as missing.
+    added = [pl.lit(None, dtype).alias(c) for c, dtype in EVENT_COLUMNS.items() if c not in names]
+    if added:
+        events = events.with_columns(added)
     return Cohort(folder, events, persons)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from linkcare.config import Config, Source
-from linkcare.config.kinds import DATE_EVENT_KEYS, match_columns
+from linkcare.config.kinds import DATE_EVENT_KEYS, NUMBER_EVENT_KEYS, match_columns
 from linkcare.io.parquet import parquet_writer
 from linkcare.sources.dates import read_date, read_types
 from linkcare.sources.read import scan_source
@@ -29,6 +29,8 @@ EVENT_COLUMNS: dict[str, pl.DataType] = {
     "specialty": pl.String(), "practice": pl.String(), "ethnicity": pl.String(),
     "route_of_access": pl.String(), "service_type": pl.String(), "service_component": pl.String(),
     "support_reason": pl.String(), "planned_units": pl.Float64(), "outcome": pl.String(),
+    "deregistration_date": pl.Date(), "cost": pl.Float64(), "unit_cost": pl.Float64(),
+    "cost_frequency": pl.String(),
 }
 DATE_KEYS = set(DATE_EVENT_KEYS)
 
@@ -50,7 +52,7 @@ def event_exprs(source: Source, header: Mapping[str, pl.DataType] | Sequence[str
                          .list.eval(pl.element().filter(pl.element().str.strip_chars() != "")).alias(key))
         elif key in DATE_KEYS:
             exprs.append(read_date(cols[0], source.event_formats.get(key), types.get(cols[0])).alias(key))
-        elif key == "planned_units":
+        elif key in NUMBER_EVENT_KEYS:
             exprs.append(pl.col(cols[0]).cast(pl.Float64, strict=False).alias(key))
         else:
             exprs.append(pl.col(cols[0]).cast(pl.String).str.strip_chars().alias(key))

@@ -16,12 +16,14 @@ from types import MappingProxyType
 
 @dataclass(frozen=True)
 class EventColumn:
-    """One event attribute of a kind: its key, its default column (or glob) and whether it must be
-    present in the extract."""
+    """One event attribute of a kind: its key, its default column (or glob), whether it must be
+    present in the extract, and whether `validate` notes its default column's absence (not for the
+    columns few extracts carry, such as a tariff)."""
 
     key: str
     column: str
     required: bool
+    noted: bool = True
 
 
 _REQ, _OPT = True, False
@@ -31,6 +33,8 @@ KINDS: Mapping[str, tuple[EventColumn, ...]] = MappingProxyType(
         "gp_registrations": (
             EventColumn("registration_date", "Registration_Date", _REQ),
             EventColumn("death_date", "Date_Of_Death", _OPT),
+            # The date the person left the practice's list (moved away, or registered elsewhere).
+            EventColumn("deregistration_date", "Deregistration_Date", _OPT, noted=False),
             EventColumn("practice", "Practice_Code", _REQ),
             EventColumn("ethnicity", "Ethnic_Category", _OPT),
         ),
@@ -41,17 +45,22 @@ KINDS: Mapping[str, tuple[EventColumn, ...]] = MappingProxyType(
             EventColumn("admission_source", "ADMISORC", _OPT),
             EventColumn("discharge_destination", "DISDEST", _OPT),
             EventColumn("diagnoses", "DIAG_4_*", _OPT),
+            # The spell's own price where the extract carries one (a SUS PbR tariff column); monitor
+            # uses it instead of the unit-cost table.
+            EventColumn("cost", "Tariff_Total_Payment", _OPT, noted=False),
         ),
         "ae": (
             EventColumn("start_date", "Arrival_Date", _REQ),
             EventColumn("arrival_mode", "Arrival_Mode", _OPT),
             EventColumn("discharge_destination", "Discharge_Destination", _OPT),
+            EventColumn("cost", "Tariff_Total_Payment", _OPT, noted=False),
         ),
         "outpatients": (
             EventColumn("start_date", "APPTDATE", _REQ),
             EventColumn("attended", "ATTENDED", _OPT),
             EventColumn("first_attendance", "FIRSTATT", _OPT),
             EventColumn("specialty", "TRETSPEF", _OPT),
+            EventColumn("cost", "Tariff_Total_Payment", _OPT, noted=False),
         ),
         "social_care": (
             EventColumn("event_type", "Event_Type", _REQ),
@@ -63,6 +72,9 @@ KINDS: Mapping[str, tuple[EventColumn, ...]] = MappingProxyType(
             EventColumn("support_reason", "Primary_Support_Reason", _OPT),
             EventColumn("planned_units", "Planned_units_per_week", _OPT),
             EventColumn("outcome", "Event_Outcome", _OPT),
+            # CLD's planned unit cost of a service and what one unit is (hour, week, ...).
+            EventColumn("unit_cost", "Unit_Cost", _OPT, noted=False),
+            EventColumn("cost_frequency", "Cost_Frequency_Unit_Type", _OPT, noted=False),
         ),
         "other": (),
     }
@@ -70,7 +82,10 @@ KINDS: Mapping[str, tuple[EventColumn, ...]] = MappingProxyType(
 
 KIND_NAMES: tuple[str, ...] = tuple(KINDS)
 #: The event keys that hold a date, and so may give the date's `format`.
-DATE_EVENT_KEYS: tuple[str, ...] = ("start_date", "end_date", "registration_date", "death_date")
+DATE_EVENT_KEYS: tuple[str, ...] = ("start_date", "end_date", "registration_date", "death_date",
+                                    "deregistration_date")
+#: The event keys that hold a number.
+NUMBER_EVENT_KEYS: tuple[str, ...] = ("planned_units", "cost", "unit_cost")
 DEFAULT_KIND = "other"
 
 
@@ -89,6 +104,11 @@ def required_events(kind: str) -> frozenset[str]:
     return frozenset(c.key for c in KINDS[kind] if c.required)
 
 
+def quiet_events(kind: str) -> frozenset[str]:
+    """Return the event keys whose default column may be absent without a note."""
+    return frozenset(c.key for c in KINDS[kind] if not c.noted)
+
+
 def is_glob(column: str) -> bool:
     """Return True if a configured column is a glob pattern rather than one column name."""
     return any(ch in column for ch in "*?[")
@@ -105,6 +125,7 @@ def match_columns(pattern: str, columns: Iterable[str]) -> list[str]:
 
 __all__ = [
     "DATE_EVENT_KEYS",
+    "NUMBER_EVENT_KEYS",
     "DEFAULT_KIND",
     "KINDS",
     "KIND_NAMES",
@@ -113,5 +134,6 @@ __all__ = [
     "event_keys",
     "is_glob",
     "match_columns",
+    "quiet_events",
     "required_events",
 ]

@@ -21,6 +21,7 @@ from linkcare.config.asof import AUTO, resolve_as_of
 from linkcare.config.engine import check_engine
 from linkcare.config.linkage import check_linkage
 from linkcare.config.model import CONFIG_VERSION, Config, Source
+from linkcare.config.monitor import check_monitor
 from linkcare.config.output import check_output
 from linkcare.config.risk import check_disclosure, check_risk
 from linkcare.config.sources import check_sources, check_validation
@@ -28,7 +29,7 @@ from linkcare.config.toml import KeyProblems, read_bytes, read_toml, show_value,
 from linkcare.errors import ConfigError, ProblemList
 
 TOP_KEYS = ("version", "reference_date", "sources", "linkage", "risk", "disclosure", "validation", "engine",
-            "output")
+            "output", "monitor")
 
 
 @dataclass(frozen=True)
@@ -80,13 +81,14 @@ def check_config(config_path: str | Path, as_of: dt.date | None = None) -> Confi
     validation = check_validation(data.get("validation"), problems)
     engine = check_engine(data.get("engine"), base, problems)
     output = check_output(data.get("output"), problems)
+    monitor = check_monitor(data.get("monitor"), base, problems)
 
     sources = tuple(d.source for d in drafts if d.source is not None)
     config = None
     if not problems.items and version is not None and reference_date is not None:
         resolved = resolve_as_of(reference_date, as_of)
         config = Config(path.resolve(), version, resolved.date, sources, linkage, risk, disclosure, validation,
-                        engine, output, resolved)
+                        engine, output, resolved, monitor)
     return ConfigCheck(path, config, sources, tuple(problems.items))
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from linkcare.config.asof import AsOf
 from linkcare.config.methods import METHODS, ComparisonMethod
+from linkcare.config.monitor import MonitorSettings
 from linkcare.disclosure import Disclosure
 
 CONFIG_VERSION = 1
@@ -260,6 +261,8 @@ class Config:
     output: Output = field(default_factory=Output)
     #: where reference_date came from (--as-of, the config, or "auto") and why; None: the config's date
     as_of: AsOf | None = None
+    #: the `[monitor]` table; None: the config has none (monitor then follows the population alone)
+    monitor: MonitorSettings | None = None
 
     @property
     def as_of_facts(self) -> dict[str, str]:

@@ -34,6 +34,8 @@ figure{margin:.8em 0}
 figure svg{max-width:100%;height:auto}
 figcaption{color:#425563;font-size:.9em}
 nav a{margin-right:1em;color:#005eb8}
+.icons td,.legend td{text-align:left;vertical-align:middle}
+td svg,.note svg{vertical-align:middle}
 """
 
 _PLOT_RC: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "linkcare", "font.size": 10,

@@ -82,6 +82,26 @@ def comorbidity_scores(diagnoses: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def charlson_conditions(diagnoses: pl.DataFrame) -> pl.DataFrame:
+    """Return person_id and `conditions`, the number of the 17 Charlson conditions (Quan et al. 2005
+    ICD-10 coding) among a person's codes, for each person_id in `diagnoses` (columns person_id, code)."""
+    _check_columns(diagnoses)
+    rows = diagnoses.filter(pl.col("person_id").is_not_null()).select(
+        "person_id", normalise_icd10(pl.col("code").cast(pl.String)).alias("code")).drop_nulls("code").unique()
+    persons = diagnoses.select("person_id").drop_nulls().unique().sort("person_id")
+    if rows.is_empty():
+        return persons.with_columns(pl.lit(0, pl.Int64).alias("conditions"))
+    keyed = persons.with_row_index("pid")
+    coded = rows.join(keyed, on="person_id").select("pid", "code")
+    result = _pycomorb_score("charlson", coded, "pid", categories=True)
+    scores = {"pid", "Age", "Charlson Comorbidity Index", "Age Score", "Charlson Age-Comorbidity Score"}
+    flags = [c for c in result.columns if c not in scores]
+    counts = result.select("pid", pl.sum_horizontal([(pl.col(c) != 0).cast(pl.Int64) for c in flags])
+                           .alias("conditions")).with_columns(pl.col("pid").cast(pl.UInt32))
+    return (keyed.join(counts, on="pid", how="left").select("person_id", pl.col("conditions").fill_null(0))
+            .sort("person_id"))
+
+
 def _score_people(coded: pl.DataFrame) -> list[pl.DataFrame]:
     """Return for each score in SCORE_COLUMNS a frame of pid and that score, for people with a code in its list.
 

@@ -34,7 +34,7 @@ DEFAULT_TOKEN_PATTERN = r"^[0-9A-Za-z+/=_-]{16,128}$"
 TOKEN_FIELD = "nhs"
 #: Event dates that record something that has happened, so cannot lie after the reference date;
 #: end dates may be planned.
-PAST_EVENT_DATES = ("start_date", "registration_date", "death_date")
+PAST_EVENT_DATES = ("start_date", "registration_date", "death_date", "deregistration_date")
 EVENT_DATES = (*PAST_EVENT_DATES, "end_date")
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from linkcare.config import Source
-from linkcare.config.kinds import default_events, is_glob, match_columns, required_events
+from linkcare.config.kinds import default_events, is_glob, match_columns, quiet_events, required_events
 from linkcare.errors import DataError
 
 
@@ -38,7 +38,7 @@ def check_columns(source: Source, header: Sequence[str]) -> tuple[list[DataError
             origin = f" (the default for kind {source.kind!r})" if is_default else ""
             if key in required:
                 report(f"events.{key}{origin}", column)
-            else:
+            elif not (is_default and key in quiet_events(source.kind)):
                 notes.append(f"{where}: optional column {column!r} for events.{key} not found; "
                              f"that attribute will be empty (set events.{key} = [] to silence)")
     return problems, notes

@@ -20,6 +20,7 @@ from linkcare.synth.extracts import SOURCES, Site, build_site
 from linkcare.synth.health import make_health, simulate
 from linkcare.synth.months import is_month_end, month_index, monthly_plan, snapshot, snapshot_months
 from linkcare.synth.options import MonthlyRates, SynthOptions
+from linkcare.synth.plans import PLAN_FILE, monitor_section, plan_trajectory
 from linkcare.synth.population import make_population
 from linkcare.synth.visitors import make_visitors
 
@@ -95,8 +96,10 @@ _SITE_COMPARISONS = (("nhs", "exact", ""), ("la_id", "exact", ""), ("birth_year"
                      ("practice", "exact", 'given = "area"\n'))
 
 
-def site_config(reference_date: str, prefix: str = "") -> str:
-    """Return a linkcare config (TOML) for the five synthetic extracts, paths prefixed by `prefix`."""
+def site_config(reference_date: str, prefix: str = "", site_reference: str | None = None) -> str:
+    """Return a linkcare config (TOML) for the five synthetic extracts, paths prefixed by `prefix`; its
+    [monitor] plan year is the twelve months to `site_reference` (default `reference_date`), the site's
+    own reference date, so every monthly snapshot of a site has the same plan."""
     parts = ["# A linkcare config for a synthetic site written by `linkcare synth`.\n"
              "# Paths are relative to this file. See docs/config.md for every key.\n"
              f'version = 1\nreference_date = "{reference_date}"\n']
@@ -111,6 +114,7 @@ def site_config(reference_date: str, prefix: str = "") -> str:
         parts.append(f'[[linkage.comparisons]]\nfield = "{field}"\nmethod = "{method}"\n{extra}')
     parts.append("[risk]\n# The deprivation decile of each LSOA (1 = most deprived), a public lookup.\n"
                  f'deprivation = {{ path = "{prefix}{AREAS_FILE}", area = "LSOA11CD", decile = "IMD_Decile" }}\n')
+    parts.append(monitor_section(date.fromisoformat(site_reference or reference_date), prefix))
     return "\n".join(parts)
 
 
@@ -199,7 +203,11 @@ def _write_files(folder: Path, site: Site, options: SynthOptions, reference_date
     (folder / "truth").mkdir()
     write_parquet(site.truth_records, folder / "truth" / "records.parquet")
     write_parquet(site.truth_persons, folder / "truth" / "persons.parquet")
-    (folder / "site.toml").write_text(site_config(reference_date.isoformat()), encoding="utf-8")
+    (folder / "site.toml").write_text(site_config(reference_date.isoformat(), "",
+                                                  options.reference_date.isoformat()), encoding="utf-8")
+    (folder / PLAN_FILE).parent.mkdir()
+    plan_trajectory(site.extracts["gp_registrations"], site.extracts["apc"], options.reference_date).write_csv(
+        folder / PLAN_FILE)
     rows = {name: site.extracts[name].height for name in SOURCES}
     meta = {
         "linkcare_version": __version__,
