@@ -155,8 +155,14 @@ def test_the_plan_and_its_rebase_reach_the_chart(monitored: Path) -> None:
     assert set(before["rebase_group"]) == {0} and set(after["rebase_group"]) == {1}
     assert before["mean"].n_unique() == 1 and after["mean"].n_unique() == 1
     assert before["mean"][0] != after["mean"][0]
+    met = planned.select((pl.col("value") <= pl.col("plan")).alias("expected"), "plan_met")
+    assert met["expected"].to_list() == met["plan_met"].to_list()
     report = (monitored / "monitor_report.html").read_text()
     assert "MDT started" in report and "Last month against plan" in report
+    plans = json.loads((monitored / "manifest.json").read_text())["plans"]
+    assert [(p["cohort"], p["measure"], p["last_month"], p["planned_months"]) for p in plans] == [
+        ("population", "emergency_admissions", "2026-03", 12)]
+    assert plans[0]["assurance"] in {"pass", "fail", "hit_and_miss"} and plans[0]["cumulative_gap_pounds"] is not None
 
 
 def test_a_rerun_writes_the_same_tables(config: Path, linked: Path, monitored: Path, tmp_path: Path) -> None:
@@ -187,6 +193,7 @@ def test_no_record_value_reaches_the_outputs(monitored: Path, small_site: Path) 
      r"monitor.plans\[0\].measure: 'admissions' is not a measure"),
     ('[monitor]\nstart = "April 2023"\n', r'monitor.start: .* is not a month; write it as "YYYY-MM"'),
     ('[monitor]\nprice_year = "2024"\n', r"monitor.price_year: .* is not a financial year"),
+    ('[monitor]\nbaseline_months = 6\n', r"monitor.baseline_months: must be a whole number of 12 or more"),
 ])
 def test_a_wrong_monitor_config_exits_2_naming_the_key(small_site: Path, linked: Path, tmp_path: Path,
                                                        extra: str, message: str) -> None:

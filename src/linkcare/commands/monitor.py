@@ -142,7 +142,7 @@ def count_cohorts(config: Config, cohort_dir: Path, risk_dir: Path | None) -> Co
     chart, summaries = spc_table(exact, window, settings.plans, trajectories, rules)
     published = publish(exact, measures, config.disclosure)
     return Counted(window, members, measures, exact, chart, summaries, published, publish_spc(chart, published),
-                   last_against_plan(exact, chart), costs, rules)
+                   last_against_plan(exact, chart, published, config.disclosure.threshold), costs, rules)
 
 
 def _write(tmp: Path, config: Config, c: Counted, inputs: dict[str, Any], started: float) -> list[dict[str, Any]]:
@@ -176,10 +176,22 @@ def _write(tmp: Path, config: Config, c: Counted, inputs: dict[str, Any], starte
                        "bundled_sha256": c.costs.bundled_sha256,
                        "site_table": None if settings.costs is None else settings.costs.name},
         "spc": {"baseline_months": c.rules.baseline_points, "screen_outliers": c.rules.screen_outliers},
+        "plans": _plan_facts(c),
         "outputs": checksums(tmp, names),
         "seconds": round(time.perf_counter() - started, 1), "peak_mib": round(peak_mib()),
     })
     return cohort_facts
+
+
+def _plan_facts(c: Counted) -> list[dict[str, Any]]:
+    """Return each plan's latest month against it, its assurance and the cumulative gap (aggregates)."""
+    assurance = {(s.cohort, s.measure): s.assurance for s in c.summaries}
+    rows = c.against_plan.to_dicts() if c.against_plan.height else []
+    return [{"cohort": r["cohort"], "measure": r["measure"], "last_month": f"{r['last_month']:%Y-%m}",
+             "value": None if r["last_value"] is None else round(r["last_value"], 3), "plan": r["last_plan"],
+             "planned_months": r["planned_months"], "assurance": assurance.get((r["cohort"], r["measure"])),
+             "cumulative_gap": None if r["gap_activity"] is None else round(r["gap_activity"], 1),
+             "cumulative_gap_pounds": None if r["gap_pounds"] is None else round(r["gap_pounds"])} for r in rows]
 
 
 def read_trajectory(plan: Plan) -> dict[dt.date, float]:

@@ -174,7 +174,8 @@ def check_monitor(value: Any, base: Path, p: KeyProblems) -> MonitorSettings | N
     if "start" in value:
         out["start"] = parse_month(value["start"], "monitor.start", p)
     if "baseline_months" in value:
-        months = expect_whole(value["baseline_months"], "monitor.baseline_months", 2, "baseline_months = 12", p)
+        # Making Data Count: limits need a baseline of at least 12 points (NHSRplotthedots enforces it too).
+        months = expect_whole(value["baseline_months"], "monitor.baseline_months", 12, "baseline_months = 12", p)
         out["baseline_months"] = months if months is not None else 12
     if "screen_outliers" in value:
         if isinstance(value["screen_outliers"], bool):

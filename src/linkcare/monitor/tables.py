@@ -127,6 +127,9 @@ def spc_table(exact: pl.DataFrame, window: Window, plans: Sequence[Plan], trajec
         planned = [path.get(m) for m in months] if path else None
         chart = spc_chart(months, series["value"].to_list(), direction,  # type: ignore[arg-type]
                           [r[0] for r in rebase], planned, rules)
+        better = pl.col("value") <= pl.col("plan") if direction == "lower" else pl.col("value") >= pl.col("plan")
+        chart = chart.with_columns(
+            pl.when(pl.col("plan").is_not_null() & pl.col("value").is_not_null()).then(better).alias("plan_met"))
         charts.append(chart.with_columns(pl.lit(cohort).alias("cohort"), pl.lit(measure).alias("measure")))
         summary = spc_summary(chart, direction)  # type: ignore[arg-type]
         summaries.append(ChartSummary(cohort, measure, direction, summary.variation, summary.assurance,
@@ -168,27 +171,33 @@ def publish_spc(chart: pl.DataFrame, published: pl.DataFrame) -> pl.DataFrame:
                             ).drop("suppressed")
 
 
-def last_against_plan(exact: pl.DataFrame, chart: pl.DataFrame) -> pl.DataFrame:
-    """Return, per cohort and planned measure, the last month's value and plan, and the cumulative gap to
-    plan over the planned months so far, in activity (events) and in pounds."""
-    planned = chart.filter(pl.col("plan").is_not_null())
+def last_against_plan(exact: pl.DataFrame, chart: pl.DataFrame, published: pl.DataFrame,
+                      threshold: int) -> pl.DataFrame:
+    """Return, per cohort and planned measure, the last month's value (as published: null when suppressed)
+    and plan, and the cumulative gap to plan over the planned months so far, in activity (events) and in
+    pounds; the gap is null when fewer than `threshold` people contributed over those months."""
+    planned = chart.filter(pl.col("plan").is_not_null() & pl.col("value").is_not_null())
     if planned.height == 0:
         return pl.DataFrame()
-    joined = planned.join(exact.select("cohort", "month", "measure", "person_months", "events", "cost"),
-                          on=["cohort", "month", "measure"], how="left")
+    shown = published.select("cohort", "month", "measure", pl.col("suppressed"))
+    joined = (planned.join(exact.select("cohort", "month", "measure", "person_months", "events", "cost",
+                                        "contributors"), on=["cohort", "month", "measure"], how="left")
+              .join(shown, on=["cohort", "month", "measure"], how="left"))
     is_money = pl.col("measure").str.starts_with("cost_")
     expected = pl.when(is_money).then(pl.col("plan") * pl.col("person_months")).otherwise(
         pl.col("plan") * pl.col("person_months") / 1000)
     actual = pl.when(is_money).then(pl.col("cost")).otherwise(pl.col("events"))
     # The cost of the gap in activity is priced at the cohort's own mean cost per event over those months.
     per_event = pl.when(pl.col("events").sum() > 0).then(pl.col("cost").sum() / pl.col("events").sum())
-    joined = joined.filter(pl.col("value").is_not_null()).with_columns((actual - expected).alias("gap"))
+    joined = joined.with_columns((actual - expected).alias("gap"))
+    enough = pl.col("contributors").sum() >= threshold
     return joined.sort("month").group_by("cohort", "measure", maintain_order=True).agg(
-        pl.col("month").last().alias("last_month"), pl.col("value").last().alias("last_value"),
+        pl.col("month").last().alias("last_month"),
+        pl.when(pl.col("suppressed").last()).then(None).otherwise(pl.col("value").last()).alias("last_value"),
         pl.col("plan").last().alias("last_plan"),
-        pl.col("gap").sum().alias("gap_activity"),
-        pl.when(is_money.first()).then(pl.col("gap").sum()).otherwise(pl.col("gap").sum() * per_event)
-        .alias("gap_pounds"),
+        pl.when(enough).then(pl.col("gap").sum()).alias("gap_activity"),
+        pl.when(enough & is_money.first()).then(pl.col("gap").sum())
+        .when(enough).then(pl.col("gap").sum() * per_event).alias("gap_pounds"),
         pl.len().alias("planned_months"))
 
 

@@ -252,12 +252,15 @@ def _against_plan(data: MonitorReport, cohort: str) -> str:
     for r in rows.to_dicts():
         measure = r["measure"]
         better = direction.get((cohort, measure), "neutral")
-        met = (r["last_value"] <= r["last_plan"]) if better == "lower" else (r["last_value"] >= r["last_plan"])
+        value = r["last_value"]
+        met = ("suppressed" if value is None else "met" if (value <= r["last_plan"] if better == "lower"
+                                                           else value >= r["last_plan"]) else "not met")
         money = MEASURE_BY_NAME[measure].money
-        gap = f"£{r['gap_activity']:,.0f}" if money else f"{r['gap_activity']:+,.0f} {MEASURE_BY_NAME[measure].unit}"
-        pounds = "–" if r["gap_pounds"] is None else f"£{r['gap_pounds']:+,.0f}"
-        out.append((_label(measure), f"{r['last_month']:%b %Y}", _fmt(r["last_value"], measure),
-                    _fmt(r["last_plan"], measure), "met" if met else "not met", str(r["planned_months"]), gap, pounds))
+        gap = ("suppressed" if r["gap_activity"] is None else f"£{r['gap_activity']:+,.0f}" if money
+               else f"{r['gap_activity']:+,.0f} {MEASURE_BY_NAME[measure].unit}")
+        pounds = "suppressed" if r["gap_pounds"] is None else f"£{r['gap_pounds']:+,.0f}"
+        out.append((_label(measure), f"{r['last_month']:%b %Y}", _fmt(value, measure),
+                    _fmt(r["last_plan"], measure), met, str(r["planned_months"]), gap, pounds))
     return ("<h3>Last month against plan</h3>" + note(
         "The cumulative gap is what the cohort used above (+) or below (-) its trajectory over the planned months so "
         "far, in activity and in pounds (activity priced at the cohort's own mean cost per event).")
