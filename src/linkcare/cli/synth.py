@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import click
 from linkcare.cli.output import json_option, print_json, print_table
 from linkcare.sources.pseudonymise import read_key
 from linkcare.synth.options import ErrorRates, MonthlyRates, SynthOptions
+from linkcare.synth.programme import Programme
 from linkcare.synth.site import MAX_MONTHS, MonthsSummary, write_months, write_site
 
 
@@ -79,11 +80,20 @@ _RATE_HELP = {
 @click.option("--months", type=click.IntRange(1, MAX_MONTHS), default=None,
               help="Write OUT/YYYY-MM-DD/ for each of this many month ends ending at the reference date (a month "
                    "end): the same site as each month end would receive it, with its own site.toml and truth/.")
+@click.option("--programme-start", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Start an MDT programme on this date (default with --programme-effect: the first day of the month "
+                   "17 months before the reference date's): people meeting its rule are enrolled over six months.")
+@click.option("--programme-practices", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
+              show_default=True, help="With a programme: the share of the site's practices in it.")
+@click.option("--programme-effect", type=click.FloatRange(0.0, 3.0, min_open=True), default=None,
+              help="With a programme: what the enrolled's hazard of emergency admission and of A&E attendance is "
+                   "multiplied by from the month after enrolment (1.0: no effect). [default: 0.85]")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
 @json_option
 @_rate_options
 @_monthly_options
 def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file: Path | None, months: int | None,
+          programme_start: datetime | None, programme_practices: float, programme_effect: float | None,
           overwrite: bool, as_json: bool, **rates: Any) -> None:
     """Write a realistic synthetic site into OUT.
 
@@ -99,14 +109,30 @@ def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file:
     and records corrected in a later month; each with site.toml as of its month end and truth/
     (with truth/revisions.parquet: its late and corrected records). Record ids and person numbers
     are the same in every month; a month end's folder is the same whatever N is.
+
+    With --programme-start or --programme-effect, an MDT programme at a share of the practices
+    enrols the adults with two or more emergency admissions in the past year over six months, and
+    multiplies their hazards by the effect from the month after; OUT gets mdt_caseload.csv (the
+    spine record key, practice and enrolment date of each), truth/programme.json (the true effect)
+    and a site.toml whose mdt_caseload cohort is compared with a matched group.
     """
     monthly = {name: rates.pop(name) for name in [f.name for f in fields(MonthlyRates)]}
     given = [name for name, value in monthly.items() if value is not None]
     if given and months is None:
         raise click.UsageError(f"--{given[0].replace('_', '-')} needs --months")
     key = read_key(key_file=key_file) if key_file is not None else None
-    options = SynthOptions(people=people, seed=seed, reference_date=reference_date.date(),
-                           errors=ErrorRates(**rates), key=key)
+    programme = None
+    if programme_start is not None or programme_effect is not None:
+        ref = reference_date.date()
+        k = ref.year * 12 + ref.month - 1 - 17
+        start = programme_start.date() if programme_start is not None else date(k // 12, k % 12 + 1, 1)
+        programme = Programme(start, programme_practices, 0.85 if programme_effect is None else programme_effect,
+                              enrolment_months=6)
+    try:
+        options = SynthOptions(people=people, seed=seed, reference_date=reference_date.date(),
+                               errors=ErrorRates(**rates), key=key, programme=programme)
+    except ValueError as exc:
+        raise click.UsageError(str(exc).replace("the programme must", "--programme-start must")) from None
     if months is not None:
         month_rates = MonthlyRates(**{k: v for k, v in monthly.items() if v is not None})
         _months_summary(write_months(out, options, months, month_rates, overwrite=overwrite), as_json)

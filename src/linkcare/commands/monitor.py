@@ -27,6 +27,7 @@ from linkcare.log import get_logger, peak_mib
 from linkcare.monitor.activity import at_risk, person_activity
 from linkcare.monitor.cohorts import Members, build_members, population
 from linkcare.monitor.costs import UnitCosts, load_unit_costs
+from linkcare.monitor.impact import Impact, assess, balance_table, impact_table
 from linkcare.monitor.spc import SpcRules
 from linkcare.monitor.tables import (
     ChartSummary,
@@ -77,6 +78,7 @@ class Counted:
     against_plan: pl.DataFrame
     costs: UnitCosts
     rules: SpcRules
+    impacts: list[Impact]
 
 
 def monitor(config: Config, cohort_dir: Path, out: Path | Snapshots, risk_dir: Path | None = None) -> MonitorSummary:
@@ -104,11 +106,6 @@ def monitor(config: Config, cohort_dir: Path, out: Path | Snapshots, risk_dir: P
 def count_cohorts(config: Config, cohort_dir: Path, risk_dir: Path | None) -> Counted:
     """Return what each cohort used and cost per month, exact and as published, with its SPC charts."""
     settings = config.monitor or MonitorSettings()
-    for spec in settings.cohorts:
-        if spec.compare == "matched":
-            raise ConfigError(f"{config.path}: monitor.cohorts: cohort {spec.name!r} has compare = \"matched\", "
-                              "which this version of linkcare cannot estimate yet; remove the key to monitor the "
-                              "cohort without a comparison group")
     cohort = open_cohort(cohort_dir)
     spine = spine_source(config)
     costs = load_unit_costs(settings)
@@ -136,13 +133,15 @@ def count_cohorts(config: Config, cohort_dir: Path, risk_dir: Path | None) -> Co
                  built.definition)
         members.append(built)
     activity = person_activity(cohort, risk, window, costs)
+    impacts = [assess(spec, m.frame, config, cohort, risk, activity, window)
+               for spec, m in zip(settings.cohorts, members[1:], strict=True) if spec.compare == "matched"]
     measures = measures_for({s.kind for s in config.sources})
     exact = exact_table(members, risk, activity, window, measures, sources_of)
     rules = SpcRules(baseline_points=settings.baseline_months, screen_outliers=settings.screen_outliers)
     chart, summaries = spc_table(exact, window, settings.plans, trajectories, rules)
     published = publish(exact, measures, config.disclosure)
     return Counted(window, members, measures, exact, chart, summaries, published, publish_spc(chart, published),
-                   last_against_plan(exact, chart, published, config.disclosure.threshold), costs, rules)
+                   last_against_plan(exact, chart, published, config.disclosure.threshold), costs, rules, impacts)
 
 
 def _write(tmp: Path, config: Config, c: Counted, inputs: dict[str, Any], started: float) -> list[dict[str, Any]]:
@@ -155,11 +154,17 @@ def _write(tmp: Path, config: Config, c: Counted, inputs: dict[str, Any], starte
     for m in c.members:
         write_parquet(m.frame, tmp / "cohorts" / f"{m.name}.parquet")
     c.costs.table.write_csv(tmp / "unit_costs.csv")
+    write_parquet(impact_table(c.impacts, config.disclosure), tmp / "impact.parquet")
+    write_parquet(balance_table(c.impacts), tmp / "balance.parquet")
+    if c.impacts:
+        (tmp / "matched").mkdir()
+    for impact in c.impacts:
+        write_parquet(impact.matched.pairs, tmp / "matched" / f"{impact.cohort}.parquet")
     log.info("writing %s…", REPORT_NAME)
     write_monitor_report(tmp / REPORT_NAME, MonitorReport(config, inputs, c.window, c.members, c.published, c.spc,
-                                                          c.summaries, c.against_plan, c.costs))
-    names = ["monitor.parquet", "monitor.csv", "spc.parquet", "unit_costs.csv",
-             *[f"cohorts/{m.name}.parquet" for m in c.members]]
+                                                          c.summaries, c.against_plan, c.costs, c.impacts))
+    names = ["monitor.parquet", "monitor.csv", "spc.parquet", "unit_costs.csv", "impact.parquet", "balance.parquet",
+             *[f"cohorts/{m.name}.parquet" for m in c.members], *[f"matched/{i.cohort}.parquet" for i in c.impacts]]
     cohort_facts = [{"name": m.name, "definition": m.definition, "members": config.disclosure.value(m.frame.height),
                      "enrolled": None if m.enrolled is None else m.enrolled.isoformat(), "notes": list(m.notes)}
                     for m in c.members]

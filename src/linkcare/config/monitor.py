@@ -28,8 +28,11 @@ from linkcare.config.toml import (
 MONITOR_KEYS = ("start", "baseline_months", "screen_outliers", "costs", "price_year", "price_index",
                 "cohorts", "plans")
 COHORT_KEYS = ("name", "where", "enrolled", "members", "key", "date", "date_format", "tier", "percentile_min",
-               "compare")
-WHERE_KEYS = ("age_min", "age_max", "sex", "practice", "deprivation", "social_care", "ltc_min")
+               "compare", "eligible", "pool")
+WHERE_KEYS = ("age_min", "age_max", "sex", "practice", "deprivation", "social_care", "ltc_min",
+              "emergency_admissions_min")
+#: Where a matched cohort's comparison pool comes from.
+POOLS = ("other_practices", "all_practices")
 PLAN_KEYS = ("cohort", "measure", "direction", "trajectory", "rebase")
 #: The whole-population cohort, always there.
 POPULATION = "population"
@@ -100,6 +103,7 @@ class CohortRule:
     deprivation: tuple[int, ...] | None = None
     social_care: str | None = None
     ltc_min: int | None = None
+    emergency_admissions_min: int | None = None  # in the 12 months before
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,10 @@ class CohortSpec:
     percentile_min: float | None = None
     enrolled: dt.date | None = None
     compare: str = "none"
+    #: for compare = "matched": the rule the enrolled met (the pool is the people who met it and were not
+    #: enrolled), and where the pool comes from (practices with no enrolled member, or any practice)
+    eligible: CohortRule | None = None
+    pool: str = "other_practices"
 
     @property
     def uses_risk(self) -> bool:
@@ -309,6 +317,13 @@ def _cohort(t: dict[str, Any], where: str, base: Path, p: KeyProblems) -> Cohort
         out["enrolled"] = _date(t["enrolled"], f"{where}.enrolled", p)
     if "compare" in t:
         out["compare"] = expect_choice(t["compare"], f"{where}.compare", COMPARE, "comparison", p) or "none"
+    for key in ("eligible", "pool"):
+        if key in t and out.get("compare") != "matched":
+            p.add(f"{where}.{key}", 'belongs to a matched comparison; add compare = "matched" or remove it')
+    if "eligible" in t:
+        out["eligible"] = _rule(t["eligible"], f"{where}.eligible", p)
+    if "pool" in t:
+        out["pool"] = expect_choice(t["pool"], f"{where}.pool", POOLS, "comparison pool", p) or "other_practices"
     return CohortSpec(**out)
 
 
@@ -319,10 +334,10 @@ def _rule(value: Any, where: str, p: KeyProblems) -> CohortRule | None:
         return None
     p.unknown_keys(value, WHERE_KEYS, where)
     out: dict[str, Any] = {}
-    for key in ("age_min", "age_max", "ltc_min"):
+    for key in ("age_min", "age_max", "ltc_min", "emergency_admissions_min"):
         if key in value:
-            out[key] = expect_whole(value[key], f"{where}.{key}", 0, f"{key} = 75" if key != "ltc_min" else
-                                    "ltc_min = 2", p)
+            out[key] = expect_whole(value[key], f"{where}.{key}", 0, f"{key} = 75" if key.startswith("age") else
+                                    f"{key} = 2", p)
     if out.get("age_min") is not None and out.get("age_max") is not None and out["age_min"] > out["age_max"]:
         p.add(f"{where}.age_min", "is above age_max; nobody could be in the cohort")
     if "sex" in value:
@@ -470,5 +485,5 @@ def measure_direction(measure: str, plans: Sequence[Plan], cohort: str) -> str:
 
 
 __all__ = ["COHORT_KEYS", "DIRECTIONS", "MEASURES", "MEASURE_BY_NAME", "MEASURE_NAMES", "MONITOR_KEYS", "PLAN_KEYS",
-           "POPULATION", "SOCIAL_CARE_RULES", "CohortRule", "CohortSpec", "Measure", "MemberList", "MonitorSettings",
-           "Plan", "Rebase", "WHERE_KEYS", "check_monitor", "measure_direction", "parse_month"]
+           "POOLS", "POPULATION", "SOCIAL_CARE_RULES", "CohortRule", "CohortSpec", "Measure", "MemberList",
+           "MonitorSettings", "Plan", "Rebase", "WHERE_KEYS", "check_monitor", "measure_direction", "parse_month"]

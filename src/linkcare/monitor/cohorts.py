@@ -109,6 +109,8 @@ def describe_rule(rule: CohortRule) -> str:
                                                       else f" ({rule.social_care})"))
     if rule.ltc_min is not None:
         parts.append(f"with {rule.ltc_min} or more long-term conditions")
+    if rule.emergency_admissions_min is not None:
+        parts.append(f"with {rule.emergency_admissions_min} or more emergency admissions in the 12 months before")
     return ", ".join(parts) or "everyone"
 
 
@@ -135,6 +137,8 @@ def _apply_rule(rule: CohortRule, config: Config, cohort: Cohort, people: pl.Dat
     if rule.ltc_min is not None:
         features = features.join(_conditions(cohort, features.select("person_id"), day), on="person_id", how="left")
         conditions.append(pl.col("conditions").fill_null(0) >= rule.ltc_min)
+    if rule.emergency_admissions_min is not None:
+        conditions.append(pl.col("emergency_admissions_365d") >= rule.emergency_admissions_min)
     return features.filter(pl.all_horizontal(conditions) if conditions else pl.lit(True)).select("person_id")
 
 

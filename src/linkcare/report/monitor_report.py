@@ -18,6 +18,7 @@ from linkcare.config.load import config_hash
 from linkcare.config.monitor import MEASURE_BY_NAME
 from linkcare.monitor.cohorts import Members
 from linkcare.monitor.costs import UnitCosts
+from linkcare.monitor.impact import WORDS, Impact
 from linkcare.monitor.tables import ChartSummary
 from linkcare.monitor.window import Window
 from linkcare.report.html import Report, escape, figure, new_figure, note, table
@@ -57,6 +58,7 @@ class MonitorReport:
     summaries: Sequence[ChartSummary]
     against_plan: pl.DataFrame
     costs: UnitCosts
+    impacts: Sequence[Impact] = ()
 
 
 def write_monitor_report(path: Path, data: MonitorReport) -> int:
@@ -74,6 +76,8 @@ def write_monitor_report(path: Path, data: MonitorReport) -> int:
     _overview(report, data)
     for m in data.members:
         _cohort_section(report, data, m.name)
+    for impact in data.impacts:
+        _impact(report, impact)
     _coverage(report, data)
     _unit_costs(report, data.costs)
     _method(report, data)
@@ -266,6 +270,55 @@ def _against_plan(data: MonitorReport, cohort: str) -> str:
         "far, in activity and in pounds (activity priced at the cohort's own mean cost per event).")
             + table(("measure", "month", "value", "plan", "plan", "planned months", "cumulative gap",
                      "gap in £"), out))
+
+
+def _impact(report: Report, impact: Impact) -> None:
+    """The matched comparison of one cohort: both groups by month from enrolment, balance, estimates, words."""
+    d = report.disclosure
+    enrolled, comparison = impact.matched.pairs.height, impact.matched.pairs["control_id"].n_unique()
+    late = (f", and {report.count(impact.without_follow_up)} enrolled in the last month counted have no month after "
+            "enrolment yet" if impact.without_follow_up else "")
+    intro = note(
+        f"{report.count(enrolled)} enrolled people were each matched, at their enrolment month, to a similar person "
+        f"who met the same rule and was not enrolled ({report.count(comparison)} different people, some matched more "
+        f"than once); {report.count(impact.matched.unmatched.height)} had no one similar enough and are left out of "
+        f"the estimates{late}. See docs/impact.md.")
+    words = "".join(f"<p><strong>{escape(WORDS[m].capitalize())}.</strong> {escape(text)}</p>"
+                    for m, text in impact.conclusions.items())
+    rows = [(WORDS[e.measure], _change(e.naive_change), _change(e.comparison_change),
+             "–" if e.rate_ratio is None else f"{e.rate_ratio:.2f} ({e.ci_low:.2f}–{e.ci_high:.2f})")
+            for e in impact.estimates]
+    estimates = table(("outcome", "change of the enrolled (after ÷ before)",
+                       "change of the matched group (regression to the mean)",
+                       "rate ratio, difference-in-differences (95% interval)"), rows)
+    flagged = [r for r in impact.balance.to_dicts() if not abs(r["smd_after"] or 0) < 0.1]
+    warning = note(f"Warning: after matching, {len(flagged)} covariate(s) still differ by a standardised mean "
+                   "difference of 0.1 or more; read the estimates with care.") if flagged else note(
+        "Every standardised mean difference after matching is below 0.1.")
+    balance = table(("covariate", "enrolled", "pool (before matching)", "matched group", "SMD before", "SMD after"),
+                    [(r["covariate"].replace("_", " "), f"{r['enrolled_mean']:.2f}", f"{r['pool_mean']:.2f}",
+                      f"{r['matched_mean']:.2f}", f"{r['smd_before']:+.3f}", f"{r['smd_after']:+.3f}")
+                     for r in impact.balance.to_dicts()])
+    fig, ax = new_figure(7.0, 3.0)
+    for group, colour in (("enrolled", "#005eb8"), ("matched comparison", "#768692")):
+        rows_g = impact.event_time.filter(pl.col("group") == group).sort("offset")
+        shown = rows_g.filter((pl.col("events") >= d.threshold) | (pl.col("events") == 0))
+        ax.plot(shown["offset"].to_list(), shown["rate"].to_list(), marker="o", ms=3, color=colour, label=group)
+    ax.axvline(0, color="#d5281b", lw=1)
+    ax.annotate("enrolment", (0, 0), xytext=(3, 3), textcoords="offset points", fontsize=8, color="#d5281b")
+    ax.set_xlabel("months from the enrolment month")
+    ax.set_ylabel("emergency admissions per 1,000 person-months")
+    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, fontsize=8)
+    chart = figure(fig, "Emergency admissions of the enrolled and of their matched comparison group, by month from "
+                        "enrolment (a month with fewer admissions than the disclosure threshold is not drawn).",
+                   f"impact-{impact.cohort}")
+    report.section(f"impact-{impact.cohort}", f"Did it make a difference? {impact.cohort}", intro, words, estimates,
+                   chart, "<h3>Balance</h3>", warning, balance)
+
+
+def _change(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f} ({value - 1:+.0%})"
 
 
 def _coverage(report: Report, data: MonitorReport) -> None:

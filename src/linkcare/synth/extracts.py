@@ -85,6 +85,8 @@ class Site:
     truth_records: pl.DataFrame
     truth_persons: pl.DataFrame
     areas: pl.DataFrame  # the public lookup of each area's deprivation decile (not personal data)
+    caseload: pl.DataFrame | None = None  # an MDT programme's caseload (linkcare.synth.programme)
+    programme_truth: dict[str, object] | None = None  # its truth/programme.json
 
 
 def _dates(days: np.ndarray | pl.Series, ref: date) -> pl.Series:

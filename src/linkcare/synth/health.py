@@ -15,6 +15,7 @@ import polars as pl
 
 from linkcare.synth.conditions import CONDITIONS
 from linkcare.synth.population import Population
+from linkcare.synth.programme import ProgrammeRun
 
 STEP = 365.0 / 12.0  # one month
 FUTURE_STEPS = 12  # the year after the reference date
@@ -111,8 +112,10 @@ class _Events:
         return pl.DataFrame({k: pl.Series(k, data[k]).cast(dtypes[k]) for k in self.names})
 
 
-def simulate(rng: np.random.Generator, pop: Population, health: Health, history_days: int) -> Simulation:
-    """Return the site's events over the history and the truth for the following year."""
+def simulate(rng: np.random.Generator, pop: Population, health: Health, history_days: int,
+             programme: ProgrammeRun | None = None) -> Simulation:
+    """Return the site's events over the history and the truth for the following year; with `programme`,
+    an MDT programme enrols people and changes their hazards (linkcare.synth.programme)."""
     n = pop.n
     h = health
     n_steps = int(np.ceil(history_days / STEP))
@@ -182,8 +185,15 @@ def simulate(rng: np.random.Generator, pop: Population, health: Health, history_
         eta = (h.emergency_static + _age_term(age) + SC_EMERGENCY_EFFECT[status]
                + RECENT_ADMISSION_EFFECT * (last_emergency_step >= k - 3)
                + REABLEMENT_EFFECT * (reablement_until > lo))
+        effect: np.ndarray | float = 0.0
+        if programme is not None:
+            programme.enrol(k, STEP, active, adult, first_day)
+            effect = programme.effect_term(lo)
+            eta = eta + effect
         count = rng.poisson(np.exp(eta) / 12.0 * active)
         who = np.repeat(np.arange(n), count)
+        if programme is not None:
+            programme.record(k, who)
         day = days_in_step(who, k)
         long_stay = np.ceil(rng.lognormal(np.log(2.5 + np.maximum(age[who] - 50, 0) / 8.0), 0.8))
         los = np.where(rng.random(who.size) < 0.25, 0, np.minimum(long_stay, 120)).astype(np.int64)
@@ -246,7 +256,7 @@ def simulate(rng: np.random.Generator, pop: Population, health: Health, history_
         los = np.where(rng.random(who.size) < 0.7, 0, np.ceil(rng.lognormal(np.log(2.5), 0.6, who.size)))
         elective.add(person=who, day=days_in_step(who, k), los=los.astype(np.int64))
         ae_rate = np.exp(-1.45 + 0.3 * deprivation + 0.3 * h.frailty + 0.5 * (age < 5)
-                         + 0.25 * ((age >= 16) & (age < 30)) + 0.02 * np.maximum(age - 70, 0))
+                         + 0.25 * ((age >= 16) & (age < 30)) + 0.02 * np.maximum(age - 70, 0) + effect)
         who = np.repeat(np.arange(n), rng.poisson(ae_rate / 12 * active))
         ae.add(person=who, day=days_in_step(who, k), admitted=np.zeros(who.size, dtype=bool))
         op_rate = np.exp(-0.1 + 0.012 * (age - 50) + 0.3 * n_cond + 0.2 * h.frailty)
@@ -262,7 +272,8 @@ def simulate(rng: np.random.Generator, pop: Population, health: Health, history_
         close_spells(dies, dd)
 
     care_status = np.where(alive, status, 0).astype(np.int8)
-    risk, outcome = _future_year(rng, pop, h, alive, status, last_emergency_step, reablement_until)
+    future_effect = programme.effect_term(0.0) if programme is not None else 0.0
+    risk, outcome = _future_year(rng, pop, h, alive, status, last_emergency_step, reablement_until, future_effect)
 
     i64, i8, f64 = pl.Int64(), pl.Int8(), pl.Float64()
     spells = spell_starts.frame({"spell": i64, "person": i64, "start": i64, "kind": i8, "units": f64})
@@ -285,7 +296,7 @@ def simulate(rng: np.random.Generator, pop: Population, health: Health, history_
 
 def _future_year(rng: np.random.Generator, pop: Population, h: Health, alive: np.ndarray,
                  status: np.ndarray, last_emergency_step: np.ndarray,
-                 reablement_until: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 reablement_until: np.ndarray, effect: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Return the exact probability of at least one emergency admission in the next 365 days, and a
     draw of the outcome from the same process (admission before death within each month)."""
     n = pop.n
@@ -298,7 +309,7 @@ def _future_year(rng: np.random.Generator, pop: Population, h: Health, alive: np
         age = pop.age_at(lo + STEP / 2)
         eta = (h.emergency_static + _age_term(age) + SC_EMERGENCY_EFFECT[status]
                + RECENT_ADMISSION_EFFECT * (last_emergency_step >= k - 3)
-               + REABLEMENT_EFFECT * (reablement_until > lo))
+               + REABLEMENT_EFFECT * (reablement_until > lo) + effect)
         p_admit = 1.0 - np.exp(-np.exp(eta) / 12.0)
         q = 1.0 - np.exp(-np.exp(-10.6 + 0.095 * age + h.mortality_static) / 12.0)
         risk += survival * p_admit

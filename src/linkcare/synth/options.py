@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from datetime import date
 
+from linkcare.synth.programme import Programme
+
 
 @dataclass(frozen=True)
 class ErrorRates:
@@ -127,9 +129,14 @@ class SynthOptions:
     """Pseudonymisation key; by default one derived from the seed, so sites are reproducible."""
     history_days: int = 1095
     """Days of history before the reference date held in the extracts (three years)."""
+    programme: Programme | None = None
+    """An MDT programme with a known effect (linkcare.synth.programme); None: none."""
 
     def __post_init__(self) -> None:
         if self.people < 100:
             raise ValueError("people must be at least 100")
         if self.history_days < 730:
             raise ValueError("history_days must be at least 730 (two years)")
+        if self.programme is not None and not (
+                -self.history_days < (self.programme.start - self.reference_date).days < 0):
+            raise ValueError("the programme must start inside the history, before the reference date")

@@ -24,9 +24,15 @@ def plan_year_start(reference_date: date) -> date:
     return date(k // 12, k % 12 + 1, 1)
 
 
-def monitor_section(reference_date: date, prefix: str = "") -> str:
-    """Return the [monitor] tables of a synthetic site's config."""
+def monitor_section(reference_date: date, prefix: str = "", caseload: bool = False) -> str:
+    """Return the [monitor] tables of a synthetic site's config; with `caseload`, a cohort of the MDT
+    programme's caseload compared with a matched group of the eligible people not enrolled."""
     start = plan_year_start(reference_date).isoformat()
+    mdt = ("[[monitor.cohorts]]\n"
+           f'name = "mdt_caseload"\nmembers = "{prefix}mdt_caseload.csv"\nkey = "Patient_ID"\n'
+           'date = "Enrolment_Date"\ncompare = "matched"\n'
+           "# The programme's case-finding rule: the comparison pool is the people who met it and were not enrolled.\n"
+           "eligible = { age_min = 18, emergency_admissions_min = 2 }\n\n") if caseload else ""
     return (
         "[monitor]\n# What `linkcare monitor` follows; see docs/monitor.md for every key.\n"
         "[[monitor.cohorts]]\n"
@@ -35,6 +41,7 @@ def monitor_section(reference_date: date, prefix: str = "") -> str:
         "[[monitor.cohorts]]\n"
         'name = "over_65_with_care"\nwhere = { age_min = 65, social_care = "long_term_support" }\n'
         f'enrolled = "{start}"\n\n'
+        f"{mdt}"
         "[[monitor.plans]]\n"
         'cohort = "population"\nmeasure = "emergency_admissions"\ndirection = "lower"\n'
         f'trajectory = "{prefix}{PLAN_FILE}"\n'

@@ -10,6 +10,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from linkcare import __version__
 from linkcare.errors import ConfigError
@@ -22,6 +23,7 @@ from linkcare.synth.months import is_month_end, month_index, monthly_plan, snaps
 from linkcare.synth.options import MonthlyRates, SynthOptions
 from linkcare.synth.plans import PLAN_FILE, monitor_section, plan_trajectory
 from linkcare.synth.population import make_population
+from linkcare.synth.programme import CASELOAD_FILE, PROGRAMME_TRUTH, ProgrammeRun, caseload, programme_truth
 from linkcare.synth.visitors import make_visitors
 
 log = get_logger("synth")
@@ -55,11 +57,19 @@ def make_site(options: SynthOptions) -> Site:
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(options.seed).spawn(6)]
     pop = make_population(streams[0], options.people, options.history_days, options.errors.twins)
     health = make_health(streams[1], pop)
-    sim = simulate(streams[2], pop, health, options.history_days)
+    run = None
+    if options.programme is not None:
+        run = ProgrammeRun(options.programme, options.seed, pop.practice, len(pop.practice_codes),
+                           (options.programme.start - options.reference_date).days)
+    sim = simulate(streams[2], pop, health, options.history_days, run)
     visitors = make_visitors(streams[4], pop, health, sim, options.errors, options.history_days)
     key = options.key if options.key is not None else synth_key(options.seed)
-    return build_site(streams[3], pop, health, sim, options.errors, key, options.reference_date,
+    site = build_site(streams[3], pop, health, sim, options.errors, key, options.reference_date,
                       options.history_days, visitors, streams[5])
+    if run is not None:
+        site.caseload = caseload(run, site.extracts["gp_registrations"], site.truth_records, options.reference_date)
+        site.programme_truth = programme_truth(run, site.caseload, pop.practice_codes)
+    return site
 
 
 _MYDOB = {"birth_year": '{ column = "MYDOB", format = "%m%Y", part = "year" }',
@@ -96,7 +106,8 @@ _SITE_COMPARISONS = (("nhs", "exact", ""), ("la_id", "exact", ""), ("birth_year"
                      ("practice", "exact", 'given = "area"\n'))
 
 
-def site_config(reference_date: str, prefix: str = "", site_reference: str | None = None) -> str:
+def site_config(reference_date: str, prefix: str = "", site_reference: str | None = None,
+                caseload: bool = False) -> str:
     """Return a linkcare config (TOML) for the five synthetic extracts, paths prefixed by `prefix`; its
     [monitor] plan year is the twelve months to `site_reference` (default `reference_date`), the site's
     own reference date, so every monthly snapshot of a site has the same plan."""
@@ -114,7 +125,7 @@ def site_config(reference_date: str, prefix: str = "", site_reference: str | Non
         parts.append(f'[[linkage.comparisons]]\nfield = "{field}"\nmethod = "{method}"\n{extra}')
     parts.append("[risk]\n# The deprivation decile of each LSOA (1 = most deprived), a public lookup.\n"
                  f'deprivation = {{ path = "{prefix}{AREAS_FILE}", area = "LSOA11CD", decile = "IMD_Decile" }}\n')
-    parts.append(monitor_section(date.fromisoformat(site_reference or reference_date), prefix))
+    parts.append(monitor_section(date.fromisoformat(site_reference or reference_date), prefix, caseload))
     return "\n".join(parts)
 
 
@@ -203,8 +214,12 @@ def _write_files(folder: Path, site: Site, options: SynthOptions, reference_date
     (folder / "truth").mkdir()
     write_parquet(site.truth_records, folder / "truth" / "records.parquet")
     write_parquet(site.truth_persons, folder / "truth" / "persons.parquet")
-    (folder / "site.toml").write_text(site_config(reference_date.isoformat(), "",
-                                                  options.reference_date.isoformat()), encoding="utf-8")
+    (folder / "site.toml").write_text(site_config(reference_date.isoformat(), "", options.reference_date.isoformat(),
+                                                  site.caseload is not None), encoding="utf-8")
+    if site.caseload is not None:
+        # A monthly snapshot's caseload is the list as it stood at that month end.
+        site.caseload.filter(pl.col("Enrolment_Date") <= reference_date.isoformat()).write_csv(folder / CASELOAD_FILE)
+        (folder / PROGRAMME_TRUTH).write_text(json.dumps(site.programme_truth, indent=2) + "\n", encoding="utf-8")
     (folder / PLAN_FILE).parent.mkdir()
     plan_trajectory(site.extracts["gp_registrations"], site.extracts["apc"], options.reference_date).write_csv(
         folder / PLAN_FILE)
@@ -219,6 +234,8 @@ def _write_files(folder: Path, site: Site, options: SynthOptions, reference_date
         "rows": rows,
         "visitors": int((~site.truth_persons["resident"]).sum()),
         "key": "given" if options.key is not None else "derived from the seed",
+        **({} if options.programme is None else {"programme": {**asdict(options.programme),
+                                                               "start": options.programme.start.isoformat()}}),
         **extra,
     }
     (folder / "synth.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
