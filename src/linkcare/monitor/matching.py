@@ -47,7 +47,7 @@ SEED = 0
 #: Prior emergency admissions are matched exactly up to this many (more counts as this many).
 EXACT_ADMISSIONS = 6
 #: How many nearest neighbours are searched for one inside the calliper.
-NEIGHBOURS = 10
+NEIGHBOURS = 50
 
 
 @dataclass(frozen=True)

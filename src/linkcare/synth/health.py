@@ -185,21 +185,23 @@ def simulate(rng: np.random.Generator, pop: Population, health: Health, history_
         eta = (h.emergency_static + _age_term(age) + SC_EMERGENCY_EFFECT[status]
                + RECENT_ADMISSION_EFFECT * (last_emergency_step >= k - 3)
                + REABLEMENT_EFFECT * (reablement_until > lo))
-        effect: np.ndarray | float = 0.0
         if programme is not None:
             programme.enrol(k, STEP, active, adult, first_day)
-            effect = programme.effect_term(lo)
-            eta = eta + effect
         count = rng.poisson(np.exp(eta) / 12.0 * active)
         who = np.repeat(np.arange(n), count)
+        # The programme averts a share of its enrolled people's admissions (linkcare.synth.programme):
+        # `kept` are the admissions that happen. Everything else follows the crisis, averted or not, so
+        # the rest of the simulation draws exactly what it would without the programme.
+        kept = programme.keep(who, lo) if programme is not None else np.ones(who.size, dtype=bool)
         if programme is not None:
-            programme.record(k, who)
+            programme.record(k, who[kept])
         day = days_in_step(who, k)
         long_stay = np.ceil(rng.lognormal(np.log(2.5 + np.maximum(age[who] - 50, 0) / 8.0), 0.8))
         los = np.where(rng.random(who.size) < 0.25, 0, np.minimum(long_stay, 120)).astype(np.int64)
-        emergency.add(person=who, day=day, los=los)
+        emergency.add(person=who[kept], day=day[kept], los=los[kept])
         via_ae = rng.random(who.size) < 0.75
-        ae.add(person=who[via_ae], day=day[via_ae], admitted=np.ones(int(via_ae.sum()), dtype=bool))
+        ae_kept = via_ae & kept
+        ae.add(person=who[ae_kept], day=day[ae_kept], admitted=np.ones(int(ae_kept.sum()), dtype=bool))
         last_emergency_step[who] = k
 
         # Reablement after discharge for older people without long-term support.
@@ -256,9 +258,11 @@ def simulate(rng: np.random.Generator, pop: Population, health: Health, history_
         los = np.where(rng.random(who.size) < 0.7, 0, np.ceil(rng.lognormal(np.log(2.5), 0.6, who.size)))
         elective.add(person=who, day=days_in_step(who, k), los=los.astype(np.int64))
         ae_rate = np.exp(-1.45 + 0.3 * deprivation + 0.3 * h.frailty + 0.5 * (age < 5)
-                         + 0.25 * ((age >= 16) & (age < 30)) + 0.02 * np.maximum(age - 70, 0) + effect)
+                         + 0.25 * ((age >= 16) & (age < 30)) + 0.02 * np.maximum(age - 70, 0))
         who = np.repeat(np.arange(n), rng.poisson(ae_rate / 12 * active))
-        ae.add(person=who, day=days_in_step(who, k), admitted=np.zeros(who.size, dtype=bool))
+        attended = days_in_step(who, k)
+        kept = programme.keep(who, lo) if programme is not None else np.ones(who.size, dtype=bool)
+        ae.add(person=who[kept], day=attended[kept], admitted=np.zeros(int(kept.sum()), dtype=bool))
         op_rate = np.exp(-0.1 + 0.012 * (age - 50) + 0.3 * n_cond + 0.2 * h.frailty)
         who = np.repeat(np.arange(n), rng.poisson(op_rate / 12 * active))
         outpatients.add(person=who, day=days_in_step(who, k))
@@ -272,7 +276,7 @@ def simulate(rng: np.random.Generator, pop: Population, health: Health, history_
         close_spells(dies, dd)
 
     care_status = np.where(alive, status, 0).astype(np.int8)
-    future_effect = programme.effect_term(0.0) if programme is not None else 0.0
+    future_effect = programme.effect_term(0.0) if programme is not None else 0.0  # the same share averted
     risk, outcome = _future_year(rng, pop, h, alive, status, last_emergency_step, reablement_until, future_effect)
 
     i64, i8, f64 = pl.Int64(), pl.Int8(), pl.Float64()

@@ -4,14 +4,20 @@ against the truth.
 From the programme's start, at a share of the site's practices, adults who meet a case-finding rule
 sites use, two or more emergency admissions in the past twelve months, are enrolled over the
 programme's enrolment months: each month a share of those eligible and not yet enrolled (the MDT's
-capacity) join the caseload on a day of that month. From the month after enrolment, the enrolled
-person's hazard of an emergency admission, and of an A&E attendance, is multiplied by the effect
-(default 0.85; 1.0 means the programme does nothing). The year after the reference date has the
-same effect, so the true risk stays exact.
+capacity) join the caseload on a day of that month. From the month after enrolment, each emergency
+admission and each A&E attendance of an enrolled person happens with probability `effect` (default
+0.85; 1.0 means the programme does nothing) and is otherwise averted: the crisis is managed at home.
+Thinning a Poisson process multiplies its rate by the keeping probability, so the enrolled's hazards of
+admission and of attendance are multiplied by the effect, exactly. An averted admission changes nothing
+else (the crisis happened: it still raises the next months' risk, and may still lead to reablement, now
+arranged from home), so the true effect on the enrolled's rate of admissions is the effect itself, with
+no knock-on through the simulation's other states. The year after the reference date has the same
+effect on the hazard, so the true risk stays exact.
 
-The programme draws from its own random stream (the eighth child of the seed), and with no programme
-nothing of it is drawn, so a site without one is the same as before the programme existed; with an
-effect of 1.0 every rate is unchanged too, so only the caseload and its truth are added.
+The programme draws from its own random stream (the eighth child of the seed), and the simulation draws
+exactly what it draws without a programme, so a site without one is the same as before the programme
+existed, and a site with one differs only by the averted admissions and attendances (with an effect of
+1.0, by nothing but the caseload and its truth).
 """
 
 from __future__ import annotations
@@ -68,6 +74,13 @@ class ProgrammeRun:
         self.enrolled_day = np.full(practice.size, self.NEVER, dtype=np.int64)
         self.recent = np.zeros((12, practice.size), dtype=np.int16)
         self.log_effect = float(np.log(programme.effect))
+
+    def keep(self, who: np.ndarray, step_start: float) -> np.ndarray:
+        """Return which of a step's admissions or attendances (a person each) happen: an enrolled person's,
+        from the step after enrolment, happens with probability `effect` (the rest are averted)."""
+        draws = self.rng.random(who.size)
+        enrolled = self.enrolled_day[who] < step_start
+        return ~enrolled | (draws < self.programme.effect)
 
     def effect_term(self, step_start: float) -> np.ndarray:
         """Return the log-hazard term of each person in the step starting at `step_start`: the effect from
