@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from click.testing import CliRunner
 
 from conftest import write_config
 from linkcare.cli import cli
+from linkcare.synth.options import SynthOptions
+from linkcare.synth.programme import Programme
+from linkcare.synth.site import write_site
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -67,8 +71,18 @@ def reports(small_site: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
                   "--out", str(work / "monitor")]):
         result = runner.invoke(cli, ["-q", *args])
         assert result.exit_code == 0, result.output
+    # A site with an MDT programme, for the matched comparison's section.
+    programme = work / "programme"
+    write_site(programme, SynthOptions(people=12_000, seed=8, reference_date=date(2026, 3, 31),
+                                       programme=Programme(date(2024, 10, 1), enrolment_months=6)))
+    for args in (["link", str(programme / "site.toml"), "--out", str(work / "p_cohort")],
+                 ["monitor", str(programme / "site.toml"), "--cohort", str(work / "p_cohort"), "--out",
+                  str(work / "p_monitor")]):
+        result = runner.invoke(cli, ["-q", *args])
+        assert result.exit_code == 0, result.output
     return {"link": work / "cohort" / "link_report.html", "train": work / "model" / "risk_report.html",
-            "stratify": work / "risk" / "risk_report.html", "monitor": work / "monitor" / "monitor_report.html"}
+            "stratify": work / "risk" / "risk_report.html", "monitor": work / "monitor" / "monitor_report.html",
+            "impact": work / "p_monitor" / "monitor_report.html"}
 
 
 MONITOR = """
@@ -110,6 +124,7 @@ SECTIONS = {
     "train": ["performance", "subgroups", "factors"],
     "monitor": ["cohorts", "overview", "cohort-population", "cohort-over_75", "cohort-top_tier", "coverage",
                 "unit-costs", "method"],
+    "impact": ["cohort-mdt_caseload", "impact-mdt_caseload"],
 }
 
 

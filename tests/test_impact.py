@@ -194,3 +194,17 @@ def test_eligible_without_a_matched_comparison_is_a_config_error(small_site: Pat
     result = CliRunner().invoke(cli, ["validate", str(config)])
     assert result.exit_code == 2
     assert 'monitor.cohorts[0].eligible: belongs to a matched comparison; add compare = "matched"' in result.output
+
+
+def test_synth_takes_the_programme_from_the_command_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["-q", "synth", str(tmp_path / "site"), "--people", "2000", "--seed", "3",
+                                 "--programme-effect", "0.9", "--programme-practices", "1.0"])
+    assert result.exit_code == 0, result.output
+    truth = json.loads((tmp_path / "site" / "truth" / "programme.json").read_text())
+    assert (truth["effect"], truth["practices"], truth["start"]) == (0.9, 1.0, "2024-10-01")
+    assert json.loads((tmp_path / "site" / "synth.json").read_text())["programme"]["effect"] == 0.9
+    result = runner.invoke(cli, ["-q", "synth", str(tmp_path / "bad"), "--people", "2000",
+                                 "--programme-start", "2027-01-01"])
+    assert result.exit_code == 2
+    assert "--programme-start must start inside the history, before the reference date" in result.output

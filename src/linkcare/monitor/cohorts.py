@@ -67,7 +67,7 @@ def build_members(spec: CohortSpec, config: Config, cohort: Cohort, risk: AtRisk
                   spine: str) -> Members:
     """Return a cohort's frozen members as its spec defines them."""
     if spec.members is not None:
-        return _caseload(spec.name, spec.members, cohort, risk, spine, config.reference_date)
+        return _caseload(spec.name, spec.members, cohort, risk, spine, config)
     enrolled = spec.enrolled
     chosen: pl.DataFrame | None = None
     words: list[str] = []
@@ -176,8 +176,7 @@ def _risk_output(spec: CohortSpec, risk_dir: Path | None) -> tuple[pl.DataFrame,
     return scored.select("person_id"), index_date
 
 
-def _caseload(name: str, spec: MemberList, cohort: Cohort, risk: AtRisk, spine: str,
-              as_of: dt.date) -> Members:
+def _caseload(name: str, spec: MemberList, cohort: Cohort, risk: AtRisk, spine: str, config: Config) -> Members:
     """Return a caseload file's people, each enrolled on their own date (the earliest, if listed twice)."""
     try:
         raw = pl.read_csv(spec.path, infer_schema=False)
@@ -198,6 +197,7 @@ def _caseload(name: str, spec: MemberList, cohort: Cohort, risk: AtRisk, spine: 
         if unread:
             what.append(f"{unread} row(s) have no readable date in {spec.date} (YYYY-MM-DD, or set date_format)")
         raise DataError(f"{spec.path}: {'; '.join(what)}; fix them or remove those rows")
+    as_of = config.reference_date
     late = frame.filter(pl.col("enrolled") > as_of).height
     if late:
         raise DataError(f"{spec.path}: column {spec.date}: {late} row(s) are enrolled after the as-of date "
@@ -211,7 +211,7 @@ def _caseload(name: str, spec: MemberList, cohort: Cohort, risk: AtRisk, spine: 
         raise DataError(f"{spec.path}: column {spec.key}: none of its {found.height} key(s) is a record of the spine "
                         f"source {spine!r} in this cohort dataset; `key` must name the spine's record keys")
     if unmatched:
-        notes.append(f"{unmatched} caseload row(s) name no spine record and are left out")
+        notes.append(f"{config.disclosure.show(unmatched)} caseload row(s) name no spine record and are left out")
         log.warning("cohort %s: %s of %s caseload rows name no record of %s in this cohort dataset; left out",
                     name, f"{unmatched:,}", f"{found.height:,}", spine)
     members = (found.drop_nulls("person_id").group_by("person_id").agg(pl.col("enrolled").min())
@@ -219,7 +219,8 @@ def _caseload(name: str, spec: MemberList, cohort: Cohort, risk: AtRisk, spine: 
     off = members.filter((pl.col("entry").is_not_null() & (pl.col("entry") > pl.col("enrolled")))
                          | (pl.col("exit").is_not_null() & (pl.col("exit") < pl.col("enrolled")))).height
     if off:
-        notes.append(f"{off} member(s) were not registered on their enrolment date (kept, counted while registered)")
+        notes.append(f"{config.disclosure.show(off)} member(s) were not registered on their enrolment date (kept, "
+                     "counted while registered)")
     frame_out = members.select("person_id", "enrolled").sort("person_id")
     return Members(name, frame_out, None, f"caseload {spec.path.name}, each enrolled on their own date", tuple(notes))
 
