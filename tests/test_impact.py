@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from linkcare.cli import cli
-from linkcare.monitor.impact import IMPACT_SCHEMA, Estimate, conclusion, did
+from linkcare.monitor.impact import IMPACT_SCHEMA, Estimate, conclusion, did, ratio_text
 from linkcare.monitor.matching import COVARIATES, balance, match
 from linkcare.synth.options import SynthOptions
 from linkcare.synth.programme import Programme
@@ -28,7 +28,8 @@ def _row(person: str, treated: bool, **values: float) -> dict[str, object]:
     row: dict[str, object] = {"person_id": person, "month": MONTH, "treated": treated,
                               "enrolled": MONTH + dt.timedelta(days=3) if treated else None}
     defaults = {"age": 70.0, "female": 1.0, "deprivation_decile": 5.0, "conditions": 1.0,
-                "emergency_admissions": 2.0, "ae_attendances": 2.0, "bed_days": 6.0, "long_term_support": 0.0}
+                "emergency_admissions": 2.0, "recent_admissions": 1.0, "ae_attendances": 2.0, "bed_days": 6.0,
+                "long_term_support": 0.0}
     row.update({c: float(values.get(c, defaults[c])) for c in COVARIATES})
     return row
 
@@ -113,6 +114,10 @@ def test_the_conclusion_in_words() -> None:
     assert "regression to the mean" not in text
     assert "a rate ratio of 1.25 (1.08–1.45), an increase: the interval lies above 1" in text
     assert "too few" in conclusion("emergency bed days", Estimate("emergency_bed_days", None, None, None, None, None))
+    # An interval that ends just below 1 is not written as ending at 1.00.
+    edge = conclusion("costs of care", Estimate("cost_total", 0.84, 0.70, 0.9998, 0.70, 0.84))
+    assert "0.84 (0.70–0.9998), a reduction" in edge
+    assert [ratio_text(v) for v in (0.8, 0.996, 1.004, 1.0)] == ["0.80", "0.996", "1.004", "1.00"]
 
 
 def _digest(folder: Path, names: list[str]) -> dict[str, str]:

@@ -163,7 +163,7 @@ def conclusion(measure_words: str, estimate: Estimate) -> str:
                 "them; nothing can be concluded.")
     naive = _change_words(e.naive_change)
     comparison = _change_words(e.comparison_change)
-    interval = f"a rate ratio of {e.rate_ratio:.2f} ({e.ci_low:.2f}–{e.ci_high:.2f})"
+    interval = f"a rate ratio of {ratio_text(e.rate_ratio)} ({ratio_text(e.ci_low)}–{ratio_text(e.ci_high)})"
     head = (f"The caseload's {measure_words} {naive} after enrolment, and a matched group of similar people not "
             f"enrolled {comparison} over the same months")
     rtm = ""
@@ -183,6 +183,17 @@ def conclusion(measure_words: str, estimate: Estimate) -> str:
         verdict = (f"the programme's estimated effect is {interval}, which does not show a reduction or an "
                    "increase: the interval includes 1 (no effect)")
     return f"{head}{rtm}; {verdict}."
+
+
+def ratio_text(value: float | None) -> str:
+    """Return a ratio to two decimals, or more (up to four) where two would put it on 1 or the other side."""
+    if value is None:
+        return "–"
+    for places in (2, 3, 4):
+        text = f"{value:.{places}f}"
+        if not ((value < 1 <= float(text)) or (value > 1 >= float(text))):
+            return text
+    return text
 
 
 def _change_words(change: float | None) -> str:
@@ -279,4 +290,4 @@ def balance_table(impacts: list[Impact]) -> pl.DataFrame:
 
 
 __all__ = ["AFTER_MONTHS", "BEFORE_MONTHS", "IMPACT_SCHEMA", "OUTCOMES", "WORDS", "Estimate", "Impact", "assess",
-           "balance_table", "conclusion", "did", "event_time", "impact_table", "unit_periods"]
+           "balance_table", "conclusion", "did", "ratio_text", "event_time", "impact_table", "unit_periods"]

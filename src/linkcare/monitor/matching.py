@@ -7,12 +7,15 @@ The method, and why:
   practices with no enrolled member (`pool = "other_practices"`), so that a comparison person was never
   offered the programme and its teams cannot have changed their care.
 - **The covariates**, as of the first day of the enrolment month: age, sex, deprivation decile,
-  long-term conditions (Charlson conditions in two years of hospital diagnoses), emergency admissions,
-  A&E attendances and emergency bed days in the 12 months before, and long-term social care support.
-- **Exact on sex, long-term support and the number of emergency admissions in the 12 months before** (0
-  to 6 or more): the last is what a high-use programme selects on, and the strongest predictor of the
-  next year's admissions, so matching it exactly is what takes the regression to the mean out of the
-  comparison.
+  long-term conditions (Charlson conditions in two years of hospital diagnoses), emergency admissions
+  in the 12 months and in the 90 days before, A&E attendances and emergency bed days in the 12 months
+  before, and long-term social care support.
+- **Exact on sex, long-term support, the number of emergency admissions in the 12 months before** (0
+  to 6 or more) **and in the last 90 days** (0, 1, 2 or more): the first is what a high-use programme
+  selects on and the strongest predictor of the next year's admissions; the second is how recently:
+  a team enrols people soon after the admission that made them eligible, when their risk is at its
+  peak and about to fall, so a comparison person must be at the same point of their own run of
+  admissions, or the enrolled fall further without any help and the programme gets the credit.
 - **Then the nearest neighbour** by Mahalanobis distance on the standardised covariates and the
   propensity score (the log-odds of enrolment from a logistic regression on the standardised
   covariates, scikit-learn, pooled over months), among those within a calliper of 0.2 standard
@@ -40,12 +43,16 @@ from linkcare.config.monitor import CohortRule
 from linkcare.monitor.activity import AtRisk
 from linkcare.risk.comorbidity import charlson_conditions
 
-COVARIATES = ("age", "female", "deprivation_decile", "conditions", "emergency_admissions", "ae_attendances",
-              "bed_days", "long_term_support")
+COVARIATES = ("age", "female", "deprivation_decile", "conditions", "emergency_admissions", "recent_admissions",
+              "ae_attendances", "bed_days", "long_term_support")
+#: Days before the index date in which an emergency admission counts as recent.
+RECENT_DAYS = 90
 CALIPER_SD = 0.2
 SEED = 0
 #: Prior emergency admissions are matched exactly up to this many (more counts as this many).
 EXACT_ADMISSIONS = 6
+#: Emergency admissions in the last RECENT_DAYS are matched exactly up to this many.
+EXACT_RECENT = 2
 #: How many nearest neighbours are searched for one inside the calliper.
 NEIGHBOURS = 50
 
@@ -82,8 +89,10 @@ def covariates_at(config: Config, cohort: Cohort, people: pl.DataFrame, day: dt.
               .select("person_id", "event_type", "start_date", "end_date"))
     stay = (pl.min_horizontal(pl.col("end_date").fill_null(day), pl.lit(day)) - pl.col("start_date")).dt.total_days()
     emergency = pl.col("event_type") == "emergency_admission"
+    recent = pl.col("start_date") >= day - dt.timedelta(days=RECENT_DAYS)
     hospital = events.group_by("person_id").agg(
         emergency.sum().cast(pl.Float64).alias("emergency_admissions"),
+        (emergency & recent).sum().cast(pl.Float64).alias("recent_admissions"),
         (pl.col("event_type") == "ae_attendance").sum().cast(pl.Float64).alias("ae_attendances"),
         stay.filter(emergency).sum().cast(pl.Float64).alias("bed_days")).collect()
     codes = (cohort.events.join(keys.lazy(), on="person_id", how="semi")
@@ -183,9 +192,10 @@ def match(rows: pl.DataFrame) -> Matched:
     points = features @ whiten
     frame = rows.with_row_index("_row").with_columns(
         pl.col("emergency_admissions").clip(0, EXACT_ADMISSIONS).cast(pl.Int32).alias("_admissions"),
+        pl.col("recent_admissions").clip(0, EXACT_RECENT).cast(pl.Int32).alias("_recent"),
         (pl.col("long_term_support") > 0).alias("_care"))
     pairs, unmatched = [], []
-    for _key, group in frame.group_by("month", "female", "_care", "_admissions", maintain_order=True):
+    for _key, group in frame.group_by("month", "female", "_care", "_admissions", "_recent", maintain_order=True):
         t = group.filter(pl.col("treated"))
         if t.height == 0:
             continue

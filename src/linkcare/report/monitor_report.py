@@ -18,7 +18,7 @@ from linkcare.config.load import config_hash
 from linkcare.config.monitor import MEASURE_BY_NAME
 from linkcare.monitor.cohorts import Members
 from linkcare.monitor.costs import UnitCosts
-from linkcare.monitor.impact import WORDS, Impact
+from linkcare.monitor.impact import WORDS, Impact, ratio_text
 from linkcare.monitor.tables import ChartSummary
 from linkcare.monitor.window import Window
 from linkcare.report.html import Report, escape, figure, new_figure, note, table
@@ -286,7 +286,8 @@ def _impact(report: Report, impact: Impact) -> None:
     words = "".join(f"<p><strong>{escape(WORDS[m].capitalize())}.</strong> {escape(text)}</p>"
                     for m, text in impact.conclusions.items())
     rows = [(WORDS[e.measure], _change(e.naive_change), _change(e.comparison_change),
-             "–" if e.rate_ratio is None else f"{e.rate_ratio:.2f} ({e.ci_low:.2f}–{e.ci_high:.2f})")
+             "–" if e.rate_ratio is None else f"{ratio_text(e.rate_ratio)} ({ratio_text(e.ci_low)}–"
+             f"{ratio_text(e.ci_high)})")
             for e in impact.estimates]
     estimates = table(("outcome", "change of the enrolled (after ÷ before)",
                        "change of the matched group (regression to the mean)",
@@ -307,7 +308,8 @@ def _impact(report: Report, impact: Impact) -> None:
     ax.axvline(0, color="#d5281b", lw=1)
     ax.annotate("enrolment", (0, 0), xytext=(3, 3), textcoords="offset points", fontsize=8, color="#d5281b")
     ax.set_xlabel("months from the enrolment month")
-    ax.set_ylabel("emergency admissions per 1,000 person-months")
+    ax.set_ylabel("per 1,000 person-months")
+    ax.set_title("Emergency admissions", fontsize=10, loc="left")
     ax.set_ylim(bottom=0)
     ax.legend(frameon=False, fontsize=8)
     chart = figure(fig, "Emergency admissions of the enrolled and of their matched comparison group, by month from "
