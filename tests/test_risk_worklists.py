@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +251,27 @@ def test_no_persons_values_from_the_worklists_reach_the_log(trained: tuple[Path,
     log = result.output + (result.stderr if result.stderr_bytes is not None else "")
     for value in set(lists["Patient_ID"]) | {r for r in reasons if any(ch.isdigit() for ch in r)}:
         assert value not in log
+
+
+def test_write_features_gives_every_feature_the_model_used(trained: tuple[Path, Path, Path], tmp_path: Path,
+                                                           runner: CliRunner) -> None:
+    from linkcare.cohort.dataset import open_cohort
+    from linkcare.config import load_config
+    from linkcare.risk.features import build_features
+    from linkcare.risk.store import load_model
+
+    config, cohort, model_dir = trained
+    out = tmp_path / "risk"
+    _stratify(runner, config, cohort, model_dir, out, "--write-features")
+    features = pl.read_parquet(out / "features.parquet")
+    risk = pl.read_parquet(out / "risk.parquet")
+    settings = load_config(config)
+    model = load_model(model_dir, settings.risk.model)
+    assert features.columns == ["person_id", *model.names]
+    assert features["person_id"].to_list() == sorted(risk["person_id"].to_list())
+    built = build_features(settings, open_cohort(cohort), date(2026, 3, 31), model.windows).frame
+    expected = built.select("person_id", *[pl.col(n).cast(pl.Float64) for n in model.names]).sort("person_id")
+    assert features.equals(expected)
+    assert "features.parquet" in json.loads((out / "manifest.json").read_text())["outputs"]
+    _stratify(runner, config, cohort, model_dir, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "features.parquet").exists()

@@ -276,10 +276,13 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
               help="The output folder of an earlier `linkcare stratify`, or \"latest\" for the last run's: "
                    "worklists mark who is new to them since. Without it (or on a first run), everyone listed "
                    "is marked new.")
+@click.option("--write-features", is_flag=True,
+              help="Also write features.parquet: person_id and every feature the model used, as of the index "
+                   "date, for audit and for checking models from outside.")
 @snapshot_options
 @json_option
 def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_of: str | None,
-             previous: Path | None, snapshot: bool, keep: int | None, as_json: bool) -> None:
+             previous: Path | None, write_features: bool, snapshot: bool, keep: int | None, as_json: bool) -> None:
     """Score every living registered person's risk of an emergency admission, tier and explain it.
 
     Writes risk.parquet (person_id, calibrated risk, percentile, tier, the top three factors with
@@ -293,7 +296,8 @@ def stratify(config: Path, cohort: Path, model_dir: Path | None, out: Path, as_o
     from linkcare.config import load_config
 
     settings = load_config(config, parse_date(as_of, "--as-of"))
-    summary = run_stratify(settings, cohort, Snapshots(out, snapshot, keep), model_dir, previous=previous)
+    summary = run_stratify(settings, cohort, Snapshots(out, snapshot, keep), model_dir, previous=previous,
+                           write_features=write_features)
     if as_json:
         print_json("stratify", summary)
         return

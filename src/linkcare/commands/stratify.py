@@ -58,12 +58,14 @@ class StratifySummary:
 
 
 def stratify(config: Config, cohort_dir: Path, out: Path | Snapshots, model_dir: Path | None = None,
-             as_of: dt.date | None = None, previous: Path | None = None) -> StratifySummary:
+             as_of: dt.date | None = None, previous: Path | None = None,
+             write_features: bool = False) -> StratifySummary:
     """Score everyone living at the index date (`as_of`, default the config's reference date) and write
     risk.parquet and the worklists into `out` (a folder, or dated snapshots), whole or not at all;
     without `model_dir`, train on the same cohort first. With `previous` (an earlier stratify output,
     or "latest": the last run's), the worklists mark who is new to them since; without it, or when
-    "latest" finds none yet, everyone listed is marked new."""
+    "latest" finds none yet, everyone listed is marked new. With `write_features`, features.parquet holds
+    every feature the model used for each person scored, as of the index date (for audit)."""
     started = time.perf_counter()
     index = as_of or config.reference_date
     log.info("as of %s: %s", index.isoformat(),
@@ -77,11 +79,13 @@ def stratify(config: Config, cohort_dir: Path, out: Path | Snapshots, model_dir:
         before = read_previous_lists(previous) if previous is not None else None
         if before is None:
             log.info("no --previous stratify output: everyone on the worklists is marked new (new_to_list)")
-        return _stratify(config, cohort_dir, target, model_dir, index, (cohort, spine, inputs, before), started)
+        return _stratify(config, cohort_dir, target, model_dir, index, (cohort, spine, inputs, before), started,
+                         write_features)
 
 
 def _stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | None, index: dt.date,
-              read: tuple[Any, Any, Inputs, PreviousLists | None], started: float) -> StratifySummary:
+              read: tuple[Any, Any, Inputs, PreviousLists | None], started: float,
+              write_features: bool = False) -> StratifySummary:
     cohort, spine, inputs, before = read
     previous = None if before is None else before.folder
     with output_lock(Path(out)), atomic_dir(Path(out), modes_for(config.output.mode)) as tmp:
@@ -93,11 +97,16 @@ def _stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | Non
         else:
             model = load_model(model_dir, config.risk.model)
         listed_tiers = config.risk.listed_tiers
-        table = mark_listed(score_people(config, cohort, model, index, model_dir), listed_tiers, before)
+        scored, features = score_people(config, cohort, model, index, model_dir)
+        table = mark_listed(scored, listed_tiers, before)
         listed, new = int(table["listed"].sum()), int(table["new_to_list"].sum())
         log.info("writing risk.parquet and the worklists (tiers %s: %s people listed, %s new to the list)…",
                  ", ".join(listed_tiers), f"{listed:,}", f"{new:,}")
         write_parquet(table, tmp / "risk.parquet")
+        outputs = ["risk.parquet"]
+        if write_features:
+            write_parquet(features, tmp / "features.parquet")
+            outputs.append("features.parquet")
         practices = write_worklists(table, tmp / "worklists", spine, config, index)
         tiers = tier_counts(table)
         write_manifest(tmp, "stratify", config, {
@@ -111,7 +120,7 @@ def _stratify(config: Config, cohort_dir: Path, out: Path, model_dir: Path | Non
                           "new_to_list": config.disclosure.value(new),
                           "previous": None if previous is None else Path(previous).name},
             "tiers": [{"tier": r["tier"], "people": config.disclosure.value(r["people"])} for r in tiers.to_dicts()],
-            "outputs": checksums(tmp, ["risk.parquet"]),
+            "outputs": checksums(tmp, outputs),
         })
         log.info("writing %s…", REPORT_NAME)
         model_folder = tmp / "model" if model_dir is None else Path(model_dir)

@@ -29,9 +29,10 @@ log = get_logger("risk")
 
 
 def score_people(config: Config, cohort: Cohort, model: RiskModel, index: dt.date,
-                 model_dir: Path | None) -> pl.DataFrame:
+                 model_dir: Path | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return the risk table (as risk.parquet) of everyone living at `index`, scored by `model`
-    (from `model_dir`, None when trained by this run)."""
+    (from `model_dir`, None when trained by this run), and their features: person_id and every
+    feature the model uses, as of `index`, by person_id."""
     log.info("building features as of %s…", index)
     features = build_features(config, cohort, index, model.windows)
     frame = features.frame
@@ -42,7 +43,9 @@ def score_people(config: Config, cohort: Cohort, model: RiskModel, index: dt.dat
     x = features.matrix(model.names)
     log.info("scoring and explaining %s people…", f"{x.shape[0]:,}")
     table = score_table(model, frame, x, config.risk.tiers)
-    return table.join(factor_words(table, frame, model.windows), on="person_id", how="left", maintain_order="left")
+    table = table.join(factor_words(table, frame, model.windows), on="person_id", how="left", maintain_order="left")
+    used = frame.select("person_id", *[pl.col(n).cast(pl.Float64) for n in model.names]).sort("person_id")
+    return table, used
 
 
 @dataclass(frozen=True)
