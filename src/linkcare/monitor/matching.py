@@ -10,15 +10,12 @@ The method, and why:
   long-term conditions (Charlson conditions in two years of hospital diagnoses), emergency admissions
   in the 12 months and in the 90 days before, A&E attendances and emergency bed days in the 12 months
   before, and long-term social care support.
-- **Exact on sex, long-term support, long-term conditions (0, 1, 2 or more), the number of emergency
-  admissions in the 12 months before** (0 to 6 or more) **and whether one was in the last 90 days**: the
-  admissions are what a high-use programme
-  selects on and the strongest predictor of the next year's admissions; the last is how recently:
+- **Exact on sex, long-term support, the number of emergency admissions in the 12 months before** (0
+  to 6 or more) **and in the last 90 days** (0, 1, 2 or more): the first is what a high-use programme
+  selects on and the strongest predictor of the next year's admissions; the second is how recently:
   a team enrols people soon after the admission that made them eligible, when their risk is at its
   peak and about to fall, so a comparison person must be at the same point of their own run of
-  admissions, or the enrolled fall further without any help and the programme gets the credit. (Fewer
-  exact strata left the conditions or the support unbalanced, SMD 0.13-0.14, on some 100,000-person
-  sites; more of them leave more people unmatched, and those are reported.)
+  admissions, or the enrolled fall further without any help and the programme gets the credit.
 - **Then the nearest neighbour** by Mahalanobis distance on the standardised covariates and the
   propensity score (the log-odds of enrolment from a logistic regression on the standardised
   covariates, scikit-learn, pooled over months), among those within a calliper of 0.2 standard
@@ -54,10 +51,8 @@ CALIPER_SD = 0.2
 SEED = 0
 #: Prior emergency admissions are matched exactly up to this many (more counts as this many).
 EXACT_ADMISSIONS = 6
-#: Long-term conditions are matched exactly up to this many.
-EXACT_CONDITIONS = 2
 #: Emergency admissions in the last RECENT_DAYS are matched exactly up to this many.
-EXACT_RECENT = 1
+EXACT_RECENT = 2
 #: How many nearest neighbours are searched for one inside the calliper.
 NEIGHBOURS = 50
 
@@ -198,11 +193,9 @@ def match(rows: pl.DataFrame) -> Matched:
     frame = rows.with_row_index("_row").with_columns(
         pl.col("emergency_admissions").clip(0, EXACT_ADMISSIONS).cast(pl.Int32).alias("_admissions"),
         pl.col("recent_admissions").clip(0, EXACT_RECENT).cast(pl.Int32).alias("_recent"),
-        pl.col("conditions").clip(0, EXACT_CONDITIONS).cast(pl.Int32).alias("_conditions"),
         (pl.col("long_term_support") > 0).alias("_care"))
     pairs, unmatched = [], []
-    for _key, group in frame.group_by("month", "female", "_care", "_admissions", "_recent", "_conditions",
-                                      maintain_order=True):
+    for _key, group in frame.group_by("month", "female", "_care", "_admissions", "_recent", maintain_order=True):
         t = group.filter(pl.col("treated"))
         if t.height == 0:
             continue
