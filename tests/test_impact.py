@@ -213,3 +213,26 @@ def test_synth_takes_the_programme_from_the_command_line(tmp_path: Path) -> None
                                  "--programme-start", "2027-01-01"])
     assert result.exit_code == 2
     assert "--programme-start must start inside the history, before the reference date" in result.output
+
+
+def test_a_refined_covariate_is_matched_on_its_thirds_and_kept_only_when_needed() -> None:
+    from linkcare.monitor.matching import match_balanced
+
+    rng = np.random.default_rng(3)
+    rows = [_row(f"T{i}", True, conditions=float(rng.integers(0, 6)), age=float(rng.integers(60, 90)),
+                 bed_days=float(rng.integers(0, 30))) for i in range(150)]
+    rows += [_row(f"C{i}", False, conditions=float(rng.integers(0, 6)), age=float(rng.integers(60, 90)),
+                  bed_days=float(rng.integers(0, 30))) for i in range(3000)]
+    frame = pl.DataFrame(rows, schema={"person_id": pl.String, "month": pl.Date, "treated": pl.Boolean,
+                                       "enrolled": pl.Date, **dict.fromkeys(COVARIATES, pl.Float64)})
+    refined = match(frame, ("conditions",))
+    treated = frame.filter(pl.col("treated"))["conditions"].to_numpy()
+    cuts = np.unique(np.quantile(treated, [1 / 3, 2 / 3]))
+    third = {r["person_id"]: int(np.searchsorted(cuts, r["conditions"], side="right")) for r in frame.to_dicts()}
+    assert refined.pairs.height > 100
+    assert all(third[t] == third[c] for t, c in zip(refined.pairs["person_id"], refined.pairs["control_id"],
+                                                     strict=True))
+    # Balanced already (the pool is drawn like the enrolled): nothing is refined.
+    matched, table, kept = match_balanced(frame)
+    assert kept == () and table["smd_after"].abs().max() < 0.1
+    assert matched.pairs.equals(match(frame).pairs)

@@ -34,7 +34,7 @@ from linkcare.config.monitor import CohortSpec
 from linkcare.disclosure import Disclosure
 from linkcare.log import get_logger
 from linkcare.monitor.activity import CARE_COSTED, HEALTH_COSTED, AtRisk
-from linkcare.monitor.matching import Matched, balance, candidates, match
+from linkcare.monitor.matching import Matched, candidates, match_balanced
 from linkcare.monitor.window import Window
 
 log = get_logger("monitor")
@@ -216,6 +216,7 @@ class Impact:
     event_time: pl.DataFrame
     conclusions: dict[str, str]
     without_follow_up: int
+    refined: tuple[str, ...] = ()  # covariates also matched exactly on their thirds, to balance them
 
     @property
     def max_abs_smd(self) -> float:
@@ -241,17 +242,16 @@ def assess(spec: CohortSpec, enrolled: pl.DataFrame, config: Config, cohort: Coh
                  .sort("person_id", "start_date", nulls_last=True).group_by("person_id").last()
                  .select("person_id", "practice"))
     rows = candidates(config, cohort, risk, usable, spec.eligible, spec.pool, practices)
-    matched = match(rows)
-    table = balance(matched)
+    matched, table, refined = match_balanced(rows)
     periods = unit_periods(matched.pairs, risk, activity, window)
     estimates = tuple(did(periods, name) for name, _, _ in OUTCOMES)
     words = {e.measure: conclusion(WORDS[e.measure], e) for e in estimates}
     impact = Impact(spec.name, matched, table, estimates, event_time(matched.pairs, risk, activity, window), words,
-                    late)
+                    late, refined)
     log.info("cohort %s: %s of %s enrolled matched (%s without a match in the calliper); largest |SMD| after "
-             "matching %.3f", spec.name, config.disclosure.show(matched.pairs.height),
+             "matching %.3f%s", spec.name, config.disclosure.show(matched.pairs.height),
              config.disclosure.show(usable.height), config.disclosure.show(matched.unmatched.height),
-             impact.max_abs_smd)
+             impact.max_abs_smd, f" (also matched on thirds of {', '.join(refined)})" if refined else "")
     if not impact.max_abs_smd < 0.1:
         log.warning("cohort %s: after matching, a standardised mean difference is %.2f (0.1 or more): the groups "
                     "differ on it, so read the estimates with care", spec.name, impact.max_abs_smd)

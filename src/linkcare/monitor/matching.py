@@ -173,10 +173,11 @@ def _emergency_counts(cohort: Cohort, people: pl.DataFrame, day: dt.date) -> pl.
     return people.join(counts, on="person_id", how="left").with_columns(pl.col("n").fill_null(0))
 
 
-def match(rows: pl.DataFrame) -> Matched:
+def match(rows: pl.DataFrame, refine: tuple[str, ...] = ()) -> Matched:
     """Return each enrolled person's nearest pool person of the same month, sex, long-term support and
     prior emergency admissions (0 to 6 or more), by Mahalanobis distance on the standardised covariates and
-    the propensity score, within the propensity calliper, with replacement (see the module docstring)."""
+    the propensity score, within the propensity calliper, with replacement (see the module docstring);
+    each covariate of `refine` is matched exactly on its thirds too (cut at the enrolled's tertiles)."""
     schema = {"person_id": pl.String, "control_id": pl.String, "month": pl.Date, "enrolled": pl.Date}
     if rows.filter(~pl.col("treated")).height == 0 or rows.filter(pl.col("treated")).height == 0:
         return Matched(pl.DataFrame(schema=schema), rows.filter(pl.col("treated")).select("person_id", "month"), rows)
@@ -194,8 +195,14 @@ def match(rows: pl.DataFrame) -> Matched:
         pl.col("emergency_admissions").clip(0, EXACT_ADMISSIONS).cast(pl.Int32).alias("_admissions"),
         pl.col("recent_admissions").clip(0, EXACT_RECENT).cast(pl.Int32).alias("_recent"),
         (pl.col("long_term_support") > 0).alias("_care"))
+    treated_rows = rows["treated"].to_numpy()
+    for name in refine:
+        values = rows[name].to_numpy()
+        cuts = np.unique(np.quantile(values[treated_rows], [1 / 3, 2 / 3]))
+        frame = frame.with_columns(pl.Series(f"_third_{name}", np.searchsorted(cuts, values, side="right")))
     pairs, unmatched = [], []
-    for _key, group in frame.group_by("month", "female", "_care", "_admissions", "_recent", maintain_order=True):
+    strata = ["month", "female", "_care", "_admissions", "_recent", *[f"_third_{name}" for name in refine]]
+    for _key, group in frame.group_by(strata, maintain_order=True):
         t = group.filter(pl.col("treated"))
         if t.height == 0:
             continue
@@ -220,6 +227,42 @@ def match(rows: pl.DataFrame) -> Matched:
     return Matched(out, missed.sort("month", "person_id"), rows)
 
 
+#: The covariates the matching always holds exactly; the others may be refined.
+EXACT = ("female", "long_term_support", "emergency_admissions", "recent_admissions")
+BALANCED_SMD = 0.1
+#: A refinement must keep at least this share of the people matched before it.
+KEEP_MATCHED = 0.8
+
+
+def match_balanced(rows: pl.DataFrame, rounds: int = 2) -> tuple[Matched, pl.DataFrame, tuple[str, ...]]:
+    """Return the matching, its balance and the covariates refined: while a standardised mean difference
+    after matching is BALANCED_SMD or more, the worst covariate is matched exactly on its thirds as well
+    (at most `rounds` times), kept only if it lowers the largest difference and still matches at least
+    KEEP_MATCHED of those matched before. Checking balance and refining the match until it holds is the
+    practice of Ho, Imai, King and Stuart (2007, *Political Analysis* 15(3)) and Stuart (2010,
+    *Statistical Science* 25(1))."""
+    matched = match(rows)
+    table = balance(matched)
+    refine: tuple[str, ...] = ()
+    for _ in range(rounds):
+        worst = _worst(table)
+        if worst is None or worst[1] < BALANCED_SMD or worst[0] in EXACT or worst[0] in refine:
+            break
+        trial = match(rows, (*refine, worst[0]))
+        trial_table = balance(trial)
+        better = _worst(trial_table)
+        if better is None or better[1] >= worst[1] or trial.pairs.height < KEEP_MATCHED * matched.pairs.height:
+            break
+        matched, table, refine = trial, trial_table, (*refine, worst[0])
+    return matched, table, refine
+
+
+def _worst(table: pl.DataFrame) -> tuple[str, float] | None:
+    rows = [(r["covariate"], abs(r["smd_after"])) for r in table.to_dicts()
+            if r["smd_after"] is not None and np.isfinite(r["smd_after"])]
+    return max(rows, key=lambda r: r[1]) if rows else None
+
+
 def balance(matched: Matched) -> pl.DataFrame:
     """Return, per covariate, the means of the enrolled, of the pool and of the matched group, and the
     standardised mean differences before and after matching (difference / the pooled SD before)."""
@@ -242,4 +285,5 @@ def balance(matched: Matched) -> pl.DataFrame:
     return pl.DataFrame(out)
 
 
-__all__ = ["CALIPER_SD", "COVARIATES", "Matched", "balance", "candidates", "covariates_at", "match"]
+__all__ = ["BALANCED_SMD", "CALIPER_SD", "COVARIATES", "EXACT", "Matched", "balance", "candidates", "covariates_at",
+           "match", "match_balanced"]

@@ -293,9 +293,11 @@ def _impact(report: Report, impact: Impact) -> None:
                        "change of the matched group (regression to the mean)",
                        "rate ratio, difference-in-differences (95% interval)"), rows)
     flagged = [r for r in impact.balance.to_dicts() if not abs(r["smd_after"] or 0) < 0.1]
+    refined = (f" To balance {', '.join(c.replace('_', ' ') for c in impact.refined)}, the matching also held "
+               "each enrolled person to the same third of it." if impact.refined else "")
     warning = note(f"Warning: after matching, {len(flagged)} covariate(s) still differ by a standardised mean "
-                   "difference of 0.1 or more; read the estimates with care.") if flagged else note(
-        "Every standardised mean difference after matching is below 0.1.")
+                   f"difference of 0.1 or more; read the estimates with care.{refined}") if flagged else note(
+        f"Every standardised mean difference after matching is below 0.1.{refined}")
     balance = table(("covariate", "enrolled", "pool (before matching)", "matched group", "SMD before", "SMD after"),
                     [(r["covariate"].replace("_", " "), f"{r['enrolled_mean']:.2f}", f"{r['pool_mean']:.2f}",
                       f"{r['matched_mean']:.2f}", f"{r['smd_before']:+.3f}", f"{r['smd_after']:+.3f}")
