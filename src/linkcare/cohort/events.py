@@ -20,6 +20,8 @@ from linkcare.sources.read import scan_source
 #: HES/SUS admission methods (ADMIMETH) of emergency and of elective admissions (NHS Data Dictionary).
 EMERGENCY_METHODS = ("21", "22", "23", "24", "25", "2A", "2B", "2C", "2D", "28")
 ELECTIVE_METHODS = ("11", "12", "13")
+#: The event types of admissions.
+EMERGENCY_ADMISSION, ELECTIVE_ADMISSION = "emergency_admission", "elective_admission"
 #: The columns of events.parquet and their types.
 EVENT_COLUMNS: dict[str, pl.DataType] = {
     "person_id": pl.String(), "source": pl.String(), "record_id": pl.String(), "event_type": pl.String(),
@@ -70,8 +72,8 @@ def shape_events(source: Source, frame: pl.DataFrame) -> pl.DataFrame:
     elif source.kind == "apc":
         method = pl.col("admission_method") if "admission_method" in frame.columns else pl.lit(None, pl.String)
         frame = frame.with_columns(
-            pl.when(method.is_in(EMERGENCY_METHODS)).then(pl.lit("emergency_admission"))
-            .when(method.is_in(ELECTIVE_METHODS)).then(pl.lit("elective_admission"))
+            pl.when(method.is_in(EMERGENCY_METHODS)).then(pl.lit(EMERGENCY_ADMISSION))
+            .when(method.is_in(ELECTIVE_METHODS)).then(pl.lit(ELECTIVE_ADMISSION))
             .otherwise(pl.lit("other_admission")).alias("event_type"))
     elif source.kind == "ae":
         frame = frame.with_columns(pl.lit("ae_attendance").alias("event_type"))
@@ -81,6 +83,23 @@ def shape_events(source: Source, frame: pl.DataFrame) -> pl.DataFrame:
         etype = pl.col("event_type").str.to_lowercase().str.replace_all(r"[^a-z]+", "_")
         frame = frame.with_columns(pl.concat_str([pl.lit("social_care_"), etype]).alias("event_type"))
     return frame.with_columns(pl.lit(source.name).alias("source"))
+
+
+def service_kind() -> pl.Expr:
+    """Return a social-care event's Service_Type in lower case ("" where none)."""
+    return pl.col("service_type").str.to_lowercase().fill_null("")
+
+
+def long_term_support() -> pl.Expr:
+    """Return True for an event of long-term support (CLD Service_Type "Long Term Support: ...")."""
+    return service_kind().str.starts_with("long term support")
+
+
+def reablement() -> pl.Expr:
+    """Return True for an event of reablement: short-term support to maximise independence (ST-Max), or a
+    service or component named reablement."""
+    return (service_kind().str.contains("st-max") | service_kind().str.contains("reablement")
+            | pl.col("service_component").str.to_lowercase().fill_null("").str.contains("reablement"))
 
 
 def source_events(source: Source, index: pl.DataFrame) -> pl.DataFrame | None:
@@ -113,4 +132,5 @@ def write_events(config: Config, index: pl.DataFrame, path: Path) -> int:
     return rows
 
 
-__all__ = ["DATE_KEYS", "EVENT_COLUMNS", "event_exprs", "shape_events", "source_events", "write_events"]
+__all__ = ["DATE_KEYS", "ELECTIVE_ADMISSION", "EMERGENCY_ADMISSION", "EVENT_COLUMNS", "event_exprs",
+           "long_term_support", "reablement", "service_kind", "shape_events", "source_events", "write_events"]

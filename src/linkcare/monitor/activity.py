@@ -29,11 +29,13 @@ import numpy as np
 import polars as pl
 
 from linkcare.cohort.dataset import Cohort
+from linkcare.cohort.events import ELECTIVE_ADMISSION as ELECTIVE
+from linkcare.cohort.events import EMERGENCY_ADMISSION as EMERGENCY
+from linkcare.cohort.events import long_term_support, reablement, service_kind
 from linkcare.errors import DataError
 from linkcare.monitor.costs import UnitCosts
 from linkcare.monitor.window import Window, month_end
 
-EMERGENCY, ELECTIVE = "emergency_admission", "elective_admission"
 ATTENDED = ("5", "6")
 FIRST = ("1", "3")
 FOLLOW_UP = ("2", "4")
@@ -117,10 +119,7 @@ def _point_events(events: pl.LazyFrame, risk: pl.LazyFrame, window: Window, cost
     first = pl.col("first_attendance").is_in(FIRST)
     follow = pl.col("first_attendance").is_in(FOLLOW_UP)
     day_case = (etype == ELECTIVE) & (pl.col("end_date") == pl.col("start_date"))
-    kind = pl.col("service_type").str.to_lowercase().fill_null("")
-    reablement = (etype == "social_care_service") & (
-        kind.str.contains("st-max") | kind.str.contains("reablement")
-        | pl.col("service_component").str.to_lowercase().fill_null("").str.contains("reablement"))
+    reablement_service = (etype == "social_care_service") & reablement()
     c = costs.costs
     rules: list[tuple[str, pl.Expr, pl.Expr | None]] = [
         ("emergency_admissions", etype == EMERGENCY,
@@ -133,7 +132,7 @@ def _point_events(events: pl.LazyFrame, risk: pl.LazyFrame, window: Window, cost
          own.fill_null(pl.when(first).then(c["outpatient_first"]).otherwise(c["outpatient_follow_up"]))),
         ("outpatient_first", (etype == "outpatient_appointment") & attended & first, None),
         ("outpatient_follow_up", (etype == "outpatient_appointment") & attended & follow, None),
-        ("reablement_episodes", reablement, pl.lit(c["reablement_episode"])),
+        ("reablement_episodes", reablement_service, pl.lit(c["reablement_episode"])),
         ("social_care_assessments", etype == "social_care_assessment", None),
         ("social_care_reviews", etype == "social_care_review", None),
     ]
@@ -173,12 +172,12 @@ def _spanning_events(events: pl.LazyFrame, risk: pl.LazyFrame, window: Window, c
     beds = _by_month(stays, window, nights=True).select(
         "person_id", "month", pl.lit("emergency_bed_days").alias("measure"), pl.col("days").alias("amount"),
         pl.lit(None, pl.Float64).alias("cost"))
-    kind = pl.col("service_type").str.to_lowercase().fill_null("")
+    kind = service_kind()
     setting = (pl.when(kind.str.contains("nursing")).then(pl.lit("nursing"))
                .when(kind.str.contains("residential")).then(pl.lit("residential"))
                .otherwise(pl.lit("community")))
     services = (events.filter((pl.col("event_type") == "social_care_service") & started
-                              & kind.str.starts_with("long term support"))
+                              & long_term_support())
                 .join(risk, on="person_id", how="inner")
                 .select("person_id", "start_date", "end_date", "entry", "exit", "planned_units", "unit_cost",
                         "cost_frequency", setting.alias("setting")))

@@ -135,14 +135,17 @@ def _apply_rule(rule: CohortRule, config: Config, cohort: Cohort, people: pl.Dat
         column = "long_term_support" if rule.social_care == "long_term_support" else f"long_term_{rule.social_care}"
         conditions.append(pl.col(column) > 0)
     if rule.ltc_min is not None:
-        features = features.join(_conditions(cohort, features.select("person_id"), day), on="person_id", how="left")
+        features = features.join(conditions_at(cohort, features.select("person_id"), day), on="person_id",
+                                 how="left")
         conditions.append(pl.col("conditions").fill_null(0) >= rule.ltc_min)
     if rule.emergency_admissions_min is not None:
         conditions.append(pl.col("emergency_admissions_365d") >= rule.emergency_admissions_min)
     return features.filter(pl.all_horizontal(conditions) if conditions else pl.lit(True)).select("person_id")
 
 
-def _conditions(cohort: Cohort, people: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+def conditions_at(cohort: Cohort, people: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """Return person_id and `conditions`, the Charlson long-term conditions in the hospital diagnoses of
+    `people` in the LTC_LOOKBACK_DAYS before `day`, for those with any diagnosis then."""
     start = day - dt.timedelta(days=LTC_LOOKBACK_DAYS)
     codes = (cohort.events.filter(pl.col("start_date").is_between(start, day, closed="left")
                                   & pl.col("diagnoses").is_not_null())
@@ -225,4 +228,5 @@ def _caseload(name: str, spec: MemberList, cohort: Cohort, risk: AtRisk, spine: 
     return Members(name, frame_out, None, f"caseload {spec.path.name}, each enrolled on their own date", tuple(notes))
 
 
-__all__ = ["LTC_LOOKBACK_DAYS", "Members", "at_risk_on", "build_members", "describe_rule", "population"]
+__all__ = ["LTC_LOOKBACK_DAYS", "Members", "at_risk_on", "build_members", "conditions_at", "describe_rule",
+           "population"]

@@ -20,7 +20,6 @@ person's events and their person-months at risk.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import warnings
 from dataclasses import dataclass
@@ -61,24 +60,29 @@ class Estimate:
     comparison_change: float | None
 
 
+def unit_months(pairs: pl.DataFrame, risk: AtRisk, window: Window, offsets: list[int]) -> pl.DataFrame:
+    """Return one row per unit (an enrolled person, or one use of a comparison person) and month at each of
+    `offsets` from its enrolment month that the window holds: unit, person_id, treated, offset, at (the
+    month) and exposure (person-months at risk in it)."""
+    units = pl.concat([
+        pairs.select("person_id", "month", pl.lit(True).alias("treated")),
+        pairs.select(pl.col("control_id").alias("person_id"), "month", pl.lit(False).alias("treated"))]
+    ).with_row_index("unit")
+    grid = units.join(pl.DataFrame({"offset": offsets}), how="cross").with_columns(
+        pl.col("month").dt.offset_by(pl.format("{}mo", pl.col("offset"))).alias("at"))
+    grid = grid.filter(pl.col("at").is_between(window.first, window.last)).join(
+        risk.frame.select("person_id", "entry", "exit"), on="person_id", how="left")
+    first, last = pl.col("at"), pl.col("at").dt.month_end()
+    days = ((pl.min_horizontal(last, pl.col("exit").fill_null(last))
+             - pl.max_horizontal(first, pl.col("entry").fill_null(first))).dt.total_days() + 1).clip(0, None)
+    return grid.with_columns((days / ((last - first).dt.total_days() + 1)).alias("exposure"))
+
+
 def unit_periods(pairs: pl.DataFrame, risk: AtRisk, activity: pl.DataFrame, window: Window) -> pl.DataFrame:
     """Return one row per unit (an enrolled person or a use of a comparison person), period (before/after)
     and outcome: unit, person_id, treated, after, measure, y, exposure (person-months at risk)."""
-    units = pl.concat([
-        pairs.select(pl.int_range(pl.len()).alias("unit"), "person_id", "month", pl.lit(True).alias("treated")),
-        pairs.select((pl.int_range(pl.len()) + pairs.height).alias("unit"), pl.col("control_id").alias("person_id"),
-                     "month", pl.lit(False).alias("treated"))])
-    offsets = pl.DataFrame({"offset": [*range(-BEFORE_MONTHS, 0), *range(1, AFTER_MONTHS + 1)]})
-    grid = units.join(offsets, how="cross").with_columns(
-        pl.col("month").dt.offset_by(pl.format("{}mo", pl.col("offset"))).alias("at"))
-    grid = grid.filter(pl.col("at").is_between(window.first, window.last))
-    grid = grid.join(risk.frame.select("person_id", "entry", "exit"), on="person_id", how="left")
-    first, last = pl.col("at"), pl.col("at").dt.month_end()
-    lo = pl.max_horizontal(first, pl.col("entry").fill_null(first))
-    hi = pl.min_horizontal(last, pl.col("exit").fill_null(last))
-    days = ((hi - lo).dt.total_days() + 1).clip(0, None)
-    grid = grid.with_columns((days / (last - first + dt.timedelta(days=1)).dt.total_days()).alias("exposure"),
-                             (pl.col("offset") > 0).alias("after"))
+    offsets = [*range(-BEFORE_MONTHS, 0), *range(1, AFTER_MONTHS + 1)]
+    grid = unit_months(pairs, risk, window, offsets).with_columns((pl.col("offset") > 0).alias("after"))
     measures = [m for _, m, _ in OUTCOMES if m is not None]
     costed = list(HEALTH_COSTED + CARE_COSTED)  # the measures cost_total adds up, as monitor.parquet does
     used = activity.filter(pl.col("measure").is_in(measures + costed))
@@ -133,18 +137,8 @@ def event_time(pairs: pl.DataFrame, risk: AtRisk, activity: pl.DataFrame, window
                measure: str = "emergency_admissions") -> pl.DataFrame:
     """Return both groups' rate per 1,000 person-months by month relative to enrolment (-12 to 12, 0 the
     enrolment month), with the people contributing: offset, group, people, person_months, events, rate."""
-    units = pl.concat([pairs.select("person_id", "month", pl.lit("enrolled").alias("group")),
-                       pairs.select(pl.col("control_id").alias("person_id"), "month",
-                                    pl.lit("matched comparison").alias("group"))]).with_row_index("unit")
-    offsets = pl.DataFrame({"offset": list(range(-BEFORE_MONTHS, AFTER_MONTHS + 1))})
-    grid = units.join(offsets, how="cross").with_columns(
-        pl.col("month").dt.offset_by(pl.format("{}mo", pl.col("offset"))).alias("at"))
-    grid = grid.filter(pl.col("at").is_between(window.first, window.last)).join(
-        risk.frame.select("person_id", "entry", "exit"), on="person_id", how="left")
-    first, last = pl.col("at"), pl.col("at").dt.month_end()
-    days = ((pl.min_horizontal(last, pl.col("exit").fill_null(last))
-             - pl.max_horizontal(first, pl.col("entry").fill_null(first))).dt.total_days() + 1).clip(0, None)
-    grid = grid.with_columns((days / ((last - first).dt.total_days() + 1)).alias("exposure"))
+    grid = unit_months(pairs, risk, window, list(range(-BEFORE_MONTHS, AFTER_MONTHS + 1))).with_columns(
+        pl.when(pl.col("treated")).then(pl.lit("enrolled")).otherwise(pl.lit("matched comparison")).alias("group"))
     counts = activity.filter(pl.col("measure") == measure).select("person_id", pl.col("month").alias("at"),
                                                                     pl.col("amount").alias("y"))
     grid = grid.join(counts, on=["person_id", "at"], how="left").with_columns(pl.col("y").fill_null(0.0))
@@ -290,4 +284,5 @@ def balance_table(impacts: list[Impact]) -> pl.DataFrame:
 
 
 __all__ = ["AFTER_MONTHS", "BEFORE_MONTHS", "IMPACT_SCHEMA", "OUTCOMES", "WORDS", "Estimate", "Impact", "assess",
-           "balance_table", "conclusion", "did", "ratio_text", "event_time", "impact_table", "unit_periods"]
+           "balance_table", "conclusion", "did", "ratio_text", "event_time", "impact_table", "unit_months",
+           "unit_periods"]

@@ -38,10 +38,11 @@ from sklearn.linear_model import LogisticRegression
 
 from linkcare.cohort.dataset import Cohort
 from linkcare.cohort.demographics import deprivation_decile
+from linkcare.cohort.events import EMERGENCY_ADMISSION, long_term_support
 from linkcare.config import Config
 from linkcare.config.monitor import CohortRule
 from linkcare.monitor.activity import AtRisk
-from linkcare.risk.comorbidity import charlson_conditions
+from linkcare.monitor.cohorts import conditions_at
 
 COVARIATES = ("age", "female", "deprivation_decile", "conditions", "emergency_admissions", "recent_admissions",
               "ae_attendances", "bed_days", "long_term_support")
@@ -88,23 +89,19 @@ def covariates_at(config: Config, cohort: Cohort, people: pl.DataFrame, day: dt.
               .filter(pl.col("start_date").is_between(start, day, closed="left"))
               .select("person_id", "event_type", "start_date", "end_date"))
     stay = (pl.min_horizontal(pl.col("end_date").fill_null(day), pl.lit(day)) - pl.col("start_date")).dt.total_days()
-    emergency = pl.col("event_type") == "emergency_admission"
+    emergency = pl.col("event_type") == EMERGENCY_ADMISSION
     recent = pl.col("start_date") >= day - dt.timedelta(days=RECENT_DAYS)
     hospital = events.group_by("person_id").agg(
         emergency.sum().cast(pl.Float64).alias("emergency_admissions"),
         (emergency & recent).sum().cast(pl.Float64).alias("recent_admissions"),
         (pl.col("event_type") == "ae_attendance").sum().cast(pl.Float64).alias("ae_attendances"),
         stay.filter(emergency).sum().cast(pl.Float64).alias("bed_days")).collect()
-    codes = (cohort.events.join(keys.lazy(), on="person_id", how="semi")
-             .filter(pl.col("start_date").is_between(day - dt.timedelta(days=730), day, closed="left")
-                     & pl.col("diagnoses").is_not_null())
-             .select("person_id", pl.col("diagnoses").alias("code")).explode("code").drop_nulls("code").collect())
-    kind = pl.col("service_type").str.to_lowercase().fill_null("")
     care = (cohort.events.join(keys.lazy(), on="person_id", how="semi")
-            .filter((pl.col("event_type") == "social_care_service") & kind.str.starts_with("long term support")
+            .filter((pl.col("event_type") == "social_care_service") & long_term_support()
                     & (pl.col("start_date") < day) & (pl.col("end_date").is_null() | (pl.col("end_date") >= day)))
             .select("person_id").unique().with_columns(pl.lit(1.0).alias("long_term_support")).collect())
-    out = (base.join(hospital, on="person_id", how="left").join(charlson_conditions(codes), on="person_id", how="left")
+    out = (base.join(hospital, on="person_id", how="left")
+           .join(conditions_at(cohort, keys, day), on="person_id", how="left")
            .join(care, on="person_id", how="left"))
     fill = [c for c in COVARIATES if c not in ("age", "deprivation_decile")]
     out = out.with_columns([pl.col(c).cast(pl.Float64).fill_null(0.0) for c in fill])
@@ -167,7 +164,7 @@ def candidates(config: Config, cohort: Cohort, risk: AtRisk, enrolled: pl.DataFr
 
 def _emergency_counts(cohort: Cohort, people: pl.DataFrame, day: dt.date) -> pl.DataFrame:
     start = day - dt.timedelta(days=365)
-    counts = (cohort.events.filter((pl.col("event_type") == "emergency_admission")
+    counts = (cohort.events.filter((pl.col("event_type") == EMERGENCY_ADMISSION)
                                    & pl.col("start_date").is_between(start, day, closed="left"))
               .group_by("person_id").agg(pl.len().alias("n")).collect())
     return people.join(counts, on="person_id", how="left").with_columns(pl.col("n").fill_null(0))

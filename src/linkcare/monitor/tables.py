@@ -90,7 +90,7 @@ def _missing(window: Window, measures: Sequence[Measure], sources_of: Mapping[st
         pl.lit(True).alias("missing"))
 
 
-def spc_value(frame: pl.DataFrame) -> pl.Expr:
+def spc_value() -> pl.Expr:
     """Return the value an SPC chart plots: the rate per 1,000 person-months, or £ per person-month."""
     return pl.when(pl.col("measure").str.starts_with("cost_")).then(pl.col("cost_per_person_month")).otherwise(
         pl.col("rate_per_1000"))
@@ -113,7 +113,7 @@ def spc_table(exact: pl.DataFrame, window: Window, plans: Sequence[Plan], trajec
               Mapping[dt.date, float]], rules: SpcRules) -> tuple[pl.DataFrame, list[ChartSummary]]:
     """Return every cohort x measure's SPC chart (exact values) and a summary of each."""
     charts, summaries = [], []
-    values = exact.with_columns(pl.when(pl.col("missing")).then(None).otherwise(spc_value(exact)).alias("value"))
+    values = exact.with_columns(pl.when(pl.col("missing")).then(None).otherwise(spc_value()).alias("value"))
     months = list(window.months)
     for (cohort, measure), series in values.group_by("cohort", "measure", maintain_order=True):
         cohort, measure = str(cohort), str(measure)

@@ -20,12 +20,12 @@ import polars as pl
 
 from linkcare.cohort.dataset import Cohort
 from linkcare.cohort.demographics import AGE_BANDS, ETHNIC_GROUPS, deprivation_decile
+from linkcare.cohort.events import ELECTIVE_ADMISSION, EMERGENCY_ADMISSION, long_term_support, reablement, service_kind
 from linkcare.config import Config, RiskSettings
 from linkcare.errors import ConfigError, DataError
 from linkcare.risk.comorbidity import comorbidity_scores
 
-EMERGENCY = "emergency_admission"
-ELECTIVE = "elective_admission"
+EMERGENCY, ELECTIVE = EMERGENCY_ADMISSION, ELECTIVE_ADMISSION
 # Outpatient attendance codes (NHS Data Dictionary ATTENDED): 3 did not attend, 7 arrived late and not seen.
 MISSED_OUTPATIENT = ("3", "7")
 LONG_TERM = ("community", "residential", "nursing")
@@ -197,10 +197,9 @@ def _social_care(events: pl.LazyFrame, people: pl.LazyFrame, index: dt.date) -> 
                     "planned_units").collect())
     service = pl.col("event_type") == "social_care_service"
     current = service & (pl.col("end_date").is_null() | (pl.col("end_date") >= index))
-    kind = pl.col("service_type").str.to_lowercase().fill_null("")
-    long_term = kind.str.starts_with("long term support")
-    reablement = (kind.str.contains("st-max") | kind.str.contains("reablement")
-                  | pl.col("service_component").str.to_lowercase().fill_null("").str.contains("reablement"))
+    kind = service_kind()
+    long_term = long_term_support()
+    reablement_service = reablement()
     recent = pl.col("start_date") >= year_ago
     aggs = [
         (current & long_term).any().cast(pl.Float64).alias("long_term_support"),
@@ -210,8 +209,8 @@ def _social_care(events: pl.LazyFrame, people: pl.LazyFrame, index: dt.date) -> 
         (recent & (pl.col("event_type") == "social_care_assessment")).sum().cast(pl.Float64).alias("assessments_365d"),
         (recent & (pl.col("event_type") == "social_care_review")).sum().cast(pl.Float64).alias("reviews_365d"),
         (recent & (pl.col("event_type") == "social_care_request")).sum().cast(pl.Float64).alias("requests_365d"),
-        (recent & service & reablement).any().cast(pl.Float64).alias("reablement_365d"),
-        (current & reablement).any().cast(pl.Float64).alias("reablement_now"),
+        (recent & service & reablement_service).any().cast(pl.Float64).alias("reablement_365d"),
+        (current & reablement_service).any().cast(pl.Float64).alias("reablement_now"),
     ]
     return care.group_by("person_id").agg(aggs)
 
