@@ -12,12 +12,21 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# LightGBM (the gradient-boosted risk model) needs the OpenMP runtime, libgomp1 on Debian; most
+# machines with gcc have it already, and only a machine without it installs it here.
+$(VENV)/.system: | $(BIN)/python
+	@if ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q 'libgomp\.so\.1'; then \
+		SUDO=""; if [ "$$(id -u)" -ne 0 ]; then SUDO="sudo"; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends libgomp1; \
+	fi
+	touch $@
+
 # Reinstall whenever pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml | $(BIN)/python $(VENV)/.system
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python $(VENV)/.system
 	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	touch $@ $(VENV)/.installed
 
@@ -51,7 +60,7 @@ lint: layers
 layers: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python $(VENV)/.system
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench,spark]'
 	touch $@ $(VENV)/.installed-dev $(VENV)/.installed
 

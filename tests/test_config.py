@@ -529,8 +529,8 @@ RISK_RULES = [
     ("[risk]\nlookback_days = [365, 90]", "risk.lookback_days: must be an increasing array of whole numbers of "
      "days, e.g. lookback_days = [90, 365, 730]"),
     ('[risk]\nspine = "apc"', "risk.spine: 'apc' is not a source of kind gp_registrations; name one of: gp"),
-    ('[risk]\nmodel = "forest"', "risk.model: 'forest' is not a risk model; use one of: gradient_boosting, "
-     "logistic"),
+    ('[risk]\nmodel = "forest"', "risk.model: 'forest' is not a risk model; use one of: auto, "
+     "gradient_boosting, logistic"),
     ('[[risk.tiers]]\nname = "top"\nshare = 0.5\n[[risk.tiers]]\nname = "rest"\nshare = 0.4',
      "risk.tiers: shares add up to 0.9, not 1; adjust them or leave out the last tier's share"),
     ('[[risk.tiers]]\nname = "top"\nshare = 1.5', "risk.tiers[0].share: must be a number above 0 and at most 1, "

@@ -256,9 +256,11 @@ def train(config: Path, cohort: Path, out: Path, as_of: str | None, horizon: int
                      f"{v['auprc']:.3f}", f"{v['brier']:.4f}", f"{v['calibration_slope']:.2f}",
                      f"{v['calibration_intercept']:.2f}"))
     print_table(rows)
-    sc = m["social_care"]
-    click.echo(f"social-care features: AUROC {sc['auroc_with']:.3f} with, {sc['auroc_without']:.3f} without "
-               f"(gain {sc['auroc_gain']:+.3f})")
+    click.echo(f"scores with {result.default_model}: {m['default_model_rule']}")
+    steps = m["ablation"]["steps"]
+    click.echo("what each source adds (AUROC): " + ", ".join(
+        f"{s['sources']} {s['auroc']:.3f}" + ("" if s["auroc_gain"] is None else f" ({s['auroc_gain']:+.3f})")
+        for s in steps))
     click.echo(f"{result.seconds:.1f} s, peak {result.peak_mib:.0f} MiB")
     click.echo(f"Models, metrics.json, model_card.md and risk_report.html written to {result.out}")
 

@@ -225,7 +225,9 @@ class RiskSettings:
     #: the gp_registrations source whose registrations are the population: as configured, else the
     #: only such source (resolved when the config loads); None when there is not exactly one
     spine: str | None = None
-    model: str = "gradient_boosting"
+    #: the model stratify scores with: "auto" (the one that evaluated better on the later period, by the
+    #: rule in linkcare.risk.training) or a kind of RISK_MODELS, pinned
+    model: str = "auto"
     seed: int = 0
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
     deprivation: DeprivationLookup | None = None

@@ -73,7 +73,8 @@ def _risk_settings(value: dict[str, Any], base: Path, source_kinds: Mapping[str,
         elif spine is not None:
             out["spine"] = spine
     if "model" in value:
-        out["model"] = expect_choice(value["model"], "risk.model", RISK_MODELS, "risk model", p) or RiskSettings.model
+        choices = ("auto", *RISK_MODELS)
+        out["model"] = expect_choice(value["model"], "risk.model", choices, "risk model", p) or RiskSettings.model
     if "seed" in value:
         seed = expect_whole(value["seed"], "risk.seed", 0, "seed = 0", p)
         if seed is not None:

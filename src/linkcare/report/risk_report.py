@@ -100,7 +100,7 @@ def write_train_report(path: Path, inputs: Inputs, scored: pl.DataFrame, metrics
     report = Report("linkcare risk model evaluation", [
         *inputs.facts(),
         ("models", f"{', '.join(f'{k}.json' for k in kinds)} in this folder; `stratify` scores with {default} "
-                   "(`[risk] model` in the config)"),
+                   f"(`[risk] model` in the config: {metrics.get('default_model_rule', 'as configured')})"),
         ("index date", f"{evaluation['index_date']} (evaluation); the models were fitted as of "
                        f"{fitting['index_date']}"),
         ("horizon", f"{metrics['horizon_days']} days"),
@@ -113,6 +113,7 @@ def write_train_report(path: Path, inputs: Inputs, scored: pl.DataFrame, metrics
     _performance(report, metrics, {"models": dict(curves)}, kinds,
                  f"Measured on the later, held-out period: the people living on {evaluation['index_date']}, "
                  f"with emergency admissions from {evaluation['outcome_window']}.")
+    _ablation(report, metrics)
     _subgroups(report, metrics, default)
     _factors(report, scored, config.risk.tiers)
     return report.write(path)
@@ -187,6 +188,19 @@ def _practice_table(scored: pl.DataFrame, tiers: tuple[Tier, ...], d: Disclosure
     cells.append(d.column(wide["all"].cast(pl.Int64)))
     header = ("GP practice", *[t.name for t in tiers], "all tiers")
     return table(header, pl.DataFrame(cells).rows())
+
+
+def _ablation(report: Report, metrics: Mapping[str, Any]) -> None:
+    ablation = metrics.get("ablation")
+    if not isinstance(ablation, Mapping):
+        return
+    rows = [(str(s["sources"]), str(s["features"]), _num(s["auroc"]), _interval(s["auroc_ci"]),
+             "–" if s["auroc_gain"] is None else f"{s['auroc_gain']:+.3f}") for s in ablation["steps"]]
+    report.section("ablation", "What each source adds", note(
+        f"The {ablation['model']} model refitted on hospital data alone (demographics, hospital use and the "
+        "comorbidity and frailty scores from diagnoses), then with the social-care features, then with the "
+        "primary-care features, each evaluated on the same later period. A source the site does not link is "
+        "left out."), table(("sources", "features", "AUROC", "95% interval (bootstrap)", "gain"), rows))
 
 
 def _performance(report: Report, metrics: Mapping[str, Any], curves: Mapping[str, Any] | None,

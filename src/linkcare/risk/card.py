@@ -9,7 +9,7 @@ from typing import Any
 from linkcare.config import Config
 from linkcare.risk.model import RiskModel
 
-_NAMES = {"gradient_boosting": "gradient boosting (scikit-learn HistGradientBoostingClassifier)",
+_NAMES = {"gradient_boosting": "gradient boosting (LightGBM)",
           "logistic": "logistic regression (standardised inputs)"}
 
 
@@ -58,7 +58,7 @@ _EXPLANATIONS_AND_LIMITS = (
     "",
     "Each score comes with its top contributing factors. Contributions are on the log-odds scale and add "
     "up exactly: the baseline plus every factor's contribution is the person's calibrated log-odds. For "
-    "gradient boosting they are path attributions through each tree; for the logistic model, coefficient "
+    "gradient boosting they are LightGBM's exact TreeSHAP values; for the logistic model, coefficient "
     "times standardised value. A contribution says how the model used a factor for this person, not that "
     "the factor causes admissions.",
     "",
@@ -73,11 +73,20 @@ _EXPLANATIONS_AND_LIMITS = (
 )
 
 
+def _ablation_rows(ablation: dict[str, Any]) -> list[str]:
+    rows = ["| sources | features | AUROC (95% CI) | gain |", "|---|---|---|---|"]
+    for step in ablation["steps"]:
+        lo, hi = step["auroc_ci"]
+        gain = "–" if step["auroc_gain"] is None else f"{step['auroc_gain']:+.3f}"
+        rows.append(f"| {step['sources']} | {step['features']} | {_num(step['auroc'])} ({_num(lo)}–{_num(hi)}) | "
+                    f"{gain} |")
+    return rows
+
+
 def model_card(config: Config, metrics: dict[str, Any], model: RiskModel) -> str:
     """Return the model card (Markdown) of a trained model folder."""
     fit, ev = metrics["fitting"], metrics["evaluation"]
     default = metrics["default_model"]
-    sc = metrics["social_care"]
     disclosure = metrics["disclosure"]
     factors: dict[str, list[str]] = {}
     for f in model.features:
@@ -87,8 +96,8 @@ def model_card(config: Config, metrics: dict[str, Any], model: RiskModel) -> str
         "",
         f"Written by linkcare {metrics['linkcare_version']} from the config `{config.path.name}`, with the data "
         f"as of {config.reference_date.isoformat()} (the same inputs and as-of date give the same card). "
-        f"Scores are made by the **{_NAMES.get(default, default)}** model "
-        "(`[risk] model` in the config); both models were fitted and are kept in this folder.",
+        f"Scores are made by the **{_NAMES.get(default, default)}** model, chosen by `[risk] model`: "
+        f"{metrics.get('default_model_rule', 'as configured')}. Both models were fitted and are kept in this folder.",
         "",
         "## What it is for",
         "",
@@ -124,8 +133,10 @@ def model_card(config: Config, metrics: dict[str, Any], model: RiskModel) -> str
         "",
         *_top_rows(metrics["models"][default]),
         "",
-        f"Social care: the AUROC is {_num(sc['auroc_with'])} with the social-care features and "
-        f"{_num(sc['auroc_without'])} without them (a gain of {_num(sc['auroc_gain'])}).",
+        f"What each source is worth: the {_NAMES.get(default, default)} model refitted on hospital data alone, "
+        "then with social care, then with primary care, each evaluated on the later period.",
+        "",
+        *_ablation_rows(metrics["ablation"]),
         "",
         "## Performance by group",
         "",

@@ -9,8 +9,8 @@ baseline plus the sum of their per-factor contributions, exactly.
 - Logistic regression: inputs are transformed (log counts, age hinges, missing-value flags) and
   standardised; a column's contribution is its coefficient times its standardised value, so the
   baseline is the log-odds of a person at the fitted means.
-- Gradient boosting (scikit-learn's HistGradientBoostingClassifier): contributions are path
-  attributions through each tree (linkcare.risk.boosting); the baseline is the mean raw output.
+- Gradient boosting (LightGBM, linkcare.risk.lgbm): contributions are LightGBM's exact TreeSHAP
+  values; the baseline is TreeSHAP's expected value, the mean raw score over the fitting people.
 
 Models are saved as JSON, never pickled, and loaded only after their checks pass.
 """
@@ -26,12 +26,12 @@ import numpy as np
 from linkcare import __version__
 from linkcare.config import RISK_MODELS
 from linkcare.log import get_logger
-from linkcare.risk.boosting import TreeEnsemble
 from linkcare.risk.features import Feature
+from linkcare.risk.lgbm import Boosted, fit_boosted
 from linkcare.risk.metrics import fit_logistic_line
 
 MODEL_FORMAT = "linkcare-risk-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: gradient boosting is LightGBM's own model file (1 held linkcare's copy of the trees)
 CALIBRATION_SHARE = 0.2  # of the fitting people, held out to fit the calibration line
 COUNT_GROUPS = ("hospital use", "social care")
 AGE_KNOTS = (45.0, 65.0, 80.0)
@@ -112,7 +112,7 @@ class RiskModel:
     horizon_days: int
     calibration: tuple[float, float]  # (slope, intercept) of the Platt line on the raw log-odds
     logistic: Logistic | None = None
-    trees: TreeEnsemble | None = None
+    boosted: Boosted | None = None
     fitted: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -126,8 +126,8 @@ class RiskModel:
 
     def _raw_parts(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Return (baseline, per-feature contributions) of the raw log-odds."""
-        if self.trees is not None:
-            return self.trees.baseline, self.trees.contributions(x)
+        if self.boosted is not None:
+            return self.boosted.parts(x)
         assert self.logistic is not None
         per_column = self.logistic.column_contributions(x, self.names)
         per_feature = np.zeros((x.shape[0], len(self.features)))
@@ -138,8 +138,8 @@ class RiskModel:
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Return the uncalibrated log-odds of each row."""
-        if self.trees is not None:
-            return self.trees.raw(x)
+        if self.boosted is not None:
+            return self.boosted.raw(x)
         base, parts = self._raw_parts(x)
         return base + parts.sum(axis=1)
 
@@ -177,8 +177,8 @@ class RiskModel:
             data["logistic"] = {"columns": [c.to_json() for c in lg.columns], "impute": lg.impute.tolist(),
                                 "mean": lg.mean.tolist(), "scale": lg.scale.tolist(), "coef": lg.coef.tolist(),
                                 "intercept": lg.intercept}
-        if self.trees is not None:
-            data["trees"] = self.trees.to_json()
+        if self.boosted is not None:
+            data["boosted"] = self.boosted.to_json()
         return data
 
     @classmethod
@@ -204,9 +204,7 @@ class RiskModel:
         if kind == "logistic":
             model.logistic = _logistic_from_json(data.get("logistic"), [f.name for f in features])
         else:
-            model.trees = TreeEnsemble.from_json(data.get("trees"))
-            if model.trees.n_features != len(features):
-                raise ValueError(f"the trees use {model.trees.n_features} features, the model lists {len(features)}")
+            model.boosted = Boosted.from_json(data.get("boosted"), [f.name for f in features])
         return model
 
 
@@ -258,16 +256,6 @@ def _fit_logistic(features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray) -
     return Logistic(columns, impute, mean, scale, clf.coef_.ravel().astype(np.float64), float(clf.intercept_[0]))
 
 
-def _fit_trees(x: np.ndarray, y: np.ndarray, seed: int) -> TreeEnsemble:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    clf = HistGradientBoostingClassifier(learning_rate=0.05, max_iter=400, max_leaf_nodes=15, min_samples_leaf=100,
-                                         l2_regularization=1.0, early_stopping=True, validation_fraction=0.1,
-                                         n_iter_no_change=20, random_state=seed)
-    clf.fit(x, y)
-    return TreeEnsemble.from_sklearn(clf)
-
-
 def fit_model(kind: str, features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray, windows: tuple[int, ...],
               horizon_days: int, seed: int, fitted: dict[str, Any] | None = None) -> RiskModel:
     """Return a calibrated model of `kind` fitted on rows x with outcomes y: fitted on a seeded 80%,
@@ -281,7 +269,7 @@ def fit_model(kind: str, features: tuple[Feature, ...], x: np.ndarray, y: np.nda
     if kind == "logistic":
         model.logistic = _fit_logistic(features, x[~held], y[~held])
     else:
-        model.trees = _fit_trees(x[~held], y[~held], seed)
+        model.boosted = fit_boosted(x[~held], y[~held], model.names, seed)
     model.calibration = _platt(model.raw(x[held]), y[held].astype(np.float64))
     model.fitted.update({"people": int(y.size), "calibration_people": int(held.sum())})
     return model

@@ -27,8 +27,9 @@ def write_models(folder: Path, config: Config, trained: Trained) -> None:
 
 
 def load_model(folder: Path, kind: str | None = None) -> RiskModel:
-    """Return a risk model that `linkcare train` wrote into `folder`, refusing any file whose checksum
-    does not match the folder's manifest or that is not a well-formed linkcare model."""
+    """Return a risk model that `linkcare train` wrote into `folder` (`kind`, or the folder's default when
+    None or "auto"), refusing any file whose checksum does not match the folder's manifest or that is not
+    a well-formed linkcare model."""
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
     try:
@@ -40,7 +41,7 @@ def load_model(folder: Path, kind: str | None = None) -> RiskModel:
     models = manifest.get("models") if isinstance(manifest, dict) else None
     if not isinstance(models, dict) or manifest.get("command") != "train":
         raise ConfigError(f"{manifest_path}: not the manifest of a model folder written by `linkcare train`")
-    kind = kind or str(manifest.get("default_model"))
+    kind = str(manifest.get("default_model")) if kind in (None, "auto") else kind
     entry = models.get(kind)
     if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "/" in entry["file"]:
         raise ConfigError(f"{manifest_path}: lists no {kind} model; retrain with `linkcare train`")

@@ -25,7 +25,7 @@ from linkcare.errors import ConfigError, DataError
 from linkcare.log import get_logger
 from linkcare.risk.curves import evaluation_curves
 from linkcare.risk.features import Feature, FeatureSet, build_features, history_start, usable_windows
-from linkcare.risk.metrics import auroc, risk_metrics, subgroup_metrics
+from linkcare.risk.metrics import auroc, auroc_interval, risk_metrics, subgroup_metrics
 from linkcare.risk.model import RiskModel, fit_model
 from linkcare.risk.scoring import score_table
 
@@ -109,21 +109,76 @@ def fit_models(config: Config, cohort_dir: Path, as_of: dt.date | None = None, h
               "evaluated_at": test_index.isoformat()}
     models, metrics, predictions = _fit_each(features, x_fit, y_fit, x_test, y_test, windows, horizon,
                                              settings.seed, fitted)
-    default = settings.model
-    # What linking social care is worth: the same model without the social-care features.
-    kept = tuple(f for f in features if f.group != "social care")
-    without = [j for j, f in enumerate(features) if f.group != "social care"]
-    ablation = fit_model(default, kept, x_fit[:, without], y_fit, windows, horizon, settings.seed, fitted)
-    auroc_without = auroc(y_test, ablation.predict(x_test[:, without]))
+    default, rule = choose_default(settings.model, metrics)
+    log.info("default model: %s (%s)", default, rule)
+    steps = ablation(default, features, (x_fit, y_fit), (x_test, y_test), predictions[default],
+                     (windows, horizon, settings.seed, fitted))
     frame = test_set.frame.select(list(SUBGROUPS)).with_columns(
         pl.Series("y", y_test), pl.Series("p", predictions[default]))
     subgroups = {label: subgroup_metrics(frame, by, seed=settings.seed) for by, label in SUBGROUPS.items()}
-    summary = _summary(config, default, (fit_index, test_index, horizon), windows, (y_fit, y_test), metrics,
-                       auroc_without, subgroups)
+    summary = _summary(config, (default, rule), (fit_index, test_index, horizon), windows, (y_fit, y_test),
+                       metrics, steps, subgroups)
     curves = {kind: evaluation_curves(y_test, predictions[kind], config.disclosure) for kind in RISK_MODELS}
     scored = score_table(models[default], test_set.frame, x_test, settings.tiers)
     return Trained(fit_index, test_index, horizon, windows, default, models, publish_counts(summary, config.disclosure),
                    curves, scored)
+
+
+#: When the two models' AUROCs on the later period are this close, the logistic regression is the default.
+AUROC_TIE = 0.002
+#: What each source adds, in the order sources are added: the groups of features each step brings.
+ABLATION_STEPS = (("hospital", ("demographics", "hospital use", "comorbidity and frailty")),
+                  ("+ social care", ("social care",)),
+                  ("+ primary care", ("primary care",)))
+
+
+def choose_default(configured: str, metrics: dict[str, Any]) -> tuple[str, str]:
+    """Return the model stratify scores with, and the rule that chose it in words.
+
+    With `[risk] model = "auto"` (the default): the model with the higher AUROC on the later period;
+    if the two are within AUROC_TIE of each other, the logistic regression, because it is the simpler
+    to check and explain and the difference is smaller than the evaluation can tell apart.
+    A model named in the config is used whatever the evaluation says.
+    """
+    if configured != "auto":
+        return configured, f"named by [risk] model = \"{configured}\""
+    gb, lr = metrics["gradient_boosting"]["auroc"], metrics["logistic"]["auroc"]
+    if gb - lr > AUROC_TIE:
+        return "gradient_boosting", (f"higher AUROC on the later period ({gb:.4f} against {lr:.4f} for logistic "
+                                     f"regression, a lead above {AUROC_TIE})")
+    if lr - gb > AUROC_TIE:
+        return "logistic", (f"higher AUROC on the later period ({lr:.4f} against {gb:.4f} for gradient "
+                            f"boosting, a lead above {AUROC_TIE})")
+    return "logistic", (f"AUROCs on the later period within {AUROC_TIE} of each other ({lr:.4f} logistic, "
+                        f"{gb:.4f} gradient boosting): the simpler model")
+
+
+def ablation(kind: str, features: tuple[Feature, ...], fit: tuple[np.ndarray, np.ndarray],
+             test: tuple[np.ndarray, np.ndarray], full_prediction: np.ndarray,
+             how: tuple[tuple[int, ...], int, int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return what each source is worth: the default model refitted on hospital data alone, then with
+    social care, then with primary care, each evaluated on the later period. A step whose source the
+    site does not have is left out; the last step is the full model itself."""
+    windows, horizon, seed, fitted = how
+    (x_fit, y_fit), (x_test, y_test) = fit, test
+    present = {f.group for f in features}
+    steps: list[dict[str, Any]] = []
+    groups: set[str] = set()
+    for label, adds in ABLATION_STEPS:
+        if steps and not present & set(adds):
+            continue
+        groups |= set(adds)
+        cols = [j for j, f in enumerate(features) if f.group in groups]
+        if len(cols) == len(features):
+            p = full_prediction
+        else:
+            model = fit_model(kind, tuple(features[j] for j in cols), x_fit[:, cols], y_fit, windows, horizon,
+                              seed, fitted)
+            p = model.predict(x_test[:, cols])
+        value, (lo, hi) = auroc(y_test, p), auroc_interval(y_test, p, seed=seed)
+        steps.append({"sources": label, "features": len(cols), "auroc": value, "auroc_ci": [lo, hi],
+                      "auroc_gain": None if not steps else value - steps[-1]["auroc"]})
+    return steps
 
 
 def _windows(settings: RiskSettings, cohort: Cohort, fit_index: dt.date) -> tuple[int, ...]:
@@ -156,15 +211,19 @@ def _fit_each(features: tuple[Feature, ...], x_fit: np.ndarray, y_fit: np.ndarra
     return models, metrics, predictions
 
 
-def _summary(config: Config, default: str, dates: tuple[dt.date, dt.date, int], windows: tuple[int, ...],
-             outcomes: tuple[np.ndarray, np.ndarray], metrics: dict[str, Any], auroc_without: float,
-             subgroups: dict[str, Any]) -> dict[str, Any]:
+def _summary(config: Config, chosen: tuple[str, str], dates: tuple[dt.date, dt.date, int],
+             windows: tuple[int, ...], outcomes: tuple[np.ndarray, np.ndarray], metrics: dict[str, Any],
+             steps: list[dict[str, Any]], subgroups: dict[str, Any]) -> dict[str, Any]:
     """Return metrics.json before its counts are published."""
-    fit_index, test_index, horizon = dates
+    (default, rule), (fit_index, test_index, horizon) = chosen, dates
+    social = next((i for i, s in enumerate(steps) if s["sources"] == "+ social care"), None)
+    with_sc = steps[social]["auroc"] if social is not None else None
+    without_sc = steps[social - 1]["auroc"] if social is not None else None
     y_fit, y_test = outcomes
     return {
         "linkcare_version": __version__,
         "default_model": default,
+        "default_model_rule": rule,
         "fitting": {"index_date": fit_index.isoformat(),
                     "outcome_window": f"{fit_index.isoformat()} to {test_index}",
                     "people": int(y_fit.size), "outcomes": int(y_fit.sum())},
@@ -174,8 +233,9 @@ def _summary(config: Config, default: str, dates: tuple[dt.date, dt.date, int], 
         "horizon_days": horizon,
         "lookback_days": list(windows),
         "models": metrics,
-        "social_care": {"model": default, "auroc_with": metrics[default]["auroc"], "auroc_without": auroc_without,
-                        "auroc_gain": metrics[default]["auroc"] - auroc_without},
+        "ablation": {"model": default, "steps": steps},
+        "social_care": {"model": default, "auroc_with": with_sc, "auroc_without": without_sc,
+                        "auroc_gain": None if with_sc is None or without_sc is None else with_sc - without_sc},
         "subgroups": subgroups,
         "disclosure": {"threshold": config.disclosure.threshold, "rounding": config.disclosure.rounding,
                        "note": "counts of people are rounded; null means suppressed (fewer than the threshold)"},
