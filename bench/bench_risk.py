@@ -54,7 +54,7 @@ from measure import HOW_MEASURED, ChildRun, run_child
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from linkcare.cohort import write_events
+from linkcare.cohort.events import write_events
 from linkcare.cohort.dataset import open_cohort
 from linkcare.config import load_config
 from linkcare.risk.features import build_features
