@@ -111,3 +111,25 @@ def test_calibrated_explanations_add_up_for_every_person() -> None:
     base, parts = again.explain(test)
     np.testing.assert_allclose(base + parts.sum(axis=1), model.log_odds(test), rtol=0, atol=1e-9)
     np.testing.assert_array_equal(again.predict(test), model.predict(test))
+
+
+@pytest.mark.parametrize("kind", ["logistic", "gradient_boosting"])
+def test_age_band_lines_keep_explanations_exact(kind: str) -> None:
+    rng = np.random.default_rng(21)
+    n = 12000
+    age = rng.uniform(0, 100, n)
+    age[:50] = np.nan  # unknown age: the overall line
+    admissions = rng.poisson(0.5, n).astype(float)
+    # Admissions matter less among the old, so one line cannot fit every band.
+    logit = -2.5 + 0.02 * np.nan_to_num(age, nan=50) + 0.9 * admissions * np.where(np.nan_to_num(age) > 75, 0.4, 1.0)
+    y = rng.random(n) < 1 / (1 + np.exp(-logit))
+    x = np.column_stack([age, admissions])
+    features = (Feature("age", "age", "demographics"), Feature("admissions", "emergency admissions", "hospital use"))
+    model = fit_model(kind, features, x, y, (365,), 365, seed=4)
+    assert len(model.band_lines) >= 3  # the bands with 100 outcomes and 100 without
+    again = RiskModel.from_json(json.loads(json.dumps(model.to_json())))
+    assert again.band_lines == model.band_lines
+    base, parts = again.explain(x)
+    np.testing.assert_allclose(base + parts.sum(axis=1), model.log_odds(x), rtol=0, atol=1e-9)
+    slopes, _ = model.lines(x)
+    assert np.all(slopes[:50] == model.calibration[0])

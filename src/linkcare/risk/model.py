@@ -1,10 +1,22 @@
 """The risk models: a standardised logistic regression and gradient boosting, both calibrated, both
 explained exactly.
 
-Each model gives a raw log-odds, which a calibration line (Platt scaling, fitted on people held
-out from fitting) turns into the calibrated log-odds. Because calibration is linear on the
-log-odds scale, every explanation stays additive: the calibrated log-odds of a person equals the
-baseline plus the sum of their per-factor contributions, exactly.
+Each model gives a raw log-odds, which a calibration line (Platt scaling) turns into the calibrated
+log-odds. The line is fitted on out-of-fold raw scores: the model is fitted CV_FOLDS times, each time
+without one fold of the fitting people, and scores that fold; the model kept is then fitted on them
+all. Every fitting person so informs both the model and its calibration.
+
+A model calibrated overall can still be miscalibrated within an age group: on synthetic sites, the
+spread of risk among people over 85 was too wide by a fifth (calibration slope about 0.8 within the
+band, 1.0 overall). So each age band (linkcare.cohort.demographics.AGE_BANDS) with at least
+BAND_MIN_OUTCOMES outcomes among the fitting people gets its own line, fitted on its own people's
+out-of-fold scores; a smaller band, and anyone whose age is unknown, uses the overall line.
+
+Because calibration is linear on the log-odds scale, every explanation stays additive: the
+calibrated log-odds of a person equals the baseline plus the sum of their per-factor contributions,
+exactly. With band lines, a person's calibrated log-odds is a_band + b_band x (base + parts): the
+baseline is the overall line's a + b x base, each part is scaled by b_band, and what the band's
+line adds at the baseline, (a_band - a) + (b_band - b) x base, is part of the factor age.
 
 - Logistic regression: inputs are transformed (log counts, age hinges, missing-value flags) and
   standardised; a column's contribution is its coefficient times its standardised value, so the
@@ -24,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from linkcare import __version__
+from linkcare.cohort.demographics import AGE_BANDS
 from linkcare.config import RISK_MODELS
 from linkcare.log import get_logger
 from linkcare.risk.features import Feature
@@ -32,7 +45,8 @@ from linkcare.risk.metrics import fit_logistic_line
 
 MODEL_FORMAT = "linkcare-risk-model"
 FORMAT_VERSION = 2  # 2: gradient boosting is LightGBM's own model file (1 held linkcare's copy of the trees)
-CALIBRATION_SHARE = 0.2  # of the fitting people, held out to fit the calibration line
+CV_FOLDS = 5  # the folds whose out-of-fold scores the calibration lines are fitted on
+BAND_MIN_OUTCOMES = 100  # an age band with fewer outcomes among the fitting people uses the overall line
 COUNT_GROUPS = ("hospital use", "social care")
 AGE_KNOTS = (45.0, 65.0, 80.0)
 log = get_logger("risk")
@@ -111,6 +125,8 @@ class RiskModel:
     windows: tuple[int, ...]
     horizon_days: int
     calibration: tuple[float, float]  # (slope, intercept) of the Platt line on the raw log-odds
+    #: (from_age, slope, intercept) of each age band with its own line; the others use `calibration`
+    band_lines: tuple[tuple[float, float, float], ...] = ()
     logistic: Logistic | None = None
     boosted: Boosted | None = None
     fitted: dict[str, Any] = field(default_factory=dict)
@@ -143,10 +159,23 @@ class RiskModel:
         base, parts = self._raw_parts(x)
         return base + parts.sum(axis=1)
 
+    def lines(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the calibration (slope, intercept) of each row: its age band's line, else the overall line."""
+        slope, intercept = self.calibration
+        slopes, intercepts = np.full(x.shape[0], slope), np.full(x.shape[0], intercept)
+        if self.band_lines:
+            age = x[:, self.names.index("age")]
+            starts = [float(start) for start, _ in AGE_BANDS]
+            band = np.searchsorted(starts, np.nan_to_num(age, nan=-1.0), side="right") - 1
+            for start, b, a in self.band_lines:
+                rows = (band == starts.index(start)) & ~np.isnan(age)
+                slopes[rows], intercepts[rows] = b, a
+        return slopes, intercepts
+
     def log_odds(self, x: np.ndarray) -> np.ndarray:
         """Return the calibrated log-odds of each row."""
-        slope, intercept = self.calibration
-        return intercept + slope * self.raw(x)
+        slopes, intercepts = self.lines(x)
+        return intercepts + slopes * self.raw(x)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Return the calibrated probability of each row."""
@@ -156,20 +185,26 @@ class RiskModel:
         """Return (baseline, rows × factors contributions) on the calibrated log-odds scale; for
         each row, baseline + its contributions equals `log_odds`."""
         slope, intercept = self.calibration
+        slopes, intercepts = self.lines(x)
         base, parts = self._raw_parts(x)
         factors = self.factors
         where = {name: i for i, name in enumerate(factors)}
         out = np.zeros((x.shape[0], len(factors)))
         for j, f in enumerate(self.features):
             out[:, where[f.factor]] += parts[:, j]
-        return intercept + slope * base, slope * out
+        out *= slopes[:, None]
+        if self.band_lines:
+            out[:, where[self.features[self.names.index("age")].factor]] += (
+                (intercepts - intercept) + (slopes - slope) * base)
+        return intercept + slope * base, out
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "linkcare_version": __version__,
             "kind": self.kind, "horizon_days": self.horizon_days, "windows": list(self.windows),
             "features": [{"name": f.name, "factor": f.factor, "group": f.group} for f in self.features],
-            "calibration": {"slope": self.calibration[0], "intercept": self.calibration[1]},
+            "calibration": {"slope": self.calibration[0], "intercept": self.calibration[1],
+                            "age_bands": [{"from_age": a, "slope": b, "intercept": c} for a, b, c in self.band_lines]},
             "fitted": self.fitted,
         }
         if self.logistic is not None:
@@ -200,12 +235,27 @@ class RiskModel:
             raise ValueError("features, windows, horizon_days or calibration are missing or malformed") from None
         if not features or not all(np.isfinite(calibration)):
             raise ValueError("the model has no features or a calibration that is not a number")
-        model = cls(kind, features, windows, horizon, calibration, fitted=dict(data.get("fitted") or {}))
+        model = cls(kind, features, windows, horizon, calibration, _band_lines_from_json(data["calibration"], features),
+                    fitted=dict(data.get("fitted") or {}))
         if kind == "logistic":
             model.logistic = _logistic_from_json(data.get("logistic"), [f.name for f in features])
         else:
             model.boosted = Boosted.from_json(data.get("boosted"), [f.name for f in features])
         return model
+
+
+def _band_lines_from_json(data: Any, features: tuple[Feature, ...]) -> tuple[tuple[float, float, float], ...]:
+    raw = data.get("age_bands", []) if isinstance(data, dict) else None
+    starts = [float(start) for start, _ in AGE_BANDS]
+    try:
+        lines = tuple((float(b["from_age"]), float(b["slope"]), float(b["intercept"])) for b in raw or [])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("the calibration's age bands are malformed") from None
+    if lines and "age" not in [f.name for f in features]:
+        raise ValueError("the calibration has age bands but the model has no age feature")
+    if any(a not in starts or not (math.isfinite(b) and math.isfinite(c)) for a, b, c in lines):
+        raise ValueError("the calibration's age bands are not linkcare's bands or not numbers")
+    return lines
 
 
 def _logistic_from_json(data: Any, names: list[str]) -> Logistic:
@@ -256,23 +306,65 @@ def _fit_logistic(features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray) -
     return Logistic(columns, impute, mean, scale, clf.coef_.ravel().astype(np.float64), float(clf.intercept_[0]))
 
 
-def fit_model(kind: str, features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray, windows: tuple[int, ...],
-              horizon_days: int, seed: int, fitted: dict[str, Any] | None = None) -> RiskModel:
-    """Return a calibrated model of `kind` fitted on rows x with outcomes y: fitted on a seeded 80%,
-    its calibration line on the other 20%."""
-    y = np.asarray(y, dtype=bool)
-    if y.all() or not y.any():
-        raise ValueError("the fitting people all have the same outcome; a risk model cannot be fitted")
-    rng = np.random.default_rng(seed)
-    held = rng.random(y.size) < CALIBRATION_SHARE
+def _fit_scorer(kind: str, features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray, windows: tuple[int, ...],
+                horizon_days: int, seed: int, fitted: dict[str, Any] | None = None) -> RiskModel:
+    """Return an uncalibrated model of `kind` fitted on all of rows x (calibration (1, 0))."""
     model = RiskModel(kind, features, windows, horizon_days, (1.0, 0.0), fitted=dict(fitted or {}))
     if kind == "logistic":
-        model.logistic = _fit_logistic(features, x[~held], y[~held])
+        model.logistic = _fit_logistic(features, x, y)
     else:
-        model.boosted = fit_boosted(x[~held], y[~held], model.names, seed)
-    model.calibration = _platt(model.raw(x[held]), y[held].astype(np.float64))
-    model.fitted.update({"people": int(y.size), "calibration_people": int(held.sum())})
+        model.boosted = fit_boosted(x, y, model.names, seed)
     return model
 
 
-__all__ = ["MODEL_FORMAT", "RiskModel", "fit_model"]
+def _band_lines(raw: np.ndarray, y: np.ndarray, age: np.ndarray | None) -> tuple[tuple[float, float, float], ...]:
+    """Return the calibration line of each age band with at least BAND_MIN_OUTCOMES outcomes (and people
+    without one); a band whose line does not converge uses the overall line."""
+    if age is None:
+        return ()
+    starts = [start for start, _ in AGE_BANDS]
+    band = np.searchsorted(starts, np.nan_to_num(age, nan=-1.0), side="right") - 1
+    lines = []
+    for k, start in enumerate(starts):
+        rows = (band == k) & ~np.isnan(age)
+        outcomes = int(y[rows].sum())
+        if outcomes < BAND_MIN_OUTCOMES or rows.sum() - outcomes < BAND_MIN_OUTCOMES:
+            continue
+        intercept, slope = fit_logistic_line(raw[rows], y[rows].astype(np.float64), max_iter=100)
+        if math.isfinite(intercept) and math.isfinite(slope):
+            lines.append((float(start), float(slope), float(intercept)))
+    return tuple(lines)
+
+
+def fit_model(kind: str, features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray, windows: tuple[int, ...],
+              horizon_days: int, seed: int, fitted: dict[str, Any] | None = None) -> RiskModel:
+    """Return a calibrated model of `kind` fitted on rows x with outcomes y, its calibration lines (overall
+    and per age band) fitted on out-of-fold scores of CV_FOLDS seeded folds."""
+    y = np.asarray(y, dtype=bool)
+    if y.all() or not y.any():
+        raise ValueError("the fitting people all have the same outcome; a risk model cannot be fitted")
+    fold = np.random.default_rng(seed).integers(0, CV_FOLDS, y.size)
+    out_of_fold = np.empty(y.size)
+    for k in range(CV_FOLDS):
+        rest = fold != k
+        if y[rest].all() or not y[rest].any():
+            raise ValueError("too few people with each outcome to cross-fit the calibration; a risk model "
+                             "needs more people")
+        part = _fit_scorer(kind, features, x[rest], y[rest], windows, horizon_days, seed + k)
+        out_of_fold[~rest] = part.raw(x[~rest])
+    model = _fit_scorer(kind, features, x, y, windows, horizon_days, seed, fitted)
+    model.calibration = _platt(out_of_fold, y.astype(np.float64))
+    names = model.names
+    model.band_lines = _band_lines(out_of_fold, y, x[:, names.index("age")] if "age" in names else None)
+    model.fitted.update({"people": int(y.size), "calibration": f"out-of-fold scores of {CV_FOLDS} folds",
+                         "calibration_age_bands": [f"{a:g}+" for a, _, _ in model.band_lines]})
+    return model
+
+
+def fit_scorer(kind: str, features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray, seed: int) -> RiskModel:
+    """Return a model of `kind` fitted on all of x without calibration: for comparisons by AUROC, which a
+    single calibration line does not change (linkcare.risk.training's ablation)."""
+    return _fit_scorer(kind, features, x, np.asarray(y, dtype=bool), (), 0, seed)
+
+
+__all__ = ["MODEL_FORMAT", "RiskModel", "fit_model", "fit_scorer"]

@@ -26,7 +26,7 @@ from linkcare.log import get_logger
 from linkcare.risk.curves import evaluation_curves
 from linkcare.risk.features import Feature, FeatureSet, build_features, history_start, usable_windows
 from linkcare.risk.metrics import auroc, auroc_interval, risk_metrics, subgroup_metrics
-from linkcare.risk.model import RiskModel, fit_model
+from linkcare.risk.model import RiskModel, fit_model, fit_scorer
 from linkcare.risk.scoring import score_table
 
 log = get_logger("risk")
@@ -111,8 +111,7 @@ def fit_models(config: Config, cohort_dir: Path, as_of: dt.date | None = None, h
                                              settings.seed, fitted)
     default, rule = choose_default(settings.model, metrics)
     log.info("default model: %s (%s)", default, rule)
-    steps = ablation(default, features, (x_fit, y_fit), (x_test, y_test), predictions[default],
-                     (windows, horizon, settings.seed, fitted))
+    steps = ablation(models[default], (x_fit, y_fit), (x_test, y_test), settings.seed)
     frame = test_set.frame.select(list(SUBGROUPS)).with_columns(
         pl.Series("y", y_test), pl.Series("p", predictions[default]))
     subgroups = {label: subgroup_metrics(frame, by, seed=settings.seed) for by, label in SUBGROUPS.items()}
@@ -153,14 +152,14 @@ def choose_default(configured: str, metrics: dict[str, Any]) -> tuple[str, str]:
                         f"{gb:.4f} gradient boosting): the simpler model")
 
 
-def ablation(kind: str, features: tuple[Feature, ...], fit: tuple[np.ndarray, np.ndarray],
-             test: tuple[np.ndarray, np.ndarray], full_prediction: np.ndarray,
-             how: tuple[tuple[int, ...], int, int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Return what each source is worth: the default model refitted on hospital data alone, then with
-    social care, then with primary care, each evaluated on the later period. A step whose source the
-    site does not have is left out; the last step is the full model itself."""
-    windows, horizon, seed, fitted = how
+def ablation(model: RiskModel, fit: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+             seed: int) -> list[dict[str, Any]]:
+    """Return what each source is worth: the default model's kind refitted on hospital data alone, then
+    with social care, then with primary care, each step's raw scores evaluated by AUROC on the later
+    period (the last step is the default model's own raw scores). A step whose source the site does not
+    have is left out. Raw scores are compared so that no step gains or loses by its calibration."""
     (x_fit, y_fit), (x_test, y_test) = fit, test
+    kind, features = model.kind, model.features
     present = {f.group for f in features}
     steps: list[dict[str, Any]] = []
     groups: set[str] = set()
@@ -170,11 +169,9 @@ def ablation(kind: str, features: tuple[Feature, ...], fit: tuple[np.ndarray, np
         groups |= set(adds)
         cols = [j for j, f in enumerate(features) if f.group in groups]
         if len(cols) == len(features):
-            p = full_prediction
+            p = model.raw(x_test)
         else:
-            model = fit_model(kind, tuple(features[j] for j in cols), x_fit[:, cols], y_fit, windows, horizon,
-                              seed, fitted)
-            p = model.predict(x_test[:, cols])
+            p = fit_scorer(kind, tuple(features[j] for j in cols), x_fit[:, cols], y_fit, seed).raw(x_test[:, cols])
         value, (lo, hi) = auroc(y_test, p), auroc_interval(y_test, p, seed=seed)
         steps.append({"sources": label, "features": len(cols), "auroc": value, "auroc_ci": [lo, hi],
                       "auroc_gain": None if not steps else value - steps[-1]["auroc"]})
