@@ -25,8 +25,8 @@ For each size (100,000 and 1,000,000 people by default), with a site from `linkc
      (linkcare.risk.features at train's fitting and evaluation dates), a LightGBM model whose tree size
      (4 to 63 leaves, learning rate 0.1) and number of trees are chosen by 5-fold cross-validation on
      the fitting period (log loss, early stopping in each fold), refitted on the whole fitting
-     period and evaluated on the later period. Its AUROC there is set beside the AUROC train's default model reached on the same
-     people and outcomes (metrics.json of the truth cohort's train).
+     period and evaluated on the later period. Its AUROC there is set beside the AUROC train's
+     default model reached on the same people and outcomes (metrics.json of the truth cohort's train).
   8. Calibration per age band from 65 up, on stratify's scores against the truth, for each band with at
      least 100 outcomes.
 
