@@ -136,7 +136,8 @@ def model_card(config: Config, metrics: dict[str, Any], model: RiskModel) -> str
         *_top_rows(metrics["models"][default]),
         "",
         f"What each source is worth: the {_NAMES.get(default, default)} model refitted on hospital data alone, "
-        "then with social care, then with primary care, each evaluated on the later period.",
+        "then with each further source in turn (primary care only where the site links a GP extract), each "
+        "step's uncalibrated scores evaluated on the later period.",
         "",
         *_ablation_rows(metrics["ablation"]),
         "",
