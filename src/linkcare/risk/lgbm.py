@@ -162,19 +162,20 @@ class Boosted:
         return cls(text, names, dict(params) if isinstance(params, dict) else {}, booster)
 
 
-def fit_boosted(x: np.ndarray, y: np.ndarray, names: list[str], seed: int) -> Boosted:
-    """Return LightGBM trees fitted on rows x with outcomes y, stopped early on a seeded tenth of them."""
+def fit_boosted(x: np.ndarray, y: np.ndarray, names: list[str], seed: int, trees: int | None = None) -> Boosted:
+    """Return LightGBM trees fitted on rows x with outcomes y, stopped early on a seeded tenth of them; with
+    `trees`, exactly that many trees on all the rows (for the folds of a model whose size is known)."""
     lightgbm = _lightgbm()
     stop = np.random.default_rng([seed, 1]).random(y.size) < STOPPING_SHARE
-    if y[stop].all() or not y[stop].any():
+    if trees is not None or y[stop].all() or not y[stop].any():
         stop = np.zeros(y.size, dtype=bool)
     params = {**PARAMS, "seed": int(seed)}
     train = lightgbm.Dataset(x[~stop], y[~stop].astype(np.float64), feature_name=names, free_raw_data=True,
                              params={"max_bin": PARAMS["max_bin"], "verbose": -1})
     valid = [lightgbm.Dataset(x[stop], y[stop].astype(np.float64), reference=train)] if stop.any() else []
     callbacks = [lightgbm.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)] if valid else []
-    booster = lightgbm.train(params, train, num_boost_round=MAX_TREES if valid else 200, valid_sets=valid,
-                             callbacks=callbacks)
+    rounds = trees if trees is not None else (MAX_TREES if valid else 200)
+    booster = lightgbm.train(params, train, num_boost_round=max(rounds, 1), valid_sets=valid, callbacks=callbacks)
     best = booster.best_iteration if valid and booster.best_iteration > 0 else booster.current_iteration()
     text = booster.model_to_string(num_iteration=best)
     return Boosted(text, list(names), {**params, "trees_stopped_at": int(best),

@@ -288,7 +288,10 @@ def _platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return slope, intercept
 
 
-def _fit_logistic(features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray) -> Logistic:
+def _fit_logistic(features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray,
+                  start: Logistic | None = None) -> Logistic:
+    """Return a logistic model fitted on rows x; with `start` (a model of the same columns fitted on more of the
+    same people), its solution is where the fit starts, which changes how fast it converges, not where."""
     from sklearn.linear_model import LogisticRegression
 
     names = [f.name for f in features]
@@ -301,19 +304,25 @@ def _fit_logistic(features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray) -
     scale = transformed.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
     z = (transformed - mean) / scale
-    clf = LogisticRegression(C=1.0, max_iter=2000)
+    clf = LogisticRegression(C=1.0, max_iter=2000, warm_start=start is not None)
+    if start is not None and start.columns == columns:
+        clf.coef_, clf.intercept_ = start.coef[None, :].copy(), np.array([start.intercept])
     clf.fit(z, y)
     return Logistic(columns, impute, mean, scale, clf.coef_.ravel().astype(np.float64), float(clf.intercept_[0]))
 
 
 def _fit_scorer(kind: str, features: tuple[Feature, ...], x: np.ndarray, y: np.ndarray, windows: tuple[int, ...],
-                horizon_days: int, seed: int, fitted: dict[str, Any] | None = None) -> RiskModel:
-    """Return an uncalibrated model of `kind` fitted on all of rows x (calibration (1, 0))."""
+                horizon_days: int, seed: int, fitted: dict[str, Any] | None = None,
+                like: RiskModel | None = None) -> RiskModel:
+    """Return an uncalibrated model of `kind` fitted on all of rows x (calibration (1, 0)). With `like`, a
+    model fitted on all the fitting people, a fold's model takes its shape: the same number of trees (found
+    by early stopping on all of them), or the logistic fit started from its solution."""
     model = RiskModel(kind, features, windows, horizon_days, (1.0, 0.0), fitted=dict(fitted or {}))
     if kind == "logistic":
-        model.logistic = _fit_logistic(features, x, y)
+        model.logistic = _fit_logistic(features, x, y, like.logistic if like is not None else None)
     else:
-        model.boosted = fit_boosted(x, y, model.names, seed)
+        trees = like.boosted.n_trees if like is not None and like.boosted is not None else None
+        model.boosted = fit_boosted(x, y, model.names, seed, trees)
     return model
 
 
@@ -343,6 +352,7 @@ def fit_model(kind: str, features: tuple[Feature, ...], x: np.ndarray, y: np.nda
     y = np.asarray(y, dtype=bool)
     if y.all() or not y.any():
         raise ValueError("the fitting people all have the same outcome; a risk model cannot be fitted")
+    model = _fit_scorer(kind, features, x, y, windows, horizon_days, seed, fitted)
     fold = np.random.default_rng(seed).integers(0, CV_FOLDS, y.size)
     out_of_fold = np.empty(y.size)
     for k in range(CV_FOLDS):
@@ -350,9 +360,8 @@ def fit_model(kind: str, features: tuple[Feature, ...], x: np.ndarray, y: np.nda
         if y[rest].all() or not y[rest].any():
             raise ValueError("too few people with each outcome to cross-fit the calibration; a risk model "
                              "needs more people")
-        part = _fit_scorer(kind, features, x[rest], y[rest], windows, horizon_days, seed + k)
+        part = _fit_scorer(kind, features, x[rest], y[rest], windows, horizon_days, seed + k, like=model)
         out_of_fold[~rest] = part.raw(x[~rest])
-    model = _fit_scorer(kind, features, x, y, windows, horizon_days, seed, fitted)
     model.calibration = _platt(out_of_fold, y.astype(np.float64))
     names = model.names
     model.band_lines = _band_lines(out_of_fold, y, x[:, names.index("age")] if "age" in names else None)
