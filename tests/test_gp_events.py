@@ -215,3 +215,28 @@ def test_efi_bands_follow_clegg_cut_offs(band: int, deficits: int) -> None:
 
     got = pl.select(efi_band(pl.lit(deficits / 36))).item()
     assert got == band
+
+
+def test_monthly_snapshots_hold_the_gp_records_known_then_with_their_registration_identifiers(
+        tmp_path: Path) -> None:
+    from linkcare.synth import write_months
+
+    options = SynthOptions(people=800, seed=2, reference_date=REF)
+    write_site(tmp_path / "plain", options)
+    summary = write_months(tmp_path / "months", options, 2)
+    plain = pl.read_parquet(tmp_path / "plain" / FILE)
+    identifiers = ["Pseudo_NHS_Number", "Birth_Year", "Birth_Month", "Sex", "LSOA", "Practice_Code"]
+    for month_end in summary.months:
+        folder = tmp_path / "months" / month_end.isoformat()
+        gp = pl.read_parquet(folder / FILE)
+        assert gp.columns == plain.columns and gp.height == summary.rows[month_end]["gp_events"]
+        assert gp["Event_Date"].max() <= month_end and gp["End_Date"].drop_nulls().max() <= month_end
+        regs = pl.read_csv(folder / "gp_registrations.csv", infer_schema=False)
+        joined = gp.with_columns(pl.col(identifiers).cast(pl.String)).join(regs, on="Patient_ID", suffix="_reg")
+        assert joined.height == gp.height
+        for column in identifiers:
+            assert (joined[column] == joined[f"{column}_reg"]).all(), column
+        truth = pl.read_parquet(folder / "truth" / "records.parquet").filter(pl.col("source") == "gp_events")
+        assert set(truth["record_id"]) == set(gp["Event_ID"])
+    # At the reference date every record has come, and keeps its id.
+    assert set(gp["Event_ID"]) == set(plain["Event_ID"])

@@ -96,7 +96,8 @@ def test_linking_is_unchanged_by_shuffled_rows(tiny_linked: tuple[Path, pl.DataF
         rows = pl.read_csv(csv, infer_schema=False)
         rows.sample(fraction=1.0, shuffle=True, seed=seed).write_csv(shuffled / csv.name)
     for parquet in site.glob("*.parquet"):  # the GP clinical extract
-        pl.read_parquet(parquet).sample(fraction=1.0, shuffle=True, seed=seeds[0]).write_parquet(shuffled / parquet.name)
+        mixed = pl.read_parquet(parquet).sample(fraction=1.0, shuffle=True, seed=seeds[0])
+        mixed.write_parquet(shuffled / parquet.name)
     shutil.copy(site / "areas.csv", shuffled / "areas.csv")
     shutil.copy(site / "site.toml", shuffled / "site.toml")
     result = link_cli(CliRunner(), shuffled / "site.toml", shuffled / "out")
@@ -419,8 +420,8 @@ def test_sample_site_manifest_has_every_input(sample_run: tuple[Path, Result]) -
         path = ROOT / "sample_data" / name
         assert inputs[source]["file"] == name
         assert inputs[source]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-        rows = pl.read_parquet(path).height if name.endswith(".parquet") else pl.read_csv(path, infer_schema=False).height
-        assert inputs[source]["rows"] == rows
+        frame = pl.read_parquet(path) if name.endswith(".parquet") else pl.read_csv(path, infer_schema=False)
+        assert inputs[source]["rows"] == frame.height
     assert manifest["config"]["sha256"] == hashlib.sha256(SAMPLE_CONFIG.read_bytes()).hexdigest()
     assert [p["blocking"] for p in manifest["blocking"]] == ["nhs", "la_id", "birth_year+birth_month+area"]
 

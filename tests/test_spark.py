@@ -67,7 +67,7 @@ def linked(spark, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 @needs_spark
 def test_spark_finds_the_same_people(linked: tuple[Path, Path]) -> None:
     local, on_spark = (pl.read_parquet(p / "person_index.parquet") for p in linked)
-    assert local.height == on_spark.height == 60_467  # 60,469 records, 2 rejected by the row checks
+    assert local.height == on_spark.height == 249_518  # 249,520 records, 2 rejected by the row checks
     assert local.schema == on_spark.schema
     # The same partition of records into people, and the same keyed person IDs.
     joined = local.join(on_spark, on=["source", "record_id"], how="full", suffix="_spark", coalesce=True)

@@ -53,8 +53,8 @@ def test_same_seed_gives_same_bytes_and_another_seed_does_not(tmp_path: Path) ->
 
     a, b, c = digest(tmp_path / "a"), digest(tmp_path / "b"), digest(tmp_path / "c")
     assert set(a) == {"ae.csv", "apc.csv", "gp_registrations.csv", "outpatients.csv", "social_care.csv",
-                      "gp_events.parquet", "areas.csv", "site.toml", "synth.json", "truth/persons.parquet", "truth/records.parquet",
-                      "plans/emergency_admissions.csv"}
+                      "gp_events.parquet", "areas.csv", "site.toml", "synth.json", "truth/persons.parquet",
+                      "truth/records.parquet", "plans/emergency_admissions.csv"}
     assert a == b
     assert a["apc.csv"] != c["apc.csv"]
     # synth.json records every rate, the new ones too, and how many visitors there are.
