@@ -240,3 +240,11 @@ def test_monthly_snapshots_hold_the_gp_records_known_then_with_their_registratio
         assert set(truth["record_id"]) == set(gp["Event_ID"])
     # At the reference date every record has come, and keeps its id.
     assert set(gp["Event_ID"]) == set(plain["Event_ID"])
+
+
+def test_the_history_starts_at_the_first_consultation_not_at_an_old_diagnosis(tmp_path: Path) -> None:
+    from linkcare.risk.features import history_start
+
+    _, cohort = _gp_cohort(tmp_path, BASE + GP_EVENTS)
+    # A's housebound deficit is dated 2,000 days before the index date; the first consultation 366 days.
+    assert history_start(open_cohort(cohort)) == INDEX - 366 * DAY

@@ -87,9 +87,16 @@ def spine_source(config: Config) -> str:
                       f"population, found {found}; name it with [risk] spine = \"...\"")
 
 
+#: Events dated before the extract's window by nature: a GP record carries the diagnoses, deficits and repeat
+#: medicines of years before the feed starts, so they say nothing about how far back its activity goes.
+BACKDATED = ("registration", GP_CONDITION, GP_FRAILTY_DEFICIT, GP_MEDICATION)
+
+
 def history_start(cohort: Cohort) -> dt.date | None:
-    """Return the first day of recorded activity: the earliest start of any event but a registration."""
-    first = cohort.events.filter(pl.col("event_type") != "registration").select(pl.col("start_date").min()).collect()
+    """Return the first day of recorded activity: the earliest start of any event but a registration or
+    a GP record that carries older history (BACKDATED)."""
+    first = (cohort.events.filter(~pl.col("event_type").is_in(BACKDATED)).select(pl.col("start_date").min())
+             .collect())
     value = first.item()
     return value if isinstance(value, dt.date) else None
 
@@ -248,7 +255,7 @@ def _primary_care(events: pl.LazyFrame, people: pl.LazyFrame, index: dt.date) ->
     in the last 90 and 365 days."""
     gp = (events.filter(pl.col("event_type").is_in(GP_EVENT_TYPES) & (pl.col("start_date") < index))
           .join(people, on="person_id", how="semi")
-          .select("person_id", "event_type", "code", "start_date", "end_date", "issue_type").collect())
+          .select("person_id", "event_type", "code", "start_date", "end_date", "issue_type"))
     code = pl.col("code").str.strip_chars().str.to_lowercase()
     kind = pl.col("event_type")
     # A medication is a repeat unless its issue type says acute (a feed of repeat authorisations alone may
@@ -263,8 +270,7 @@ def _primary_care(events: pl.LazyFrame, people: pl.LazyFrame, index: dt.date) ->
         *[((kind == GP_CONSULTATION) & (pl.col("start_date") >= index - dt.timedelta(days=w))).sum()
           .cast(pl.Float64).alias(f"gp_consultations_{w}d") for w in CONSULTATION_WINDOWS],
     ]
-    out = gp.group_by("person_id").agg(aggs)
-    return out.with_columns(efi_band(pl.col("efi")).alias("efi_band"))
+    return gp.group_by("person_id").agg(aggs).with_columns(efi_band(pl.col("efi")).alias("efi_band")).collect()
 
 
 def has_primary_care(config: Config) -> bool:
