@@ -80,7 +80,7 @@ def test_spark_finds_the_same_people(linked: tuple[Path, Path]) -> None:
     a, b = joined["match_probability"].to_numpy(), joined["match_probability_spark"].to_numpy()
     assert np.array_equal(np.isnan(a), np.isnan(b))
     assert np.allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=0, atol=1e-12)
-    assert local["person_id"].n_unique() == 11_428
+    assert local["person_id"].n_unique() == 11_449
 
 
 def _assert_same_attach_step(local: Path, on_spark: Path) -> None:
