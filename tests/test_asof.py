@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -98,6 +99,9 @@ def test_snapshots_first_run_then_unchanged_inputs_then_a_new_month(small_site: 
 
     # New extracts (each with its last row gone): IDs carried over, lineage written, latest moves.
     for source in load_config(config).sources:
+        if source.path.suffix == ".parquet":  # the GP clinical extract
+            pl.read_parquet(source.path).head(-1).write_parquet(source.path)
+            continue
         lines = source.path.read_text(encoding="utf-8").splitlines(keepends=True)
         source.path.write_text("".join(lines[:-1]), encoding="utf-8")
     code, output = _link(runner, config, out, "--snapshot", "--previous", "latest", "--as-of", "2026-04-30")

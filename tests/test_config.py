@@ -214,7 +214,7 @@ RULES = [
     (_swap("end_date = []", "start_date = []"),
      "sources[1].events.start_date: is required for kind 'apc'; give its column"),
     (_swap('kind = "gp_registrations"', 'kind = "other"'), "sources[0].events: kind 'other' has "
-     "no events; set a kind such as gp_registrations, apc, ae, outpatients, social_care, "
+     "no events; set a kind such as gp_registrations, apc, ae, outpatients, social_care, gp_events, "
      "or remove events"),
     (_swap('link_type = "link_only"', 'link_type = "link"'), "linkage.link_type: 'link' is not "
      "a link type; did you mean 'link_only'? use one of: link_only, dedupe_only, link_and_dedupe"),

@@ -121,6 +121,8 @@ def test_the_monthly_script_runs_month_after_month_without_editing_the_config(mo
         if extract.name != "areas.csv":
             lines = extract.read_text(encoding="utf-8").splitlines(keepends=True)
             extract.write_text("".join(lines[:-1]), encoding="utf-8")
+    for extract in site.glob("*.parquet"):  # the GP clinical extract
+        pl.read_parquet(extract).head(-1).write_parquet(extract)
     far = (last + dt.timedelta(days=100)).replace(day=3)
     run = _run(site, tools, far, sent)
     assert run.returncode == 0, _log(site)[-3000:]

@@ -494,6 +494,19 @@ def test_a_refresh_keeps_ids_and_records_what_changed(small_site: Path, tmp_path
                     pl.when(hit).then(pl.lit("1901")).otherwise(pl.col("Birth_Year")).alias("Birth_Year"),
                     pl.when(hit).then(pl.lit("E01999999")).otherwise(pl.col("LSOA")).alias("LSOA"))
             frame.write_csv(site / file)
+        # The GP clinical extract comes from the registrations' system: the person is missing from it too,
+        # and its rows of the mistyped registration carry the same mistakes.
+        gone = truth.filter((pl.col("person") == without) & (pl.col("source") == "gp_events"))["record_id"]
+        gp_events = pl.read_parquet(site / "gp_events.parquet").filter(~pl.col("Event_ID").is_in(gone.implode()))
+        if mistyped is not None:
+            wrong = truth.filter((pl.col("person") == mistyped) & (pl.col("source") == "gp"))["record_id"]
+            hit = pl.col("Patient_ID").is_in(wrong.implode())
+            gp_events = gp_events.with_columns(
+                pl.when(hit).then(pl.lit("0123456789abcdef0123456789abcdef")).otherwise(pl.col("Pseudo_NHS_Number"))
+                .alias("Pseudo_NHS_Number"),
+                pl.when(hit).then(pl.lit(1901)).otherwise(pl.col("Birth_Year")).alias("Birth_Year"),
+                pl.when(hit).then(pl.lit("E01999999")).otherwise(pl.col("LSOA")).alias("LSOA"))
+        gp_events.write_parquet(site / "gp_events.parquet")
         # A source with no change this month (no one left or joined it) is expected here.
         with (site / "site.toml").open("a", encoding="utf-8") as f:
             f.write('\n[validation]\nunchanged_inputs = "allow"\n')

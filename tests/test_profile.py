@@ -152,7 +152,7 @@ def test_outputs_hold_no_record_value_and_open_offline(profiled: tuple[Path, dic
     # Counts of rows pass through the [disclosure] rule: ae's one rejected row is shown as "<8".
     ae_row = html[html.index("<td>ae</td>"):]
     assert "<td>&lt;8</td>" in ae_row[:ae_row.index("</tr>")]
-    assert "115,229" in html  # pair counts are shown as they are, and so are counts of distinct values
+    assert "202,874" in html  # pair counts are shown as they are, and so are counts of distinct values
     assert "<td>gp</td><td>birth_month</td><td>Birth_Month</td><td>10,000</td><td>100.0%</td><td>12</td>" in html
 
 
@@ -164,7 +164,8 @@ def test_profile_json_layout(profiled: tuple[Path, dict[str, Any], str]) -> None
     assert list(written) == ["schema", "config", "reference_date", "link_type", "max_reject_share", "max_pairs",
                              "stops_link", "stop_reasons", "sources", "blocking"]
     assert written["schema"] == 1 and written["config"] == "site.toml" and written["link_type"] == "link_and_dedupe"
-    assert [s["source"] for s in written["sources"]] == ["gp", "apc", "ae", "outpatients", "social_care"]
+    assert [s["source"] for s in written["sources"]] == ["gp", "apc", "ae", "outpatients", "social_care",
+                                                         "gp_events"]
     for source in written["sources"]:
         assert list(source) == ["source", "kind", "file", "rows", "rejected", "rejected_share", "identifier_tuples",
                                 "stops_link", "fields", "row_checks", "dates"]
@@ -188,7 +189,7 @@ def test_profile_prints_tables_and_is_repeatable(profiled: tuple[Path, dict[str,
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["source", "rows", "rejected", "identifier", "tuples", "link"]
-    assert any(line.split()[:3] == ["nhs", "linkage.blocking[0]", "39,322"] for line in lines)
+    assert any(line.split()[:3] == ["nhs", "linkage.blocking[0]", "70,023"] for line in lines)
     assert lines[-1] == f"Profile written to {tmp_path / 'again'} (profile.json, profile.html)"
     assert (tmp_path / "again" / "profile.json").read_bytes() == (profiled[0] / "profile.json").read_bytes()
 
@@ -215,10 +216,10 @@ def test_profile_says_when_link_would_stop(tmp_path: Path) -> None:
     assert [p["above_max_pairs"] for p in doc["blocking"]] == [False, False, True]
     assert [r.split(":")[0] for r in doc["stop_reasons"]] == [
         "source ae", "source outpatients",
-        "linkage.blocking[2] (birth_year+birth_month+area) would yield 115,229 candidate pairs, above "
+        "linkage.blocking[2] (birth_year+birth_month+area) would yield 202,874 candidate pairs, above "
         "linkage.max_pairs = 100,000"]
     assert f"link would stop: source ae: {SAMPLE / 'ae.csv'}: 1 of 11,051 row(s)" in result.stderr
-    assert "link would stop: linkage.blocking[2] (birth_year+birth_month+area) would yield 115,229" in result.stderr
+    assert "link would stop: linkage.blocking[2] (birth_year+birth_month+area) would yield 202,874" in result.stderr
 
 
 def _errors(stderr: str) -> list[str]:
@@ -274,7 +275,7 @@ def test_validate_rows_passes_a_clean_site_and_strict_fails_it(tmp_path: Path) -
     assert (ae["rows"], ae["rejected"], [c["first_failed_row"] for c in ae["checks"]]) == (11_051, 1, [10796, 10796])
     result = CliRunner().invoke(cli, ["-q", "validate", str(CONFIG), "--rows"])
     assert result.exit_code == 0
-    assert result.stdout.splitlines()[-1] == "OK: every row of the 5 source(s) checked; link would stop on none"
+    assert result.stdout.splitlines()[-1] == "OK: every row of the 6 source(s) checked; link would stop on none"
     result = CliRunner().invoke(cli, ["-q", "validate", str(CONFIG), "--rows", "--strict"])
     assert result.exit_code == 1
     errors = _errors(result.stderr)

@@ -75,6 +75,15 @@ PHRASE_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("reablement", {"reablement_now": 1.0, "reablement_365d": 1.0}, "receiving reablement now"),
     ("reablement", {"reablement_now": 0.0, "reablement_365d": 1.0}, "had reablement in the last 12 months"),
     ("reablement", {"reablement_now": 0.0, "reablement_365d": 0.0}, "no reablement in the last 12 months"),
+    ("long-term conditions (GP)", {"gp_conditions": 3.0}, "3 long-term conditions on the GP record"),
+    ("long-term conditions (GP)", {"gp_conditions": 0.0}, "no long-term conditions on the GP record"),
+    ("frailty (eFI)", {"efi": 0.3, "efi_band": 2.0},
+     "electronic Frailty Index band 2 (1 mild, 2 moderate, 3 severe)"),
+    ("frailty (eFI)", {"efi": 0.1, "efi_band": 0.0}, "fit on the electronic Frailty Index"),
+    ("repeat medicines", {"repeat_medications": 1.0}, "1 repeat medicine"),
+    ("repeat medicines", {"repeat_medications": 0.0}, "no repeat medicines"),
+    ("GP consultations", {"gp_consultations_365d": 9.0}, "9 GP consultations in the last 12 months"),
+    ("GP consultations", {"gp_consultations_365d": 0.0}, "no GP consultations in the last 12 months"),
 ]
 
 
@@ -90,7 +99,7 @@ def test_every_phrase_template_has_a_case_and_every_factor_a_phrase() -> None:
         for template in templates:
             stem = template.split("{")[0]
             assert any(f == phrase.factor and w.startswith(stem) for f, w in tested), (phrase.factor, template)
-    factors = {f.factor for f in feature_list(WINDOWS, with_deprivation=True)}
+    factors = {f.factor for f in feature_list(WINDOWS, with_deprivation=True, with_primary_care=True)}
     assert factors == {p.factor for p in PHRASES}
 
 

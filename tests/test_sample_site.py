@@ -59,6 +59,8 @@ def test_shuffled_sources_give_the_same_people(small_site: Path, small_linked: P
         mixed = frame.sample(fraction=1.0, shuffle=True, seed=i)
         assert not mixed.equals(frame)
         mixed.write_csv(shuffled / csv.name)
+    gp_events = pl.read_parquet(small_site / "gp_events.parquet")
+    gp_events.sample(fraction=1.0, shuffle=True, seed=99).write_parquet(shuffled / "gp_events.parquet")
     (shuffled / "site.toml").write_text((small_site / "site.toml").read_text(), encoding="utf-8")
     result = link_cli(runner, shuffled / "site.toml", tmp_path / "out")
     assert result.exit_code == 0, result.output
@@ -93,6 +95,9 @@ def test_linking_is_unchanged_by_shuffled_rows(tiny_linked: tuple[Path, pl.DataF
     for seed, csv in zip(seeds, extracts, strict=True):
         rows = pl.read_csv(csv, infer_schema=False)
         rows.sample(fraction=1.0, shuffle=True, seed=seed).write_csv(shuffled / csv.name)
+    for parquet in site.glob("*.parquet"):  # the GP clinical extract
+        mixed = pl.read_parquet(parquet).sample(fraction=1.0, shuffle=True, seed=seeds[0])
+        mixed.write_parquet(shuffled / parquet.name)
     shutil.copy(site / "areas.csv", shuffled / "areas.csv")
     shutil.copy(site / "site.toml", shuffled / "site.toml")
     result = link_cli(CliRunner(), shuffled / "site.toml", shuffled / "out")
@@ -139,15 +144,15 @@ def test_pair_count_guard_stops_the_run(small_site: Path, tmp_path: Path, runner
     sizes = nodes.drop_nulls(key).group_by(key).len()["len"].cast(pl.Int64)
     expected = int((sizes * (sizes - 1) // 2).sum())
     nhs = nodes.drop_nulls("nhs").group_by("nhs").len()["len"].cast(pl.Int64)
-    assert int((nhs * (nhs - 1) // 2).sum()) < 10_000 < expected  # only the third pass is over the limit
+    assert int((nhs * (nhs - 1) // 2).sum()) < 20_000 < expected  # only the third pass is over the limit
 
-    config = write_config(small_site / "site.toml", tmp_path / "guard.toml", linkage="max_pairs = 10000")
+    config = write_config(small_site / "site.toml", tmp_path / "guard.toml", linkage="max_pairs = 20000")
     out = tmp_path / "runs" / "out"
     result = link_cli(runner, config, out)
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert errors == [f"Error: linkage.blocking[2] (birth_year, birth_month, area) would yield {expected:,} "
-                      "candidate pairs, above linkage.max_pairs = 10,000; add a field to that blocking pass "
+                      "candidate pairs, above linkage.max_pairs = 20,000; add a field to that blocking pass "
                       "or raise max_pairs"]
     assert result.stdout == ""
     # No output folder, no temporary left behind: only the run's record beside where the output would be.
@@ -351,7 +356,7 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result]:
 def test_sample_site_links_accurately(sample_run: tuple[Path, Result]) -> None:
     out, _ = sample_run
     score = all_records_f1(CliRunner(), out, SAMPLE_TRUTH)
-    assert score["records"] == 60_469
+    assert score["records"] == 249_520  # 60,469 of the five CSV extracts and 189,051 GP events
     assert score["f1"] >= 0.985
     assert score["precision"] >= 0.999
 
@@ -409,13 +414,14 @@ def test_sample_site_manifest_has_every_input(sample_run: tuple[Path, Result]) -
     manifest = json.loads((out / "manifest.json").read_text())
     inputs = {i["source"]: i for i in manifest["inputs"]}
     files = {"gp": "gp_registrations.csv", "apc": "apc.csv", "ae": "ae.csv", "outpatients": "outpatients.csv",
-             "social_care": "social_care.csv"}
+             "social_care": "social_care.csv", "gp_events": "gp_events.parquet"}
     assert set(inputs) == set(files)
     for source, name in files.items():
         path = ROOT / "sample_data" / name
         assert inputs[source]["file"] == name
         assert inputs[source]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-        assert inputs[source]["rows"] == pl.read_csv(path, infer_schema=False).height
+        frame = pl.read_parquet(path) if name.endswith(".parquet") else pl.read_csv(path, infer_schema=False)
+        assert inputs[source]["rows"] == frame.height
     assert manifest["config"]["sha256"] == hashlib.sha256(SAMPLE_CONFIG.read_bytes()).hexdigest()
     assert [p["blocking"] for p in manifest["blocking"]] == ["nhs", "la_id", "birth_year+birth_month+area"]
 

@@ -53,8 +53,8 @@ def test_same_seed_gives_same_bytes_and_another_seed_does_not(tmp_path: Path) ->
 
     a, b, c = digest(tmp_path / "a"), digest(tmp_path / "b"), digest(tmp_path / "c")
     assert set(a) == {"ae.csv", "apc.csv", "gp_registrations.csv", "outpatients.csv", "social_care.csv",
-                      "areas.csv", "site.toml", "synth.json", "truth/persons.parquet", "truth/records.parquet",
-                      "plans/emergency_admissions.csv"}
+                      "gp_events.parquet", "areas.csv", "site.toml", "synth.json", "truth/persons.parquet",
+                      "truth/records.parquet", "plans/emergency_admissions.csv"}
     assert a == b
     assert a["apc.csv"] != c["apc.csv"]
     # synth.json records every rate, the new ones too, and how many visitors there are.
@@ -461,7 +461,8 @@ def test_generated_config_compares_the_practice_given_the_area(tmp_path: Path) -
     write_site(tmp_path / "site", SynthOptions(people=500, seed=1, reference_date=REF))
     config = load_config(tmp_path / "site" / "site.toml")
     columns = {s.name: s.fields["practice"].column for s in config.sources if "practice" in s.fields}
-    assert columns == {"gp": "Practice_Code", "apc": "GPPRAC", "ae": "GP_Practice_Code", "outpatients": "GPPRAC"}
+    assert columns == {"gp": "Practice_Code", "apc": "GPPRAC", "ae": "GP_Practice_Code", "outpatients": "GPPRAC",
+                       "gp_events": "Practice_Code"}
     # Compared as if independent of area it counts an area's shared practice twice (precision 0.9996 ->
     # 0.8985 on a 100,000-person site); its levels are split by whether the area agrees instead.
     compared = {c.field: c for c in config.linkage.comparisons}
@@ -480,8 +481,7 @@ def test_committed_sample_site_is_what_the_generator_writes(tmp_path: Path) -> N
     for name in ("gp_registrations.csv", "apc.csv", "ae.csv", "outpatients.csv", "social_care.csv", "areas.csv",
                  "site.toml", "plans/emergency_admissions.csv"):
         assert (tmp_path / "sample" / name).read_bytes() == (root / "sample_data" / name).read_bytes(), name
-    for name in ("records.parquet", "persons.parquet"):
-        assert pl.read_parquet(tmp_path / "sample" / "truth" / name).equals(
-            pl.read_parquet(root / "sample_data" / "truth" / name)), name
+    for name in ("truth/records.parquet", "truth/persons.parquet", "gp_events.parquet"):
+        assert pl.read_parquet(tmp_path / "sample" / name).equals(pl.read_parquet(root / "sample_data" / name)), name
     expected_config = site_config(meta["reference_date"], "../sample_data/")
     assert (root / "configs" / "sample.toml").read_text() == expected_config

@@ -41,6 +41,10 @@ def _read(folder: Path, name: str) -> pl.DataFrame:
     return pl.read_csv(folder / f"{name}.csv", infer_schema=False)
 
 
+def _gp_events(folder: Path) -> pl.DataFrame:
+    return pl.read_parquet(folder / "gp_events.parquet")
+
+
 @pytest.fixture(scope="module")
 def months(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("months") / "site"
@@ -61,7 +65,8 @@ def test_month_ends_and_their_configs(months: Path) -> None:
         assert f'reference_date = "{name}"' in (folder / "site.toml").read_text()
         meta = json.loads((folder / "synth.json").read_text())
         assert meta["reference_date"] == name and meta["site_reference_date"] == "2026-03-31"
-        assert meta["rows"] == {n: _read(folder, n).height for n in SOURCES} == index["months"][name]["rows"]
+        rows = {n: _read(folder, n).height for n in SOURCES} | {"gp_events": _gp_events(folder).height}
+        assert meta["rows"] == rows == index["months"][name]["rows"]
         assert {p.name for p in (folder / "truth").iterdir()} == {"records.parquet", "persons.parquet",
                                                                   "revisions.parquet"}
         for path in (folder / "truth").iterdir():  # one compression, as every other output (io/parquet.py)
@@ -84,7 +89,9 @@ def test_each_month_holds_what_had_arrived_by_its_end(months: Path) -> None:
         folder, end = months / name, name
         truth = pl.read_parquet(folder / "truth" / "records.parquet")
         ids = pl.concat([_read(folder, n).select(pl.lit(SOURCE_NAMES[n]).alias("source"),
-                                                 pl.col(ID_COLUMN[n]).alias("record_id")) for n in SOURCES])
+                                                 pl.col(ID_COLUMN[n]).alias("record_id")) for n in SOURCES]
+                        + [_gp_events(folder).select(pl.lit("gp_events").alias("source"),
+                                                     pl.col("Event_ID").alias("record_id"))])
         assert truth.select("source", "record_id").sort(["source", "record_id"]).equals(
             ids.sort(["source", "record_id"]))
         for n in SOURCES:

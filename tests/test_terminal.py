@@ -69,11 +69,11 @@ def test_every_command_prints_its_summary_as_json(small_site: Path, tmp_path: Pa
     config = str(small_site / "site.toml")
     checked = _json(["validate", config])
     assert checked["command"] == "validate" and checked["valid"] is True
-    assert [s["name"] for s in checked["sources"]] == ["gp", "apc", "ae", "outpatients", "social_care"]
+    assert [s["name"] for s in checked["sources"]] == ["gp", "apc", "ae", "outpatients", "social_care", "gp_events"]
 
     linked = _json(["link", config, "--out", str(tmp_path / "cohort")])
     assert linked["command"] == "link" and linked["persons"] > 1_000
-    assert {s["source"] for s in linked["sources"]} == {"gp", "apc", "ae", "outpatients", "social_care"}
+    assert {s["source"] for s in linked["sources"]} == {"gp", "apc", "ae", "outpatients", "social_care", "gp_events"}
     assert {"records", "rejected", "linked_share", "deterministic", "probabilistic"} <= set(linked["sources"][0])
     assert [p["blocking"] for p in linked["passes"]] == ["nhs", "la_id", "birth_year+birth_month+area"]
     assert linked["stages"][0]["stage"] == "read and standardise"

@@ -13,7 +13,7 @@ from linkcare.cli.output import json_option, print_json, print_table
 from linkcare.sources.pseudonymise import read_key
 from linkcare.synth.options import ErrorRates, MonthlyRates, SynthOptions
 from linkcare.synth.programme import Programme
-from linkcare.synth.site import MAX_MONTHS, MonthsSummary, write_months, write_site
+from linkcare.synth.site import MAX_MONTHS, MonthsSummary, extract_file, write_months, write_site
 
 
 def _rate_options(func: Any) -> Any:
@@ -88,18 +88,21 @@ _RATE_HELP = {
 @click.option("--programme-effect", type=click.FloatRange(0.0, 3.0, min_open=True), default=None,
               help="With a programme: what the enrolled's hazard of emergency admission and of A&E attendance is "
                    "multiplied by from the month after enrolment (1.0: no effect). [default: 0.85]")
+@click.option("--gp-events/--no-gp-events", default=True, show_default=True,
+              help="Write the GP clinical extract (gp_events.parquet); the other extracts are the same either way.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
 @json_option
 @_rate_options
 @_monthly_options
 def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file: Path | None, months: int | None,
           programme_start: datetime | None, programme_practices: float, programme_effect: float | None,
-          overwrite: bool, as_json: bool, **rates: Any) -> None:
+          gp_events: bool, overwrite: bool, as_json: bool, **rates: Any) -> None:
     """Write a realistic synthetic site into OUT.
 
-    OUT gets five pseudonymised extracts (gp_registrations, apc, ae, outpatients, social_care as
-    CSV, with real field names), site.toml (a config that links them), synth.json (the options
-    used) and truth/ (the true person of every record, and each person's true risk of emergency
+    OUT gets six pseudonymised extracts (gp_registrations, apc, ae, outpatients, social_care as
+    CSV, with real field names, and the GP clinical extract gp_events.parquet: coded conditions,
+    frailty deficits, medication issues and consultations), site.toml (a config that links them),
+    synth.json (the options used) and truth/ (the true person of every record, and each person's true risk of emergency
     admission in the year after the reference date), which is kept apart for evaluation. The
     hospital extracts also hold people in no other extract (resident = false in
     truth/persons.parquet), and the registered GP practice, sometimes out of date.
@@ -130,7 +133,8 @@ def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file:
                               enrolment_months=6)
     try:
         options = SynthOptions(people=people, seed=seed, reference_date=reference_date.date(),
-                               errors=ErrorRates(**rates), key=key, programme=programme)
+                               errors=ErrorRates(**rates), key=key, programme=programme,
+                               gp_events=gp_events)
     except ValueError as exc:
         raise click.UsageError(str(exc).replace("the programme must", "--programme-start must")) from None
     if months is not None:
@@ -141,7 +145,7 @@ def synth(out: Path, people: int, seed: int, reference_date: datetime, key_file:
     if as_json:
         print_json("synth", summary)
         return
-    print_table([("extract", "rows"), *[(name + ".csv", f"{rows:,}") for name, rows in summary.rows.items()]])
+    print_table([("extract", "rows"), *[(extract_file(name), f"{rows:,}") for name, rows in summary.rows.items()]])
     click.echo(f"Wrote a synthetic site of {summary.people:,} people to {summary.out} in {summary.seconds:.1f} s: "
                "the extracts, site.toml (config), synth.json (options), truth/ (keep apart: for evaluation only)")
 
@@ -152,7 +156,7 @@ def _months_summary(summary: MonthsSummary, as_json: bool) -> None:
         return
     names = list(next(iter(summary.rows.values())))
     changes = list(next(iter(summary.changes.values())))
-    print_table([("month end", *[n + ".csv" for n in names], *[c.replace("_", " ") for c in changes]),
+    print_table([("month end", *[extract_file(n) for n in names], *[c.replace("_", " ") for c in changes]),
                  *[(d.isoformat(), *[f"{summary.rows[d][n]:,}" for n in names],
                     *[f"{summary.changes[d][c]:,}" for c in changes]) for d in summary.months]])
     click.echo(f"Wrote {len(summary.months)} month ends of a synthetic site of {summary.people:,} people to "

@@ -32,8 +32,12 @@ EVENT_COLUMNS: dict[str, pl.DataType] = {
     "route_of_access": pl.String(), "service_type": pl.String(), "service_component": pl.String(),
     "support_reason": pl.String(), "planned_units": pl.Float64(), "outcome": pl.String(),
     "deregistration_date": pl.Date(), "cost": pl.Float64(), "unit_cost": pl.Float64(),
-    "cost_frequency": pl.String(),
+    "cost_frequency": pl.String(), "code": pl.String(), "issue_type": pl.String(),
 }
+#: The event types of a GP clinical extract (kind gp_events), from its record types.
+GP_CONDITION, GP_FRAILTY_DEFICIT = "gp_condition", "gp_frailty_deficit"
+GP_MEDICATION, GP_CONSULTATION = "gp_medication", "gp_consultation"
+GP_EVENT_TYPES = (GP_CONDITION, GP_FRAILTY_DEFICIT, GP_MEDICATION, GP_CONSULTATION)
 DATE_KEYS = set(DATE_EVENT_KEYS)
 
 
@@ -82,6 +86,10 @@ def shape_events(source: Source, frame: pl.DataFrame) -> pl.DataFrame:
     elif source.kind == "social_care":
         etype = pl.col("event_type").str.to_lowercase().str.replace_all(r"[^a-z]+", "_")
         frame = frame.with_columns(pl.concat_str([pl.lit("social_care_"), etype]).alias("event_type"))
+    elif source.kind == "gp_events":
+        # "Frailty deficit" -> gp_frailty_deficit; a record type of another name reads as gp_<its words>.
+        rtype = pl.col("record_type").str.to_lowercase().str.replace_all(r"[^a-z]+", "_").str.strip_chars("_")
+        frame = frame.with_columns(pl.concat_str([pl.lit("gp_"), rtype]).alias("event_type"))
     return frame.with_columns(pl.lit(source.name).alias("source"))
 
 
@@ -132,5 +140,6 @@ def write_events(config: Config, index: pl.DataFrame, path: Path) -> int:
     return rows
 
 
-__all__ = ["DATE_KEYS", "ELECTIVE_ADMISSION", "EMERGENCY_ADMISSION", "EVENT_COLUMNS", "event_exprs",
+__all__ = ["DATE_KEYS", "ELECTIVE_ADMISSION", "EMERGENCY_ADMISSION", "EVENT_COLUMNS", "GP_CONDITION",
+           "GP_CONSULTATION", "GP_EVENT_TYPES", "GP_FRAILTY_DEFICIT", "GP_MEDICATION", "event_exprs",
            "long_term_support", "reablement", "service_kind", "shape_events", "source_events", "write_events"]

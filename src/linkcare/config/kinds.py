@@ -1,7 +1,8 @@
 """The kinds of extract linkcare understands, and the default column of each of their events.
 
 The defaults are the real field names of each national dataset (HES/SUS admitted patient care,
-ECDS A&E, outpatients, adult social care client-level data, GP registrations); `linkcare synth`
+ECDS A&E, outpatients, adult social care client-level data, GP registrations; for the GP clinical
+extract, the column names of linkcare synth's, as no national dataset fixes them); `linkcare synth`
 writes extracts with exactly these names. A source's `events` table in the config overrides them.
 A column may be a glob such as `DIAG_4_*`, which stands for every header column it matches.
 """
@@ -75,6 +76,15 @@ KINDS: Mapping[str, tuple[EventColumn, ...]] = MappingProxyType(
             # CLD's planned unit cost of a service and what one unit is (hour, week, ...).
             EventColumn("unit_cost", "Unit_Cost", _OPT, noted=False),
             EventColumn("cost_frequency", "Cost_Frequency_Unit_Type", _OPT, noted=False),
+        ),
+        # A GP clinical extract of derived flags (docs/gp_events.md): one row per coded condition, frailty
+        # deficit, medication issue or consultation, with what it is (the record type) and which (its code).
+        "gp_events": (
+            EventColumn("record_type", "Record_Type", _REQ),
+            EventColumn("code", "Code", _REQ),
+            EventColumn("start_date", "Event_Date", _REQ),
+            EventColumn("end_date", "End_Date", _OPT),
+            EventColumn("issue_type", "Issue_Type", _OPT),
         ),
         "other": (),
     }

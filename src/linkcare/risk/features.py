@@ -5,6 +5,9 @@ admission that starts on the index date or within the `horizon - 1` days after i
 day belongs to the outcome window, never to both. Every look-back window is counted in whole
 days before the index date: a 90-day window holds events from index - 90 up to index - 1.
 
+With a GP clinical extract (a source of kind gp_events), its records before the index date give the
+primary-care features: its conditions and frailty deficits count whenever they were recorded before it.
+
 The population is the spine: people with a registration in the spine source (kind
 gp_registrations) that started before the index date, and no recorded death before it. Their
 practice, ethnicity and pseudonymised record key come from their latest such registration.
@@ -20,7 +23,18 @@ import polars as pl
 
 from linkcare.cohort.dataset import Cohort
 from linkcare.cohort.demographics import AGE_BANDS, ETHNIC_GROUPS, deprivation_decile
-from linkcare.cohort.events import ELECTIVE_ADMISSION, EMERGENCY_ADMISSION, long_term_support, reablement, service_kind
+from linkcare.cohort.events import (
+    ELECTIVE_ADMISSION,
+    EMERGENCY_ADMISSION,
+    GP_CONDITION,
+    GP_CONSULTATION,
+    GP_EVENT_TYPES,
+    GP_FRAILTY_DEFICIT,
+    GP_MEDICATION,
+    long_term_support,
+    reablement,
+    service_kind,
+)
 from linkcare.config import Config, RiskSettings
 from linkcare.errors import ConfigError, DataError
 from linkcare.risk.comorbidity import comorbidity_scores
@@ -29,7 +43,13 @@ EMERGENCY, ELECTIVE = EMERGENCY_ADMISSION, ELECTIVE_ADMISSION
 # Outpatient attendance codes (NHS Data Dictionary ATTENDED): 3 did not attend, 7 arrived late and not seen.
 MISSED_OUTPATIENT = ("3", "7")
 LONG_TERM = ("community", "residential", "nursing")
-GROUPS = ("demographics", "hospital use", "comorbidity and frailty", "social care")
+GROUPS = ("demographics", "hospital use", "comorbidity and frailty", "social care", "primary care")
+#: The electronic Frailty Index: deficits present over the 36 it counts, in bands fit (up to 0.12), mild (up
+#: to 0.24), moderate (up to 0.36) and severe (Clegg et al. 2016, Age and Ageing 45:353).
+EFI_DEFICITS = 36
+EFI_BANDS = (0.12, 0.24, 0.36)
+#: The look-back windows of GP consultations, in days.
+CONSULTATION_WINDOWS = (90, 365)
 
 
 @dataclass(frozen=True)
@@ -67,9 +87,16 @@ def spine_source(config: Config) -> str:
                       f"population, found {found}; name it with [risk] spine = \"...\"")
 
 
+#: Events dated before the extract's window by nature: a GP record carries the diagnoses, deficits and repeat
+#: medicines of years before the feed starts, so they say nothing about how far back its activity goes.
+BACKDATED = ("registration", GP_CONDITION, GP_FRAILTY_DEFICIT, GP_MEDICATION)
+
+
 def history_start(cohort: Cohort) -> dt.date | None:
-    """Return the first day of recorded activity: the earliest start of any event but a registration."""
-    first = cohort.events.filter(pl.col("event_type") != "registration").select(pl.col("start_date").min()).collect()
+    """Return the first day of recorded activity: the earliest start of any event but a registration or
+    a GP record that carries older history (BACKDATED)."""
+    first = (cohort.events.filter(~pl.col("event_type").is_in(BACKDATED)).select(pl.col("start_date").min())
+             .collect())
     value = first.item()
     return value if isinstance(value, dt.date) else None
 
@@ -215,14 +242,53 @@ def _social_care(events: pl.LazyFrame, people: pl.LazyFrame, index: dt.date) -> 
     return care.group_by("person_id").agg(aggs)
 
 
+def efi_band(efi: pl.Expr) -> pl.Expr:
+    """Return the eFI band of an eFI: 0 fit, 1 mild, 2 moderate, 3 severe (EFI_BANDS)."""
+    mild, moderate, severe = EFI_BANDS
+    return (pl.when(efi <= mild).then(0.0).when(efi <= moderate).then(1.0).when(efi <= severe).then(2.0)
+            .otherwise(3.0))
+
+
+def _primary_care(events: pl.LazyFrame, people: pl.LazyFrame, index: dt.date) -> pl.DataFrame:
+    """Return the GP-record features of each person with GP events before `index`: long-term conditions
+    on the register, the eFI and its band, repeat medicines current at the index date, and consultations
+    in the last 90 and 365 days."""
+    gp = (events.filter(pl.col("event_type").is_in(GP_EVENT_TYPES) & (pl.col("start_date") < index))
+          .join(people, on="person_id", how="semi")
+          .select("person_id", "event_type", "code", "start_date", "end_date", "issue_type"))
+    code = pl.col("code").str.strip_chars().str.to_lowercase()
+    kind = pl.col("event_type")
+    # A medication is a repeat unless its issue type says acute (a feed of repeat authorisations alone may
+    # carry no issue type), and current if it has not ended before the index date.
+    repeat = ~pl.col("issue_type").str.to_lowercase().str.strip_chars().str.starts_with("acute").fill_null(False)
+    current = pl.col("end_date").is_null() | (pl.col("end_date") >= index)
+    aggs = [
+        code.filter(kind == GP_CONDITION).drop_nulls().n_unique().cast(pl.Float64).alias("gp_conditions"),
+        (code.filter(kind == GP_FRAILTY_DEFICIT).drop_nulls().n_unique() / EFI_DEFICITS).alias("efi"),
+        code.filter((kind == GP_MEDICATION) & repeat & current).drop_nulls().n_unique().cast(pl.Float64)
+        .alias("repeat_medications"),
+        *[((kind == GP_CONSULTATION) & (pl.col("start_date") >= index - dt.timedelta(days=w))).sum()
+          .cast(pl.Float64).alias(f"gp_consultations_{w}d") for w in CONSULTATION_WINDOWS],
+    ]
+    return gp.group_by("person_id").agg(aggs).with_columns(efi_band(pl.col("efi")).alias("efi_band")).collect()
+
+
+def has_primary_care(config: Config) -> bool:
+    """Return whether a config has a GP clinical extract (a source of kind gp_events): its features are
+    then model inputs."""
+    return any(s.kind == "gp_events" for s in config.sources)
+
+
 def _outcome(events: pl.LazyFrame, index: dt.date, horizon: int) -> pl.DataFrame:
     stop = index + dt.timedelta(days=horizon)
     return (events.filter((pl.col("event_type") == EMERGENCY) & _between(index, stop))
             .select("person_id").unique().with_columns(pl.lit(True).alias("outcome")).collect())
 
 
-def feature_list(windows: tuple[int, ...], with_deprivation: bool) -> tuple[Feature, ...]:
-    """Return the model inputs for the given look-back windows, in a fixed order."""
+def feature_list(windows: tuple[int, ...], with_deprivation: bool,
+                 with_primary_care: bool = False) -> tuple[Feature, ...]:
+    """Return the model inputs for the given look-back windows, in a fixed order; the GP-record features
+    (group "primary care") last, and only `with_primary_care`."""
     demo = "demographics"
     out = [Feature("age", "age", demo), Feature("female", "sex", demo)]
     if with_deprivation:
@@ -250,6 +316,13 @@ def feature_list(windows: tuple[int, ...], with_deprivation: bool) -> tuple[Feat
             Feature("requests_365d", "social care requests", care),
             Feature("reablement_365d", "reablement", care),
             Feature("reablement_now", "reablement", care)]
+    if with_primary_care:
+        primary = "primary care"
+        out += [Feature("gp_conditions", "long-term conditions (GP)", primary),
+                Feature("efi", "frailty (eFI)", primary),
+                Feature("efi_band", "frailty (eFI)", primary),
+                Feature("repeat_medications", "repeat medicines", primary),
+                *[Feature(f"gp_consultations_{w}d", "GP consultations", primary) for w in CONSULTATION_WINDOWS]]
     return tuple(out)
 
 
@@ -264,10 +337,13 @@ def build_features(config: Config, cohort: Cohort, index: dt.date, windows: tupl
     parts = [_hospital(cohort.events, keys, index, windows),
              _comorbidity(cohort.events, keys, index, max(windows)),
              _social_care(cohort.events, keys, index)]
+    with_primary_care = has_primary_care(config)
+    if with_primary_care:
+        parts.append(_primary_care(cohort.events, keys, index))
     for part in parts:
         frame = frame.join(part, on="person_id", how="left")
     with_deprivation = settings.deprivation is not None
-    features = feature_list(windows, with_deprivation)
+    features = feature_list(windows, with_deprivation, with_primary_care)
     # Someone with no events of a kind has zero of them; only demographics can be truly unknown.
     fill = [f.name for f in features if f.group != "demographics" and f.name != "days_since_emergency"]
     frame = frame.with_columns([pl.col(n).cast(pl.Float64).fill_null(0.0) for n in fill]
@@ -278,5 +354,5 @@ def build_features(config: Config, cohort: Cohort, index: dt.date, windows: tupl
     return FeatureSet(index, frame.sort("person_id"), features, windows)
 
 
-__all__ = ["Feature", "FeatureSet", "build_features", "feature_list", "history_start", "spine_source",
-           "usable_windows"]
+__all__ = ["CONSULTATION_WINDOWS", "EFI_BANDS", "EFI_DEFICITS", "Feature", "FeatureSet", "build_features", "efi_band",
+           "feature_list", "has_primary_care", "history_start", "spine_source", "usable_windows"]

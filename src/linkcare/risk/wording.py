@@ -80,6 +80,14 @@ PHRASES: tuple[Phrase, ...] = (
     Phrase("reablement", "no reablement in the last 12 months", cases=(
         ("reablement_now", "receiving reablement now"),
         ("reablement_365d", "had reablement in the last 12 months"))),
+    Phrase("long-term conditions (GP)", "{n} long-term condition{s} on the GP record", "gp_conditions",
+           none="no long-term conditions on the GP record"),
+    Phrase("frailty (eFI)", "electronic Frailty Index band {n} (1 mild, 2 moderate, 3 severe)", "efi_band",
+           none="fit on the electronic Frailty Index"),
+    Phrase("repeat medicines", "{n} repeat medicine{s}", "repeat_medications", none="no repeat medicines"),
+    # The consultation windows are fixed (linkcare.risk.features.CONSULTATION_WINDOWS), not the model's.
+    Phrase("GP consultations", "{n} GP consultation{s} in the last 12 months", "gp_consultations_365d",
+           none="no GP consultations in the last 12 months"),
 )
 PHRASE_OF: Mapping[str, Phrase] = {p.factor: p for p in PHRASES}
 #: Columns a phrase reads that are not model features (a person's ethnic group; assessments and reviews together).

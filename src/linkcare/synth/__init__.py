@@ -4,6 +4,7 @@ from linkcare.synth.options import ErrorRates, MonthlyRates, SynthOptions
 from linkcare.synth.site import (
     MonthsSummary,
     SynthSummary,
+    extract_file,
     make_site,
     site_config,
     synth_key,
@@ -11,5 +12,5 @@ from linkcare.synth.site import (
     write_site,
 )
 
-__all__ = ["ErrorRates", "MonthlyRates", "MonthsSummary", "SynthOptions", "SynthSummary", "make_site", "site_config",
-           "synth_key", "write_months", "write_site"]
+__all__ = ["ErrorRates", "MonthlyRates", "MonthsSummary", "SynthOptions", "SynthSummary", "extract_file", "make_site",
+           "site_config", "synth_key", "write_months", "write_site"]

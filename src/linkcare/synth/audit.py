@@ -22,7 +22,7 @@ NHS_COLUMN = {
 }
 ID_COLUMN = {
     "gp_registrations": "Patient_ID", "apc": "EPIKEY", "ae": "EC_Ident", "outpatients": "ATTENDKEY",
-    "social_care": "Der_Unique_Record_ID",
+    "social_care": "Der_Unique_Record_ID", "gp_events": "Event_ID",
 }
 
 

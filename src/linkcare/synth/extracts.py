@@ -49,7 +49,7 @@ SUPPORT_SHARES = np.array([0.68, 0.14, 0.08, 0.05, 0.02, 0.03])
 SOURCES = ("gp_registrations", "apc", "ae", "outpatients", "social_care")
 #: The name each extract's source has in the site config, and in truth/records.parquet.
 SOURCE_NAMES = {"gp_registrations": "gp", "apc": "apc", "ae": "ae", "outpatients": "outpatients",
-                "social_care": "social_care"}
+                "social_care": "social_care", "gp_events": "gp_events"}
 
 
 @dataclass(frozen=True)

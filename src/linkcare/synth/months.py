@@ -4,7 +4,8 @@ arrive at each month end.
 The site is generated once, at its reference date, and each snapshot is cut from it by dates:
 a record appears in the snapshot of the month end it arrives by, and a snapshot shows what was
 known at its month end (discharge and service end dates up to it, deaths up to it, each person's
-LSOA and GP practice on it). On top of that, drawn once for the whole site so that a snapshot is
+LSOA and GP practice on it; the GP clinical extract's records dated by then, with the identifiers of
+their registration then). On top of that, drawn once for the whole site so that a snapshot is
 the same whichever months are written, some event records arrive late (in a later month end's
 snapshot than their date's), and some records arrive with a wrong birth month or a blank NHS token
 that a later month corrects (MonthlyRates). A record keeps its id in every snapshot it is in, and
@@ -22,6 +23,7 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
+from linkcare.synth import gp_events
 from linkcare.synth.extracts import SOURCE_NAMES, SOURCES, Site
 from linkcare.synth.options import MonthlyRates
 
@@ -222,10 +224,27 @@ def snapshot(site: Site, plan: MonthlyPlan, month: int, reference_month: int) ->
         if name == "gp_registrations":
             changes["new_registrations"] = here.filter(pl.col("arrival") == month).height
             changes["deaths"] = extracts[name].filter(_month_of("Date_Of_Death") == month).height
+    gp = site.extracts.get(gp_events.SOURCE)
+    if gp is not None:
+        extracts[gp_events.SOURCE] = _gp_events_on(gp, extracts["gp_registrations"], month)
+        kept.append(extracts[gp_events.SOURCE].select(pl.lit(gp_events.SOURCE).alias("source"),
+                                                      pl.col("Event_ID").alias("record_id")))
     records = site.truth_records.join(pl.concat(kept), on=["source", "record_id"], how="semi", maintain_order="left")
     persons = _persons_on(site, records, month, reference_month)
     return Snapshot(month_end(month), Site(extracts, records, persons, site.areas),
                     pl.concat(revisions).sort(["source", "record_id", "revision"]), changes)
+
+
+def _gp_events_on(gp: pl.DataFrame, registrations: pl.DataFrame, month: int) -> pl.DataFrame:
+    """Return the GP clinical extract as it stood at the end of `month`: the records dated by then, of the
+    people registered then, with an end date only if it has come, and the identifiers their registration
+    has then (the two come from one clinical system, so they change together and arrive together)."""
+    end = month_end(month)
+    identifiers = [c for c in gp.columns if c in registrations.columns and c != "Patient_ID"]
+    return (gp.filter(pl.col("Event_Date") <= end).drop(identifiers)
+            .join(registrations.select("Patient_ID", *identifiers), on="Patient_ID", how="inner", maintain_order="left")
+            .with_columns(pl.when(pl.col("End_Date") <= end).then(pl.col("End_Date")).alias("End_Date"))
+            .select(gp.columns))
 
 
 def _gp_on(month: int) -> list[pl.Expr]:

@@ -131,6 +131,9 @@ class SynthOptions:
     """Days of history before the reference date held in the extracts (three years)."""
     programme: Programme | None = None
     """An MDT programme with a known effect (linkcare.synth.programme); None: none."""
+    gp_events: bool = True
+    """Write the GP clinical extract (linkcare.synth.gp_events); it draws from its own random stream, so
+    the other extracts are the same either way."""
 
     def __post_init__(self) -> None:
         if self.people < 100:

@@ -17,6 +17,7 @@ from linkcare.errors import ConfigError
 from linkcare.io.atomic import atomic_dir
 from linkcare.io.parquet import write_parquet
 from linkcare.log import get_logger
+from linkcare.synth import gp_events
 from linkcare.synth.extracts import SOURCES, Site, build_site
 from linkcare.synth.health import make_health, simulate
 from linkcare.synth.months import is_month_end, month_index, monthly_plan, snapshot, snapshot_months
@@ -44,6 +45,11 @@ class SynthSummary:
     seconds: float
 
 
+def extract_file(name: str) -> str:
+    """Return the file name of a synthetic extract: CSV, but Parquet for the GP clinical extract."""
+    return gp_events.FILE if name == gp_events.SOURCE else f"{name}.csv"
+
+
 def synth_key(seed: int) -> bytes:
     """Return the pseudonymisation key a synthetic site uses when none is given: fixed by the seed."""
     return hashlib.sha256(f"linkcare-synthetic-site/{seed}".encode()).digest()
@@ -66,6 +72,15 @@ def make_site(options: SynthOptions) -> Site:
     key = options.key if options.key is not None else synth_key(options.seed)
     site = build_site(streams[3], pop, health, sim, options.errors, key, options.reference_date,
                       options.history_days, visitors, streams[5])
+    if options.gp_events:
+        # Its own stream, drawn after everything else: the other extracts are the same without it.
+        gp_seed = np.random.SeedSequence(options.seed).spawn(gp_events.STREAM + 1)[gp_events.STREAM]
+        gp_rng = np.random.default_rng(gp_seed)
+        records = gp_events.gp_records(gp_rng, pop, health, sim, options.history_days)
+        extract, truth = gp_events.gp_extract(gp_rng, records, site.extracts["gp_registrations"],
+                                              site.truth_records, options.reference_date)
+        site.extracts[gp_events.SOURCE] = extract
+        site.truth_records = pl.concat([site.truth_records, truth]).sort(["source", "record_id"])
     if run is not None:
         site.caseload = caseload(run, site.extracts["gp_registrations"], site.truth_records, options.reference_date)
         site.programme_truth = programme_truth(run, site.caseload, pop.practice_codes)
@@ -96,6 +111,9 @@ _SITE_SOURCES: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
         "birth_year": '"Der_Birth_Year"', "birth_month": '"Der_Birth_Month"',
         "sex": '{ column = "Gender", values = { "Male" = "M", "Female" = "F" } }', "area": '"LSOA"'}),
 )
+# The GP clinical extract comes from the same system as the registrations, with the same identifiers.
+_GP_EVENTS_SOURCE: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
+    (gp_events.SOURCE, gp_events.FILE, "Event_ID", "gp_events", _SITE_SOURCES[0][4]),)
 # field, method and extra lines of each comparison. The registered practice is compared given the
 # area: most of an area's people register with its practice, so where the areas agree, agreeing on the
 # practice is weak evidence (u about 0.7 on a 100,000-person site), and where they differ (a move, an
@@ -107,16 +125,19 @@ _SITE_COMPARISONS = (("nhs", "exact", ""), ("la_id", "exact", ""), ("birth_year"
 
 
 def site_config(reference_date: str, prefix: str = "", site_reference: str | None = None,
-                caseload: bool = False) -> str:
-    """Return a linkcare config (TOML) for the five synthetic extracts, paths prefixed by `prefix`; its
-    [monitor] plan year is the twelve months to `site_reference` (default `reference_date`), the site's
-    own reference date, so every monthly snapshot of a site has the same plan."""
+                caseload: bool = False, gp_extract: bool = True) -> str:
+    """Return a linkcare config (TOML) for the synthetic extracts (the GP clinical extract with
+    `gp_extract`), paths prefixed by `prefix`; its [monitor] plan year is the twelve months to
+    `site_reference` (default `reference_date`), the site's own reference date, so every monthly snapshot
+    of a site has the same plan."""
     parts = ["# A linkcare config for a synthetic site written by `linkcare synth`.\n"
              "# Paths are relative to this file. See docs/config.md for every key.\n"
              f'version = 1\nreference_date = "{reference_date}"\n']
-    for name, file, key, kind, fields in _SITE_SOURCES:
+    sources = _SITE_SOURCES + (_GP_EVENTS_SOURCE if gp_extract else ())
+    for name, file, key, kind, fields in sources:
         lines = "".join(f"{field} = {value}\n" for field, value in fields.items())
-        parts.append(f'[[sources]]\nname = "{name}"\npath = "{prefix}{file}.csv"\nid = "{key}"\nkind = "{kind}"\n'
+        path = file if "." in file else f"{file}.csv"
+        parts.append(f'[[sources]]\nname = "{name}"\npath = "{prefix}{path}"\nid = "{key}"\nkind = "{kind}"\n'
                      f"[sources.fields]\n{lines}")
     parts.append('[linkage]\nlink_type = "link_and_dedupe"\nthreshold = 0.95\n'
                  'deterministic = [["nhs", "birth_year", "sex"]]\n'
@@ -210,12 +231,16 @@ def _write_files(folder: Path, site: Site, options: SynthOptions, reference_date
     per extract. `extra` adds keys to synth.json (a snapshot's)."""
     for name in SOURCES:
         site.extracts[name].write_csv(folder / f"{name}.csv")
+    gp = site.extracts.get(gp_events.SOURCE)
+    if gp is not None:
+        # Parquet: as CSV it would be most of a site's bytes (every row repeats its person's identifiers).
+        write_parquet(gp, folder / gp_events.FILE)
     site.areas.write_csv(folder / AREAS_FILE)
     (folder / "truth").mkdir()
     write_parquet(site.truth_records, folder / "truth" / "records.parquet")
     write_parquet(site.truth_persons, folder / "truth" / "persons.parquet")
     (folder / "site.toml").write_text(site_config(reference_date.isoformat(), "", options.reference_date.isoformat(),
-                                                  site.caseload is not None), encoding="utf-8")
+                                                  site.caseload is not None, gp is not None), encoding="utf-8")
     if site.caseload is not None:
         # A monthly snapshot's caseload is the list as it stood at that month end.
         site.caseload.filter(pl.col("Enrolment_Date") <= reference_date.isoformat()).write_csv(folder / CASELOAD_FILE)
@@ -224,6 +249,8 @@ def _write_files(folder: Path, site: Site, options: SynthOptions, reference_date
     plan_trajectory(site.extracts["gp_registrations"], site.extracts["apc"], options.reference_date).write_csv(
         folder / PLAN_FILE)
     rows = {name: site.extracts[name].height for name in SOURCES}
+    if gp is not None:
+        rows[gp_events.SOURCE] = gp.height
     meta = {
         "linkcare_version": __version__,
         "people": options.people,
