@@ -58,12 +58,13 @@ def train_into(folder: Path, config: Config, cohort_dir: Path, as_of: dt.date | 
     inputs = Inputs(config, Path(cohort_dir).name, file_sha256(Path(cohort_dir) / "events.parquet"))
     log.info("writing %s…", REPORT_NAME)
     write_train_report(folder / REPORT_NAME, inputs, trained.scored, trained.metrics, trained.curves)
+    used = trained.models[trained.default_model].features
     write_manifest(folder, "train", config, {
         "cohort": {"folder": inputs.cohort_folder, "events_sha256": inputs.events_sha256},
         "default_model": trained.default_model,
         "models": {kind: {"file": f"{kind}.json", "sha256": file_sha256(folder / f"{kind}.json")}
                    for kind in trained.models},
-        "feature_groups": list(GROUPS),
+        "feature_groups": [g for g in GROUPS if any(f.group == g for f in used)],
     })
     return TrainResult(folder, trained.fit_index, trained.test_index, trained.horizon_days, trained.windows,
                        trained.default_model, trained.metrics, time.perf_counter() - started, peak_mib())

@@ -47,7 +47,9 @@ MODEL_FORMAT = "linkcare-risk-model"
 FORMAT_VERSION = 2  # 2: gradient boosting is LightGBM's own model file (1 held linkcare's copy of the trees)
 CV_FOLDS = 5  # the folds whose out-of-fold scores the calibration lines are fitted on
 BAND_MIN_OUTCOMES = 100  # an age band with fewer outcomes among the fitting people uses the overall line
-COUNT_GROUPS = ("hospital use", "social care")
+COUNT_GROUPS = ("hospital use", "social care", "primary care")
+#: Features of those groups that are flags, indices or bands rather than counts, used as they are.
+NOT_COUNTS = ("long_term", "reablement", "efi")
 AGE_KNOTS = (45.0, 65.0, 80.0)
 log = get_logger("risk")
 
@@ -83,7 +85,7 @@ def logistic_columns(features: tuple[Feature, ...], x: np.ndarray) -> list[Colum
         if f.name == "age":
             columns += [Column("age", "identity"), Column("age", "below", 1.0), Column("age", "below", 5.0),
                         *[Column("age", "hinge", k) for k in AGE_KNOTS]]
-        elif f.group in COUNT_GROUPS and not f.name.startswith(("long_term", "reablement")):
+        elif f.group in COUNT_GROUPS and not f.name.startswith(NOT_COUNTS):
             columns.append(Column(f.name, "log1p"))
         else:
             columns.append(Column(f.name, "identity"))
