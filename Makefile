@@ -71,6 +71,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/bench_spark.py --out bench_out
 	$(BIN)/python bench/bench_risk.py --out bench_out
 	$(BIN)/python bench/bench_monitor.py --out bench_out
+	$(BIN)/python bench/bench_impact.py --out bench_out
 	$(BIN)/python bench/bench_efi.py --out bench_out
 
 # Regenerate the committed sample site and its config (only when the generator changes).
