@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from linkcare.config import Config
-from linkcare.risk.model import RiskModel
+from linkcare.risk.model import CV_FOLDS, RiskModel
 
 _NAMES = {"gradient_boosting": "gradient boosting (LightGBM)",
           "logistic": "logistic regression (standardised inputs)"}
@@ -112,8 +112,8 @@ def model_card(config: Config, metrics: dict[str, Any], model: RiskModel) -> str
         f"- Fitted on the people living and registered on {fit['index_date']} "
         f"({_count(fit['people'])} people, {_count(fit['outcomes'])} with an emergency admission from "
         f"{fit['outcome_window']}). The calibration lines (overall, and for each age band with at least 100 "
-        "outcomes) were fitted on out-of-fold scores: the model was refitted 5 times, each time without a fifth "
-        "of these people, and scored that fifth.",
+        f"outcomes) were fitted on out-of-fold scores: the model was refitted {CV_FOLDS} times, each time without "
+        "one of as many seeded parts of these people, and scored that part.",
         f"- Evaluated on the people living and registered on {ev['index_date']} ({_count(ev['people'])} people), "
         f"with outcomes from {ev['outcome_window']}: a later period than the fitting, as in use.",
         f"- Look-back windows: {', '.join(str(w) for w in metrics['lookback_days'])} days before the index date. "

@@ -45,7 +45,7 @@ from linkcare.risk.metrics import fit_logistic_line
 
 MODEL_FORMAT = "linkcare-risk-model"
 FORMAT_VERSION = 2  # 2: gradient boosting is LightGBM's own model file (1 held linkcare's copy of the trees)
-CV_FOLDS = 5  # the folds whose out-of-fold scores the calibration lines are fitted on
+CV_FOLDS = 3  # the folds whose out-of-fold scores the calibration lines are fitted on
 BAND_MIN_OUTCOMES = 100  # an age band with fewer outcomes among the fitting people uses the overall line
 COUNT_GROUPS = ("hospital use", "social care", "primary care")
 #: Features of those groups that are flags, indices or bands rather than counts, used as they are.
@@ -378,4 +378,4 @@ def fit_scorer(kind: str, features: tuple[Feature, ...], x: np.ndarray, y: np.nd
     return _fit_scorer(kind, features, x, np.asarray(y, dtype=bool), (), 0, seed)
 
 
-__all__ = ["MODEL_FORMAT", "RiskModel", "fit_model", "fit_scorer"]
+__all__ = ["CV_FOLDS", "MODEL_FORMAT", "RiskModel", "fit_model", "fit_scorer"]
