@@ -194,13 +194,14 @@ def _ablation(report: Report, metrics: Mapping[str, Any]) -> None:
     ablation = metrics.get("ablation")
     if not isinstance(ablation, Mapping):
         return
-    rows = [(str(s["sources"]), str(s["features"]), _num(s["auroc"]), _interval(s["auroc_ci"]),
+    rows = [(str(s["sources"]), str(s["features"]), _num(s["auroc"]),
              "–" if s["auroc_gain"] is None else f"{s['auroc_gain']:+.3f}") for s in ablation["steps"]]
     report.section("ablation", "What each source adds", note(
         f"The {ablation['model']} model refitted on hospital data alone (demographics, hospital use and the "
         "comorbidity and frailty scores from diagnoses), then with the social-care features, then with the "
         "primary-care features, each evaluated on the same later period. A source the site does not link is "
-        "left out."), table(("sources", "features", "AUROC", "95% interval (bootstrap)", "gain"), rows))
+        "left out. The models' own AUROC intervals above show how precise the evaluation is."),
+        table(("sources", "features", "AUROC", "gain"), rows))
 
 
 def _performance(report: Report, metrics: Mapping[str, Any], curves: Mapping[str, Any] | None,

@@ -74,12 +74,10 @@ _EXPLANATIONS_AND_LIMITS = (
 
 
 def _ablation_rows(ablation: dict[str, Any]) -> list[str]:
-    rows = ["| sources | features | AUROC (95% CI) | gain |", "|---|---|---|---|"]
+    rows = ["| sources | features | AUROC | gain |", "|---|---|---|---|"]
     for step in ablation["steps"]:
-        lo, hi = step["auroc_ci"]
         gain = "–" if step["auroc_gain"] is None else f"{step['auroc_gain']:+.3f}"
-        rows.append(f"| {step['sources']} | {step['features']} | {_num(step['auroc'])} ({_num(lo)}–{_num(hi)}) | "
-                    f"{gain} |")
+        rows.append(f"| {step['sources']} | {step['features']} | {_num(step['auroc'])} | {gain} |")
     return rows
 
 
