@@ -47,6 +47,13 @@ MODEL_FORMAT = "linkcare-risk-model"
 FORMAT_VERSION = 2  # 2: gradient boosting is LightGBM's own model file (1 held linkcare's copy of the trees)
 CV_FOLDS = 3  # the folds whose out-of-fold scores the calibration lines are fitted on
 BAND_MIN_OUTCOMES = 100  # an age band with fewer outcomes among the fitting people uses the overall line
+BAND_STARTS = [float(start) for start, _ in AGE_BANDS]
+
+
+def age_band_index(age: np.ndarray) -> np.ndarray:
+    """Return the index in AGE_BANDS of each age's band, -1 where the age is unknown."""
+    band = np.searchsorted(BAND_STARTS, np.nan_to_num(age, nan=-1.0), side="right") - 1
+    return np.where(np.isnan(age), -1, band)
 COUNT_GROUPS = ("hospital use", "social care", "primary care")
 #: Features of those groups that are flags, indices or bands rather than counts, used as they are.
 NOT_COUNTS = ("long_term", "reablement", "efi")
@@ -166,11 +173,9 @@ class RiskModel:
         slope, intercept = self.calibration
         slopes, intercepts = np.full(x.shape[0], slope), np.full(x.shape[0], intercept)
         if self.band_lines:
-            age = x[:, self.names.index("age")]
-            starts = [float(start) for start, _ in AGE_BANDS]
-            band = np.searchsorted(starts, np.nan_to_num(age, nan=-1.0), side="right") - 1
+            band = age_band_index(x[:, self.names.index("age")])
             for start, b, a in self.band_lines:
-                rows = (band == starts.index(start)) & ~np.isnan(age)
+                rows = band == BAND_STARTS.index(start)
                 slopes[rows], intercepts[rows] = b, a
         return slopes, intercepts
 
@@ -248,14 +253,13 @@ class RiskModel:
 
 def _band_lines_from_json(data: Any, features: tuple[Feature, ...]) -> tuple[tuple[float, float, float], ...]:
     raw = data.get("age_bands", []) if isinstance(data, dict) else None
-    starts = [float(start) for start, _ in AGE_BANDS]
     try:
         lines = tuple((float(b["from_age"]), float(b["slope"]), float(b["intercept"])) for b in raw or [])
     except (KeyError, TypeError, ValueError):
         raise ValueError("the calibration's age bands are malformed") from None
     if lines and "age" not in [f.name for f in features]:
         raise ValueError("the calibration has age bands but the model has no age feature")
-    if any(a not in starts or not (math.isfinite(b) and math.isfinite(c)) for a, b, c in lines):
+    if any(a not in BAND_STARTS or not (math.isfinite(b) and math.isfinite(c)) for a, b, c in lines):
         raise ValueError("the calibration's age bands are not linkcare's bands or not numbers")
     return lines
 
@@ -333,11 +337,10 @@ def _band_lines(raw: np.ndarray, y: np.ndarray, age: np.ndarray | None) -> tuple
     without one); a band whose line does not converge uses the overall line."""
     if age is None:
         return ()
-    starts = [start for start, _ in AGE_BANDS]
-    band = np.searchsorted(starts, np.nan_to_num(age, nan=-1.0), side="right") - 1
+    band = age_band_index(age)
     lines = []
-    for k, start in enumerate(starts):
-        rows = (band == k) & ~np.isnan(age)
+    for k, start in enumerate(BAND_STARTS):
+        rows = band == k
         outcomes = int(y[rows].sum())
         if outcomes < BAND_MIN_OUTCOMES or rows.sum() - outcomes < BAND_MIN_OUTCOMES:
             continue
